@@ -1,0 +1,79 @@
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { lifecyclePolicy, pushPolicy } from "../lib/registry";
+import { RegistrySettings } from "../lib/settings";
+import { scriptCommand } from "../lib/shell";
+import { NixBuilder } from "./nixBuilder";
+
+export interface ImageRegistryArgs {
+  settings: RegistrySettings;
+  builder: NixBuilder;
+  /** The docker-archive on the builder (NixImage.storePath). */
+  storePath: pulumi.Input<string>;
+  tags?: Record<string, string>;
+}
+
+/**
+ * An ECR repository (or a generic OCI registry) and the push of the image into it, done from the
+ * builder itself so the image never crosses the operator's link. The push runs again only when the
+ * store path changes; no registry token is ever an input, so tokens cannot cause a diff.
+ */
+export class ImageRegistry extends pulumi.ComponentResource {
+  /** Repository URL without tag or digest. */
+  readonly repositoryUrl: pulumi.Output<string>;
+  /** ARN of the ECR repository (ecr only): hosts are granted pull on it alone. */
+  readonly repositoryArn?: pulumi.Output<string>;
+  /** `repository@sha256:...`: what hosts run. */
+  readonly imageRef: pulumi.Output<string>;
+
+  constructor(name: string, args: ImageRegistryArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("neko-infra:registry:ImageRegistry", name, {}, opts);
+    const s = args.settings;
+    const dependsOn: pulumi.Resource[] = [];
+    let env: pulumi.Output<Record<string, string>>;
+
+    if (s.kind === "ecr") {
+      const repo = new aws.ecr.Repository(
+        name,
+        {
+          name: s.repository,
+          imageTagMutability: "IMMUTABLE",
+          imageScanningConfiguration: { scanOnPush: s.scanOnPush },
+          encryptionConfigurations: [{ encryptionType: "AES256" }],
+          forceDelete: s.forceDelete,
+          tags: args.tags,
+        },
+        { parent: this },
+      );
+      dependsOn.push(new aws.ecr.LifecyclePolicy(`${name}-lifecycle`, { repository: repo.name, policy: lifecyclePolicy(s.keepImages) }, { parent: this }));
+      if (args.builder.role) {
+        dependsOn.push(
+          new aws.iam.RolePolicy(`${name}-builder-push`, { role: args.builder.role.id, policy: repo.arn.apply(pushPolicy) }, { parent: this }),
+        );
+      }
+      this.repositoryUrl = repo.repositoryUrl;
+      this.repositoryArn = repo.arn;
+      env = pulumi.output<Record<string, string>>({ REGISTRY_AUTH: "ecr" });
+    } else {
+      this.repositoryUrl = pulumi.output(s.url);
+      const auth: Record<string, string> =
+        s.username !== undefined ? { REGISTRY_AUTH: "basic", REGISTRY_USER: s.username, REGISTRY_PASSWORD: s.password! } : { REGISTRY_AUTH: "none" };
+      if (s.insecure) auth.REGISTRY_INSECURE = "1";
+      env = s.password !== undefined ? pulumi.secret(auth) : pulumi.output(auth);
+    }
+
+    const push = args.builder.run(
+      `${name}-push`,
+      {
+        script: pulumi.all([args.storePath, this.repositoryUrl, env]).apply(([path, url, e]) => scriptCommand("push-image.sh", [path, url], e)),
+        // Its command line may hold the registry password: keep output out of the logs.
+        logging: s.kind === "oci" && s.password !== undefined ? "none" : undefined,
+        timeoutMinutes: 60,
+      },
+      { parent: this, dependsOn },
+    );
+    // A digest is not a secret, though the command that printed it held the password.
+    this.imageRef = pulumi.unsecret(push.stdout.apply((out) => out.trim()));
+    this.registerOutputs({ repositoryUrl: this.repositoryUrl, imageRef: this.imageRef });
+  }
+}

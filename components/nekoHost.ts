@@ -1,0 +1,211 @@
+import * as aws from "@pulumi/aws";
+import * as command from "@pulumi/command";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import * as tls from "@pulumi/tls";
+import { CONTAINER_NAME, containerSpec, healthBudgetSeconds, HEALTHCHECK, nekoPorts } from "../lib/neko";
+import { ALL_EGRESS, nekoIngress, sshIngress } from "../lib/network";
+import { EC2_ASSUME_ROLE, ecrHostOfArn, pullPolicy } from "../lib/registry";
+import { HostSettings, NekoSettings } from "../lib/settings";
+import { scriptCommand } from "../lib/shell";
+import { sshFilesDir, writeSshFiles } from "../lib/sshFiles";
+import { hostUserData } from "../lib/userdata";
+import { SshConnection } from "./nixBuilder";
+
+/** Deep Learning Base OSS NVIDIA driver AMI (AL2023): driver and container toolkit preinstalled. */
+export const GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id";
+export const X86_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+const EC2_USER = "ec2-user";
+
+export interface NekoHostArgs {
+  settings: Exclude<HostSettings, { kind: "none" }>;
+  neko: NekoSettings;
+  /** `repository@sha256:...` to run. */
+  imageRef: pulumi.Input<string>;
+  /** ECR repository the host may pull from (ecr registries). */
+  repositoryArn?: pulumi.Input<string>;
+  /** Credentials for pulling from a generic OCI registry. */
+  registryCredentials?: { username: string; password: pulumi.Input<string> };
+  tags?: Record<string, string>;
+}
+
+/**
+ * The machine neko runs on (an EC2 GPU or x86 instance, or an existing SSH host) and the neko
+ * container on it, run through @pulumi/docker over SSH. `pulumi up` ends only when the container
+ * reports healthy, or fails with its last log lines.
+ */
+export class NekoHost extends pulumi.ComponentResource {
+  readonly publicIp: pulumi.Output<string>;
+  readonly url: pulumi.Output<string>;
+  readonly sshCommand: pulumi.Output<string>;
+  readonly userPassword: pulumi.Output<string>;
+  readonly adminPassword: pulumi.Output<string>;
+  readonly container: docker.Container;
+
+  constructor(name: string, args: NekoHostArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("neko-infra:host:NekoHost", name, {}, opts);
+    const { settings: s, neko } = args;
+    const tags = { ...args.tags, Name: name, "neko-infra:role": "host" };
+    const ports = nekoPorts(neko);
+
+    let connection: pulumi.Output<SshConnection>;
+    let publicIp: pulumi.Output<string>;
+    let waitFor: pulumi.Resource[] = [];
+    if (s.kind === "ec2") {
+      const hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, { parent: this });
+      const sshKey = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this });
+      const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", tags }, { parent: this });
+      const keyPair = new aws.ec2.KeyPair(`${name}-key`, { publicKey: sshKey.publicKeyOpenssh.apply((k) => k.trim()), tags }, { parent: this });
+      const sg = new aws.ec2.SecurityGroup(
+        `${name}-sg`,
+        {
+          description: "neko-infra host: neko from the client networks, SSH from the admin networks",
+          ingress: [sshIngress(s.sshCidrs), ...nekoIngress(ports, s.clientCidrs)],
+          egress: ALL_EGRESS,
+          tags,
+        },
+        { parent: this },
+      );
+      const role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: EC2_ASSUME_ROLE, tags }, { parent: this });
+      new aws.iam.RolePolicyAttachment(
+        `${name}-ssm`,
+        { role: role.name, policyArn: "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" },
+        { parent: this },
+      );
+      if (args.repositoryArn !== undefined) {
+        new aws.iam.RolePolicy(`${name}-pull`, { role: role.id, policy: pulumi.output(args.repositoryArn).apply(pullPolicy) }, { parent: this });
+      }
+      const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name, tags }, { parent: this });
+      const ami = aws.ssm.getParameterOutput({ name: s.gpu ? GPU_AMI_PARAMETER : X86_AMI_PARAMETER }, { parent: this });
+      const ecrRegistry = args.repositoryArn === undefined ? undefined : pulumi.output(args.repositoryArn).apply(ecrHostOfArn);
+      const instance = new aws.ec2.Instance(
+        `${name}-instance`,
+        {
+          ami: ami.value,
+          instanceType: s.instanceType,
+          keyName: keyPair.keyName,
+          vpcSecurityGroupIds: [sg.id],
+          iamInstanceProfile: profile.name,
+          userData: pulumi
+            .all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh, ecrRegistry])
+            .apply(([priv, pub, registry]) =>
+              hostUserData({ hostKey: { privateKey: priv, publicKey: pub.trim() }, sshUser: EC2_USER, gpu: s.gpu, ecrRegistry: registry }),
+            ),
+          metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 },
+          rootBlockDevice: { encrypted: true, volumeSize: s.volumeSize, volumeType: "gp3", deleteOnTermination: true },
+          tags,
+          volumeTags: tags,
+        },
+        { parent: this, ignoreChanges: ["ami"] },
+      );
+      waitFor = [new aws.ec2.EipAssociation(`${name}-eip-assoc`, { allocationId: eip.allocationId, instanceId: instance.id }, { parent: this })];
+      publicIp = eip.publicIp;
+      connection = pulumi.secret(
+        pulumi.all([eip.publicIp, sshKey.privateKeyOpenssh, hostKey.publicKeyOpenssh]).apply(([host, key, hk]) => ({
+          host,
+          port: 22,
+          user: EC2_USER,
+          privateKey: key,
+          hostKey: hk.trim(),
+        })),
+      );
+    } else {
+      publicIp = pulumi.output(s.publicAddress ?? s.host);
+      connection = pulumi.secret(pulumi.output({ host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey }));
+    }
+
+    const run = (id: string, script: pulumi.Input<{ command: string; stdin: string }>, more: Partial<command.remote.CommandArgs>, ro: pulumi.CustomResourceOptions) => {
+      const sc = pulumi.output(script);
+      return new command.remote.Command(
+        `${name}-${id}`,
+        { connection, create: sc.command, stdin: sc.stdin, addPreviousOutputInEnv: false, ...more },
+        { parent: this, ...ro },
+      );
+    };
+
+    const ready = run(
+      "ready",
+      scriptCommand("wait-for-docker.sh", ["600"]),
+      { connection: connection.apply((c) => ({ ...c, dialErrorLimit: -1, perDialTimeout: 10 })) },
+      { dependsOn: waitFor, customTimeouts: { create: "20m" } },
+    );
+
+    const pullEnv = args.registryCredentials
+      ? pulumi.secret(
+          pulumi.output(args.registryCredentials.password).apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p })),
+        )
+      : pulumi.output<Record<string, string>>({});
+    const pull = run(
+      "pull",
+      pulumi.all([args.imageRef, pullEnv]).apply(([ref, env]) => scriptCommand("pull-image.sh", [ref], env)),
+      { logging: args.registryCredentials ? "none" : undefined },
+      { dependsOn: [ready], customTimeouts: { create: "30m", update: "30m" } },
+    );
+
+    this.userPassword = password(this, `${name}-user-password`, neko.userPassword);
+    this.adminPassword = password(this, `${name}-admin-password`, neko.adminPassword);
+
+    const dir = sshFilesDir(pulumi.getStack(), name);
+    const provider = new docker.Provider(
+      `${name}-docker`,
+      {
+        host: connection.apply((c) => `ssh://${c.user}@${c.host}:${c.port}`),
+        sshOpts: connection.apply((c) => writeSshFiles(dir, c)),
+      },
+      { parent: this, dependsOn: [ready] },
+    );
+
+    const spec = pulumi.all([publicIp, args.imageRef]).apply(([ip, ref]) => containerSpec(neko, { publicAddress: ip, gpu: s.gpu }, ref));
+    const envs = pulumi.secret(
+      pulumi.all([spec, this.userPassword, this.adminPassword]).apply(([sp, user, admin]) => [
+        ...Object.entries(sp.env).map(([k, v]) => `${k}=${v}`),
+        `NEKO_MEMBER_MULTIUSER_USER_PASSWORD=${user}`,
+        `NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD=${admin}`,
+      ]),
+    );
+    this.container = new docker.Container(
+      `${name}-neko`,
+      {
+        name: spec.name,
+        image: spec.image,
+        platform: spec.platform,
+        ports: spec.ports,
+        envs,
+        shmSize: spec.shmSizeMb,
+        gpus: spec.gpus,
+        restart: spec.restart,
+        healthcheck: {
+          tests: spec.healthcheck,
+          interval: `${HEALTHCHECK.intervalSeconds}s`,
+          timeout: `${HEALTHCHECK.timeoutSeconds}s`,
+          retries: HEALTHCHECK.retries,
+          startPeriod: `${HEALTHCHECK.startPeriodSeconds}s`,
+        },
+        // wait-healthy below waits instead: on failure it shows the container's own log lines.
+        wait: false,
+      },
+      { parent: this, provider, dependsOn: [pull] },
+    );
+
+    run(
+      "healthy",
+      scriptCommand("wait-healthy.sh", [CONTAINER_NAME, String(healthBudgetSeconds())]),
+      { triggers: [this.container.id] },
+      { dependsOn: [this.container], customTimeouts: { create: "15m", update: "15m" } },
+    );
+
+    this.publicIp = publicIp;
+    this.url = pulumi.interpolate`http://${publicIp}:${neko.httpPort}/`;
+    // Names the key file, not the key: no secret in it.
+    this.sshCommand = pulumi.unsecret(
+      connection.apply((c) => `ssh -i ${dir}/id -o UserKnownHostsFile=${dir}/known_hosts -p ${c.port} ${c.user}@${c.host}`),
+    );
+    this.registerOutputs({ url: this.url, publicIp: this.publicIp });
+  }
+}
+
+function password(parent: pulumi.Resource, name: string, given: string | undefined): pulumi.Output<string> {
+  if (given !== undefined) return pulumi.secret(given);
+  return new random.RandomPassword(name, { length: 24, special: false }, { parent }).result;
+}

@@ -1,0 +1,48 @@
+/** ECR policies: what the builder may push and the host may pull, scoped to one repository. */
+
+/** The ECR registry host of a repository URL: `<account>.dkr.ecr.<region>.amazonaws.com`. */
+export function registryHost(repositoryUrl: string): string {
+  return repositoryUrl.split("/")[0];
+}
+
+/** `arn:aws:ecr:<region>:<account>:repository/<name>` -> `<account>.dkr.ecr.<region>.amazonaws.com`. */
+export function ecrHostOfArn(arn: string): string {
+  const [, , , region, account] = arn.split(":");
+  return `${account}.dkr.ecr.${region}.amazonaws.com`;
+}
+
+/** Keep the newest `keep` images; older ones expire. */
+export function lifecyclePolicy(keep: number): string {
+  return JSON.stringify({
+    rules: [
+      {
+        rulePriority: 1,
+        description: `keep the newest ${keep} images`,
+        selection: { tagStatus: "any", countType: "imageCountMoreThan", countNumber: keep },
+        action: { type: "expire" },
+      },
+    ],
+  });
+}
+
+const PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
+const PUSH_ACTIONS = [...PULL_ACTIONS, "ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart", "ecr:DescribeImages"];
+
+function policy(actions: string[], repositoryArn: string): string {
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      // GetAuthorizationToken acts on the registry, not a repository: AWS accepts only "*" here.
+      { Sid: "Login", Effect: "Allow", Action: "ecr:GetAuthorizationToken", Resource: "*" },
+      { Sid: "Repository", Effect: "Allow", Action: actions, Resource: repositoryArn },
+    ],
+  });
+}
+
+export const pushPolicy = (repositoryArn: string) => policy(PUSH_ACTIONS, repositoryArn);
+export const pullPolicy = (repositoryArn: string) => policy(PULL_ACTIONS, repositoryArn);
+
+export const EC2_ASSUME_ROLE = JSON.stringify({
+  Version: "2012-10-17",
+  Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }],
+});
