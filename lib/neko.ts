@@ -114,13 +114,17 @@ export function healthBudgetSeconds(): number {
   return h.startPeriodSeconds + h.retries * (h.intervalSeconds + h.timeoutSeconds);
 }
 
-/** The same container as a `docker run` argument list: for people debugging a host, and for tests. */
-export function dockerRunArgs(spec: ContainerSpec, extraEnv: Record<string, string> = {}): string[] {
+/**
+ * The same container as a `docker run` argument list: for people debugging a host, and for tests.
+ * `bindAddress` publishes on one address only (e.g. 127.0.0.1); the ports stay 1:1.
+ */
+export function dockerRunArgs(spec: ContainerSpec, opts: { extraEnv?: Record<string, string>; bindAddress?: string } = {}): string[] {
   const args = ["run", "--detach", "--name", spec.name, "--platform", spec.platform, "--restart", spec.restart];
   args.push("--shm-size", `${spec.shmSizeMb}m`);
   if (spec.gpus) args.push("--gpus", spec.gpus);
-  for (const p of spec.ports) args.push("--publish", `${p.external}:${p.internal}/${p.protocol}`);
-  for (const [k, v] of Object.entries({ ...spec.env, ...extraEnv })) args.push("--env", `${k}=${v}`);
+  const bind = opts.bindAddress ? `${opts.bindAddress}:` : "";
+  for (const p of spec.ports) args.push("--publish", `${bind}${p.external}:${p.internal}/${p.protocol}`);
+  for (const [k, v] of Object.entries({ ...spec.env, ...opts.extraEnv })) args.push("--env", `${k}=${v}`);
   const [kind, test] = spec.healthcheck;
   if (kind !== "CMD-SHELL") throw new Error(`dockerRunArgs: unsupported healthcheck ${kind}`);
   const h = HEALTHCHECK;

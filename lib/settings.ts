@@ -302,7 +302,7 @@ export function parseSettings(input: SettingsInput): Settings {
   const parsed: Partial<Raw> = {};
   for (const key of CONFIG_KEYS) {
     if (problems.some((p) => p.startsWith(`${PROJECT}:${key}:`) && p.includes("must be an object"))) continue;
-    const result = SECTIONS[key].safeParse(raw[key] === undefined && key === "image" ? {} : raw[key]);
+    const result = SECTIONS[key].safeParse(raw[key] === undefined && key === "image" ? {} : raw[key], { reportInput: true });
     if (result.success) (parsed as Record<string, unknown>)[key] = result.data;
     else for (const issue of result.error.issues) problems.push(...describeIssue(key, issue));
   }

@@ -1,6 +1,6 @@
 /**
  * @pulumi/docker reaches a host through the system `ssh`, which reads keys from files. These files
- * are written with mode 0600 under ~/.ssh/neko-infra/<stack>-<name>/, the host key pinned in a
+ * are written with mode 0600 under ~/.ssh/neko-infra/<stack>-<name>/ (or $NEKO_INFRA_SSH_DIR), the host key pinned in a
  * known_hosts file of their own (StrictHostKeyChecking=yes).
  */
 import * as fs from "fs";
@@ -14,8 +14,10 @@ export interface SshTarget {
   hostKey: string;
 }
 
-export function sshFilesDir(stack: string, name: string, home = os.homedir()): string {
-  return path.join(home, ".ssh", "neko-infra", `${stack}-${name}`);
+/** NEKO_INFRA_SSH_DIR moves the files elsewhere (CI runners, tests). */
+export function sshFilesDir(stack: string, name: string): string {
+  const base = process.env.NEKO_INFRA_SSH_DIR ?? path.join(os.homedir(), ".ssh", "neko-infra");
+  return path.join(base, `${stack}-${name}`);
 }
 
 export function knownHostsLine(t: Pick<SshTarget, "host" | "port" | "hostKey">): string {

@@ -1,0 +1,201 @@
+/**
+ * Runs index.ts under Pulumi mocks with a given stack config, and returns the resource graph the
+ * program registered: type, name, inputs, parent and dependencies of every resource, plus the stack
+ * outputs. Each call loads a fresh copy of the SDK and the program (jest.isolateModules).
+ *
+ * The mocks answer like AWS would (ids, ARNs, repository URLs, an Elastic IP), run no command, and
+ * fail on any invoke the program is not expected to make.
+ */
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { parse } from "yaml";
+
+export interface Registered {
+  type: string;
+  name: string;
+  urn: string;
+  inputs: Record<string, any>;
+  parent: string;
+  dependencies: string[];
+}
+
+export interface StackRun {
+  resources: Registered[];
+  outputs: Record<string, unknown>;
+  /** Stack outputs that are Pulumi secrets. */
+  secretOutputs: string[];
+  /** Inputs that were secret, per resource name (`inputs` holds their plain values). */
+  secretInputs: Record<string, string[]>;
+  byName(name: string): Registered;
+  ofType(type: string): Registered[];
+}
+
+const ROOT = path.join(__dirname, "..", "..");
+const ACCOUNT = "123456789012";
+const EIP = { builder: "203.0.113.10", host: "203.0.113.20" };
+const AMIS: Record<string, string> = {
+  "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64": "ami-0a1b2c3d4e5f60001",
+  "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id": "ami-0a1b2c3d4e5f6gpu1",
+};
+
+export { ACCOUNT, AMIS, EIP, ROOT };
+
+/** The `config:` map of a stack file, as Pulumi hands it to the program (objects as JSON). */
+export function stackConfig(stack: string): Record<string, string> {
+  const doc = parse(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")) as { config: Record<string, unknown> };
+  return Object.fromEntries(Object.entries(doc.config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+}
+
+function fakeState(type: string, name: string, inputs: Record<string, any>): Record<string, any> {
+  const region = "eu-central-1";
+  switch (type) {
+    case "aws:ec2/eip:Eip":
+      return { ...inputs, publicIp: name.startsWith("builder") ? EIP.builder : EIP.host, allocationId: `eipalloc-${name}` };
+    case "aws:ecr/repository:Repository":
+      return {
+        ...inputs,
+        arn: `arn:aws:ecr:${region}:${ACCOUNT}:repository/${inputs.name}`,
+        repositoryUrl: `${ACCOUNT}.dkr.ecr.${region}.amazonaws.com/${inputs.name}`,
+      };
+    case "aws:iam/role:Role":
+      return { ...inputs, arn: `arn:aws:iam::${ACCOUNT}:role/${name}`, name: `${name}-1234567` };
+    case "aws:iam/instanceProfile:InstanceProfile":
+      return { ...inputs, name: `${name}-7654321` };
+    case "aws:ec2/keyPair:KeyPair":
+      return { ...inputs, keyName: `${name}-abcdef` };
+    case "tls:index/privateKey:PrivateKey":
+      return {
+        ...inputs,
+        privateKeyOpenssh: `-----BEGIN OPENSSH PRIVATE KEY-----\n${name}-private\n-----END OPENSSH PRIVATE KEY-----\n`,
+        publicKeyOpenssh: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA${Buffer.from(name).toString("base64").replace(/=/g, "")}\n`,
+      };
+    case "random:index/randomPassword:RandomPassword":
+      return { ...inputs, result: `generated-${name}` };
+    case "command:remote:Command":
+    case "command:local:Command":
+      return { ...inputs, stdout: fakeStdout(inputs), stderr: "" };
+    default:
+      return inputs;
+  }
+}
+
+/** What each script prints on success (told apart by its usage line), so outputs flow on as in a real run. */
+function fakeStdout(inputs: Record<string, any>): string {
+  const stdin = String(inputs.stdin ?? "");
+  const args = String(inputs.create ?? "").split(" -- ")[1]?.split(" ").map((w) => w.replace(/^'|'$/g, "")) ?? [];
+  const nixHash = (text: string) => crypto.createHash("sha256").update(text).digest("hex").slice(0, 32);
+  if (stdin.includes("usage: nix-build.sh")) return `/nix/store/${nixHash(args.join(" "))}-docker-image-neko.tar.gz\n`;
+  if (stdin.includes("usage: ship-flake.sh")) return `/nix/store/${nixHash(args[0])}-source\n`;
+  if (stdin.includes("usage: push-image.sh")) {
+    return `${args[1]}@sha256:${crypto.createHash("sha256").update(args[0]).digest("hex")}\n`;
+  }
+  if (stdin.includes("usage: pull-image.sh")) return `sha256:${crypto.createHash("sha256").update(args[0]).digest("hex")}\n`;
+  if (stdin.includes("usage: wait-")) return "ok\n";
+  throw new Error(`mock: a command runs a script the mocks do not know: ${inputs.create}`);
+}
+
+export async function runStack(
+  config: Record<string, string>,
+  opts: { secretKeys?: string[]; stack?: string; preview?: boolean; sshDir?: string } = {},
+): Promise<StackRun> {
+  const resources: Registered[] = [];
+  const secretInputs: Record<string, string[]> = {};
+  const invokeErrors: string[] = [];
+  const previousSshDir = process.env.NEKO_INFRA_SSH_DIR;
+  process.env.NEKO_INFRA_SSH_DIR = opts.sshDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-ssh-"));
+  let outputs: Record<string, unknown> = {};
+  const secretOutputs: string[] = [];
+  try {
+    let exports: Record<string, any> = {};
+    let pulumi: typeof import("@pulumi/pulumi") = undefined as any;
+    await jest.isolateModulesAsync(async () => {
+      pulumi = require("@pulumi/pulumi");
+      const stack = opts.stack ?? "test";
+      await pulumi.runtime.setMocks(
+        {
+          newResource(args) {
+            const state = fakeState(args.type, args.name, args.inputs);
+            return { id: `${args.name}-id`, state };
+          },
+          call(args) {
+            if (args.token === "aws:ssm/getParameter:getParameter") {
+              const value = AMIS[args.inputs.name];
+              if (!value) throw new Error(`unexpected SSM parameter ${args.inputs.name}`);
+              return { ...args.inputs, value, type: "String" };
+            }
+            invokeErrors.push(args.token);
+            throw new Error(`unexpected invoke ${args.token}`);
+          },
+        },
+        "neko-infra",
+        stack,
+        opts.preview ?? false,
+      );
+      pulumi.runtime.setAllConfig(config, opts.secretKeys ?? []);
+      const monitor = pulumi.runtime.getMonitor() as any;
+      const register = monitor.registerResource.bind(monitor);
+
+      monitor.registerResource = (req: any, cb: any) => {
+        if (req.getCustom()) {
+          const obj = req.getObject().toJavaScript();
+          const secrets = Object.entries(obj)
+            .filter(([, v]) => isSecretValue(v))
+            .map(([k]) => k);
+          if (secrets.length) secretInputs[req.getName()] = secrets;
+        }
+        return register(req, (err: any, resp: any) => {
+          resources.push({
+            type: req.getType(),
+            name: req.getName(),
+            urn: resp?.getUrn?.() ?? "",
+            inputs: unwrapSecrets(req.getObject().toJavaScript()),
+            parent: req.getParent(),
+            dependencies: req.getDependenciesList(),
+          });
+          cb(err, resp);
+        });
+      };
+      exports = require("../../index");
+    });
+    for (const [key, value] of Object.entries(exports)) {
+      if (pulumi.Output.isInstance(value)) {
+        outputs[key] = await new Promise((resolve) => value.apply(resolve));
+        if (await pulumi.isSecret(value)) secretOutputs.push(key);
+      } else {
+        outputs[key] = value;
+      }
+    }
+    await pulumi.runtime.disconnect();
+    if (invokeErrors.length) throw new Error(`the program made unexpected invokes: ${invokeErrors.join(", ")}`);
+  } finally {
+    if (previousSshDir === undefined) delete process.env.NEKO_INFRA_SSH_DIR;
+    else process.env.NEKO_INFRA_SSH_DIR = previousSshDir;
+  }
+  return {
+    resources,
+    outputs,
+    secretOutputs,
+    secretInputs,
+    byName(name) {
+      const found = resources.filter((r) => r.name === name);
+      if (found.length !== 1) throw new Error(`expected one resource named ${name}, found ${found.length}: ${resources.map((r) => r.name).join(", ")}`);
+      return found[0];
+    },
+    ofType(type) {
+      return resources.filter((r) => r.type === type);
+    },
+  };
+}
+
+const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+function isSecretValue(v: unknown): boolean {
+  return typeof v === "object" && v !== null && (v as Record<string, unknown>)["4dabf18193072939515e22adb298388d"] === SECRET_SIG;
+}
+function unwrapSecrets(v: any): any {
+  if (isSecretValue(v)) return unwrapSecrets(v.value);
+  if (Array.isArray(v)) return v.map(unwrapSecrets);
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unwrapSecrets(x)]));
+  return v;
+}
