@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# A private Docker engine (Debian's dockerd 20.10) for real-tool tests.
+#
+#   dockerd.sh start STATE_DIR [INSECURE_REGISTRY]   e.g. 10.231.N.1:5000
+#   dockerd.sh stop  STATE_DIR                       (idempotent; removes all
+#                                                     containers first)
+#
+# Socket unix://STATE_DIR/docker.sock, --data-root STATE_DIR/data, --exec-root
+# /run/nekod-<hash> (short: unix socket paths under it must stay < 108 bytes),
+# --pidfile STATE_DIR/docker.pid (the harness's own record: dockerd.pid), log STATE_DIR/dockerd.log, an empty
+# --config-file (ignores /etc/docker/daemon.json).
+# Networking: its own Linux bridge nkd<hash> on 10.232.M.1/24 (M free, picked
+# under a lock, or env DOCKERD_SUBNET) instead of docker0, and --iptables=false
+# --ip-masq=false --ip-forward=false: dockerd would otherwise flush the shared
+# DOCKER iptables chains of any other dockerd and flip the host's ip_forward.
+# Published ports (-p 127.0.0.1:P:8080) go through docker-proxy (userland
+# proxy); containers have no route off the host.
+#
+# start writes STATE_DIR/env (sourceable):
+#   DOCKER_HOST (unix://STATE_DIR/docker.sock), DOCKER_BIN (/usr/bin/docker, the
+#   Debian client; /usr/local/bin/docker on PATH is another version),
+#   DOCKER_CONFIG (STATE_DIR/client: `docker login` writes there, not ~/.docker)
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh disable=SC1091
+source "$here/lib.sh"
+
+dockerd_bin=/usr/sbin/dockerd
+docker_bin=/usr/bin/docker
+lock=/run/neko-harness-subnets.lock
+
+usage() {
+  echo "usage: ${0##*/} start STATE_DIR [INSECURE_REGISTRY] | stop STATE_DIR" >&2
+  exit 2
+}
+
+load_names() {
+  local h
+  h=$(short_hash "$state")
+  bridge=nkd$h
+  exec_root=/run/nekod-$h
+  ctr_ns=nekod-$h
+  subnet=${DOCKERD_SUBNET:-}
+  if [[ -f $state/dockerd.state ]]; then
+    # shellcheck source=/dev/null
+    source "$state/dockerd.state"
+  fi
+}
+
+subnet_in_use() {
+  ipv4_in_use "10.232.$1."
+}
+
+pick_subnet() {
+  if [[ -n $subnet ]]; then
+    if ! [[ $subnet =~ ^[0-9]+$ ]] || ((subnet < 1 || subnet > 254)); then
+      die "DOCKERD_SUBNET must be 1..254, got '$subnet'"
+    fi
+    ! subnet_in_use "$subnet" || die "10.232.$subnet.0/24 is already in use (DOCKERD_SUBNET=$subnet)"
+    return
+  fi
+  local start i n
+  start=$((16#$(short_hash "$state") % 200 + 20))
+  for ((i = 0; i < 254; i++)); do
+    n=$(((start - 1 + i) % 254 + 1))
+    if ! subnet_in_use "$n"; then
+      subnet=$n
+      return
+    fi
+  done
+  die "no free 10.232.M.0/24 subnet"
+}
+
+# After dockerd died without a shutdown (SIGKILL, crash), its containers live
+# on under containerd-shim processes of its containerd namespace: find them by
+# that namespace (unique to this STATE_DIR) and kill them and their children.
+kill_orphan_shims() {
+  local p pids=() kids
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "^/usr/bin/containerd-shim[^ ]* .*-namespace $ctr_ns "; then
+      pids+=("${p#/proc/}")
+    fi
+  done
+  ((${#pids[@]})) || return 0
+  log "killing leftover containerd shims of namespace $ctr_ns and their containers: ${pids[*]}"
+  for p in "${pids[@]}"; do
+    kids=$(cat "/proc/$p"/task/*/children 2>/dev/null || true)
+    # shellcheck disable=SC2086 # one pid per word
+    [[ -z $kids ]] || kill -KILL $kids 2>/dev/null || true
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  sleep 0.2
+}
+
+# Remove the (empty) cgroups of this engine's containers that a dead dockerd
+# left behind (cgroup v1 here: /sys/fs/cgroup/<controller>/docker/<id>).
+remove_container_cgroups() {
+  local c id cg
+  [[ -d $state/data/containers ]] || return 0
+  for c in "$state"/data/containers/*/; do
+    [[ -d $c ]] || continue
+    id=$(basename "$c")
+    for cg in /sys/fs/cgroup/*/docker/"$id" /sys/fs/cgroup/docker/"$id"; do
+      if [[ -d $cg ]]; then
+        rmdir "$cg" 2>/dev/null || log "cannot remove cgroup $cg (still in use?)"
+      fi
+    done
+  done
+}
+
+# Unmount whatever dockerd left mounted under DIR (after a crash or SIGKILL).
+unmount_under() {
+  local dir=$1 m
+  [[ -d $dir ]] || return 0
+  # Deepest first.
+  while read -r m; do
+    [[ -n $m ]] || continue
+    umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+}
+
+do_stop() {
+  load_names
+  local pid ids
+  pid=$(read_pid "$state/dockerd.pid")
+  [[ -n $pid ]] || pid=$(read_pid "$state/docker.pid")
+  if [[ -n $pid ]] && pid_alive "$pid" dockerd; then
+    # Remove containers first: a PID 1 without a SIGTERM handler (busybox
+    # httpd) would hold dockerd's shutdown for the 10 s stop timeout.
+    ids=$(timeout 20 "$docker_bin" -H "unix://$state/docker.sock" ps -aq 2>/dev/null || true)
+    if [[ -n $ids ]]; then
+      # shellcheck disable=SC2086 # one id per word
+      timeout 30 "$docker_bin" -H "unix://$state/docker.sock" rm -f $ids >/dev/null 2>&1 || true
+    fi
+    stop_pid "$pid" dockerd dockerd 30
+  fi
+  rm -f "$state/dockerd.pid" "$state/docker.pid"
+  # containerd (started by dockerd) exits with it; a leftover one would still
+  # have its pid file under the exec root.
+  local cpid
+  cpid=$(read_pid "$exec_root/containerd/containerd.pid")
+  if [[ -n $cpid ]]; then
+    stop_pid "$cpid" containerd "dockerd's containerd" 10
+  fi
+  kill_orphan_shims
+  remove_container_cgroups
+  unmount_under "$exec_root"
+  unmount_under "$state/data"
+  rm -rf "$exec_root"
+  if ip link show "$bridge" >/dev/null 2>&1; then
+    ip link delete "$bridge" || die "cannot delete bridge $bridge"
+  fi
+  rm -f "$state/env" "$state/docker.sock" "$state/dockerd.state"
+}
+
+do_start() {
+  local insecure=${1:-} timeout=${DOCKERD_READY_TIMEOUT:-30}
+  need_root
+  need "$dockerd_bin" "$docker_bin" /usr/sbin/docker-proxy ip flock
+  mkdir -p "$state"
+  local sock=$state/docker.sock
+  ((${#sock} < 100)) || die "socket path $sock is too long for a unix socket (use a shorter STATE_DIR)"
+  load_names
+  local pid
+  pid=$(read_pid "$state/dockerd.pid")
+  if [[ -n $pid ]] && pid_alive "$pid" dockerd && [[ -f $state/env ]]; then
+    start_ok=1 # leave the running dockerd alone
+    if [[ ${running_insecure-} != "$insecure" ]]; then
+      die "dockerd for $state already runs with INSECURE_REGISTRY='${running_insecure-}' (pid $pid), not '$insecure'; stop it first"
+    fi
+    log "dockerd already running (pid $pid)"
+    return 0
+  fi
+  do_stop
+  load_names
+
+  (
+    flock -w 30 9 || die "timed out waiting for $lock"
+    pick_subnet
+    printf 'bridge=%q\nexec_root=%q\nsubnet=%q\nrunning_insecure=%q\n' \
+      "$bridge" "$exec_root" "$subnet" "$insecure" >"$state/dockerd.state"
+    ip link add "$bridge" type bridge
+    ip addr add "10.232.$subnet.1/24" dev "$bridge"
+    ip link set "$bridge" up
+  ) 9>"$lock"
+  load_names
+
+  mkdir -p "$state/data" "$state/client" "$exec_root"
+  echo '{}' >"$state/daemon.json"
+  local args=(
+    --config-file "$state/daemon.json"
+    --host "unix://$sock"
+    --data-root "$state/data"
+    --exec-root "$exec_root"
+    --pidfile "$state/docker.pid"
+    --bridge "$bridge"
+    --iptables=false --ip-masq=false --ip-forward=false
+    --userland-proxy=true --userland-proxy-path /usr/sbin/docker-proxy
+    # Should dockerd find a system containerd, keep apart from other engines.
+    --containerd-namespace "$ctr_ns" --containerd-plugins-namespace "$ctr_ns-plugins"
+  )
+  [[ -z $insecure ]] || args+=(--insecure-registry "$insecure")
+
+  : >"$state/dockerd.log"
+  "$dockerd_bin" "${args[@]}" </dev/null >>"$state/dockerd.log" 2>&1 &
+  pid=$!
+  # dockerd writes --pidfile itself and refuses to start when that file names a
+  # live process (even itself), so $! goes to a file of our own.
+  echo "$pid" >"$state/dockerd.pid"
+
+  local deadline=$((SECONDS + timeout)) err=""
+  while :; do
+    if ! pid_alive "$pid"; then
+      tail_log "$state/dockerd.log"
+      die "dockerd (pid $pid) exited during start-up; see $state/dockerd.log"
+    fi
+    if err=$("$docker_bin" -H "unix://$sock" info --format '{{.ServerVersion}}' 2>&1 </dev/null); then
+      break
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_log "$state/dockerd.log"
+      die "dockerd on unix://$sock did not answer 'docker info' within ${timeout}s (last error: $err)"
+    fi
+    sleep 0.2
+  done
+  write_env "$state/env" \
+    "DOCKER_HOST=unix://$sock" \
+    "DOCKER_BIN=$docker_bin" \
+    "DOCKER_CONFIG=$state/client"
+  start_ok=1
+  log "dockerd up on unix://$sock (pid $pid, bridge $bridge 10.232.$subnet.1/24); env in $state/env"
+}
+
+[[ $# -ge 2 ]] || usage
+cmd=$1
+state=$(abs_dir "$2")
+start_ok=0
+case $cmd in
+start)
+  [[ $# -le 3 ]] || usage
+  trap '[[ $start_ok == 1 ]] || { log "start failed; cleaning up"; do_stop || true; }' EXIT
+  do_start "${3:-}"
+  ;;
+stop)
+  [[ $# -eq 2 ]] || usage
+  need_root
+  do_stop
+  ;;
+*) usage ;;
+esac
