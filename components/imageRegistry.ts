@@ -34,7 +34,7 @@ export class ImageRegistry extends pulumi.ComponentResource {
 
     if (s.kind === "ecr") {
       const repo = new aws.ecr.Repository(
-        name,
+        `${name}-repo`,
         {
           name: s.repository,
           imageTagMutability: "IMMUTABLE",

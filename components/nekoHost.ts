@@ -74,7 +74,7 @@ export class NekoHost extends pulumi.ComponentResource {
         { parent: this },
       );
       if (args.repositoryArn !== undefined) {
-        new aws.iam.RolePolicy(`${name}-pull`, { role: role.id, policy: pulumi.output(args.repositoryArn).apply(pullPolicy) }, { parent: this });
+        new aws.iam.RolePolicy(`${name}-ecr-pull`, { role: role.id, policy: pulumi.output(args.repositoryArn).apply(pullPolicy) }, { parent: this });
       }
       const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name, tags }, { parent: this });
       const ami = aws.ssm.getParameterOutput({ name: s.gpu ? GPU_AMI_PARAMETER : X86_AMI_PARAMETER }, { parent: this });
@@ -207,5 +207,6 @@ export class NekoHost extends pulumi.ComponentResource {
 
 function password(parent: pulumi.Resource, name: string, given: string | undefined): pulumi.Output<string> {
   if (given !== undefined) return pulumi.secret(given);
-  return new random.RandomPassword(name, { length: 24, special: false }, { parent }).result;
+  // Secret in state through the provider already; wrapped so it stays secret wherever it flows.
+  return pulumi.secret(new random.RandomPassword(name, { length: 24, special: false }, { parent }).result);
 }

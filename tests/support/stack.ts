@@ -19,6 +19,8 @@ export interface Registered {
   inputs: Record<string, any>;
   parent: string;
   dependencies: string[];
+  ignoreChanges: string[];
+  provider: string;
 }
 
 export interface StackRun {
@@ -153,6 +155,8 @@ export async function runStack(
             inputs: unwrapSecrets(req.getObject().toJavaScript()),
             parent: req.getParent(),
             dependencies: req.getDependenciesList(),
+            ignoreChanges: req.getIgnorechangesList(),
+            provider: req.getProvider(),
           });
           cb(err, resp);
         });
