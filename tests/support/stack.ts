@@ -89,7 +89,8 @@ function fakeStdout(inputs: Record<string, any>): string {
   const args = String(inputs.create ?? "").split(" -- ")[1]?.split(" ").map((w) => w.replace(/^'|'$/g, "")) ?? [];
   const nixHash = (text: string) => crypto.createHash("sha256").update(text).digest("hex").slice(0, 32);
   if (stdin.includes("usage: nix-build.sh")) return `/nix/store/${nixHash(args.join(" "))}-docker-image-neko.tar.gz\n`;
-  if (stdin.includes("usage: ship-flake.sh")) return `/nix/store/${nixHash(args[0])}-source\n`;
+  // content-addressed, like `nix flake archive`: the trigger carries the flake's content hash
+  if (stdin.includes("usage: ship-flake.sh")) return `/nix/store/${nixHash(args[0] + JSON.stringify(inputs.triggers))}-source\n`;
   if (stdin.includes("usage: push-image.sh")) {
     return `${args[1]}@sha256:${crypto.createHash("sha256").update(args[0]).digest("hex")}\n`;
   }
@@ -105,6 +106,7 @@ export async function runStack(
   const resources: Registered[] = [];
   const secretInputs: Record<string, string[]> = {};
   const invokeErrors: string[] = [];
+  process.setMaxListeners(100); // every fresh SDK copy adds exit hooks
   const previousSshDir = process.env.NEKO_INFRA_SSH_DIR;
   process.env.NEKO_INFRA_SSH_DIR = opts.sshDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-ssh-"));
   let outputs: Record<string, unknown> = {};
@@ -118,7 +120,7 @@ export async function runStack(
       await pulumi.runtime.setMocks(
         {
           newResource(args) {
-            const state = fakeState(args.type, args.name, args.inputs);
+            const state = fakeState(args.type, args.name, unwrapSecrets(args.inputs));
             return { id: `${args.name}-id`, state };
           },
           call(args) {
