@@ -168,7 +168,8 @@ export class NekoHost extends pulumi.ComponentResource {
       `${name}-neko`,
       {
         name: spec.name,
-        image: spec.image,
+        // The image ID the pull printed: what the provider reads back, so it causes no diff.
+        image: pull.stdout.apply((id) => id.trim()),
         platform: spec.platform,
         ports: spec.ports,
         envs,
