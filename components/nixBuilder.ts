@@ -103,7 +103,11 @@ export class NixBuilder extends pulumi.ComponentResource {
             iamInstanceProfile: profile.name,
             userData: pulumi
               .all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh])
-              .apply(([priv, pub]) => builderUserData({ hostKey: { privateKey: priv, publicKey: pub.trim() }, sshUser: EC2_USER, maxJobs: s.maxJobs })),
+              .apply(([priv, pub]) =>
+                builderUserData({ hostKey: { privateKey: priv, publicKey: pub.trim() }, sshUser: EC2_USER, maxJobs: s.maxJobs, idleMinutes: s.idleMinutes }),
+              ),
+            // The idle timer powers off; that must stop the instance, not terminate it.
+            instanceInitiatedShutdownBehavior: "stop",
             metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 },
             rootBlockDevice: { encrypted: true, volumeSize: s.volumeSize, volumeType: "gp3", deleteOnTermination: true },
             instanceMarketOptions: s.spot
@@ -116,7 +120,10 @@ export class NixBuilder extends pulumi.ComponentResource {
           { parent: this, ignoreChanges: ["ami"] },
         );
         const association = new aws.ec2.EipAssociation(`${name}-eip-assoc`, { allocationId: eip.allocationId, instanceId: instance.id }, { parent: this });
-        this.ready = this.waitForNix(name, timeout, [association]);
+        // A builder that stopped itself when idle is started again by the next `up` (the AWS
+        // provider files this resource under ec2transitgateway).
+        const running = new aws.ec2transitgateway.InstanceState(`${name}-running`, { instanceId: instance.id, state: "running" }, { parent: this });
+        this.ready = this.waitForNix(name, timeout, [association, running]);
       }
     } else if (s.kind === "ssh") {
       this.address = pulumi.output(s.host);

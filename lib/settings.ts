@@ -75,6 +75,8 @@ const builderEc2 = z.strictObject({
   }),
   allowSshFromAnywhere: z.boolean().default(false),
   maxJobs: z.union([z.number().int().min(1), z.literal("auto")]).default("auto"),
+  /** Minutes without a build or SSH session after which the builder stops itself; 0 never. */
+  idleMinutes: z.number().int().min(0).max(1440).default(30),
   publicKey: publicKeyLine.optional(),
   privateKey: privateKey.optional(),
 });

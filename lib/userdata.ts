@@ -16,7 +16,13 @@ export interface HostKey {
 
 const BOOTSTRAP_DIR = "/var/lib/neko-infra";
 
-function render(hostKey: HostKey, script: string, args: string[]): string {
+interface ExtraFile {
+  path: string;
+  content: string;
+  permissions?: string;
+}
+
+function render(hostKey: HostKey, script: string, args: string[], extra: { files?: ExtraFile[]; commands?: string[][] } = {}): string {
   const scriptPath = `${BOOTSTRAP_DIR}/${script}`;
   const doc = {
     // Only the host key Pulumi generated and pins: no other key type is generated or kept.
@@ -24,20 +30,40 @@ function render(hostKey: HostKey, script: string, args: string[]): string {
     ssh_genkeytypes: [],
     ssh_keys: { ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey },
     write_files: [
-      {
-        path: scriptPath,
-        permissions: "0755",
-        owner: "root:root",
-        content: fs.readFileSync(path.join(SCRIPTS_DIR, script), "utf8"),
-      },
+      { path: scriptPath, permissions: "0755", owner: "root:root", content: readScript(script) },
+      ...(extra.files ?? []).map((f) => ({ owner: "root:root", permissions: "0644", ...f })),
     ],
-    runcmd: [["bash", scriptPath, ...args]],
+    runcmd: [["bash", scriptPath, ...args], ...(extra.commands ?? [])],
   };
   return `#cloud-config\n${stringify(doc, { lineWidth: 0 })}`;
 }
 
-export function builderUserData(o: { hostKey: HostKey; sshUser: string; maxJobs: number | "auto" }): string {
-  return render(o.hostKey, "builder-bootstrap.sh", [o.sshUser, String(o.maxJobs)]);
+function readScript(name: string): string {
+  return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
+}
+
+/** systemd units that run builder-idle-stop.sh every minute. */
+function idleStopFiles(idleMinutes: number): ExtraFile[] {
+  const script = `${BOOTSTRAP_DIR}/builder-idle-stop.sh`;
+  return [
+    { path: script, permissions: "0755", content: readScript("builder-idle-stop.sh") },
+    {
+      path: "/etc/systemd/system/neko-builder-idle.service",
+      content: `[Unit]\nDescription=Stop this Nix builder when idle\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/bash ${script} ${idleMinutes}\n`,
+    },
+    {
+      path: "/etc/systemd/system/neko-builder-idle.timer",
+      content: "[Unit]\nDescription=Check every minute whether the Nix builder is idle\n\n[Timer]\nOnBootSec=5min\nOnUnitActiveSec=1min\n\n[Install]\nWantedBy=timers.target\n",
+    },
+  ];
+}
+
+export function builderUserData(o: { hostKey: HostKey; sshUser: string; maxJobs: number | "auto"; idleMinutes: number }): string {
+  const idle = o.idleMinutes > 0;
+  return render(o.hostKey, "builder-bootstrap.sh", [o.sshUser, String(o.maxJobs)], {
+    files: idle ? idleStopFiles(o.idleMinutes) : [],
+    commands: idle ? [["systemctl", "enable", "--now", "neko-builder-idle.timer"]] : [],
+  });
 }
 
 export function hostUserData(o: { hostKey: HostKey; sshUser: string; gpu: boolean; ecrRegistry?: string }): string {

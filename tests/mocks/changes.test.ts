@@ -45,7 +45,7 @@ test("builder.enabled: false removes the builder and nothing else; build and pus
   expect(changed(dev, off)).toEqual({
     differ: [],
     removed: [
-      "builder-eip-assoc", "builder-instance", "builder-key", "builder-profile", "builder-ready", "builder-role", "builder-sg",
+      "builder-eip-assoc", "builder-instance", "builder-key", "builder-profile", "builder-ready", "builder-role", "builder-running", "builder-sg",
       "registry-builder-push",
     ],
     added: [],

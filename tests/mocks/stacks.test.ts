@@ -52,6 +52,13 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(run().ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").map((r) => r.name)).toEqual(["host-ssm"]);
   });
 
+  test("builder: stops itself when idle (stop, not terminate), and up starts it again", () => {
+    expect(run().byName("builder-instance").inputs.instanceInitiatedShutdownBehavior).toBe("stop");
+    expect(run().byName("builder-running").inputs).toEqual({ instanceId: "builder-instance-id", state: "running" });
+    expect(run().byName("builder-ready").dependencies).toContain(run().byName("builder-running").urn);
+    expect(parse(run().byName("builder-instance").inputs.userData).runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-builder-idle.timer"]);
+  });
+
   test("the builder may push to this stack's repository only", () => {
     const repoArn = `arn:aws:ecr:eu-central-1:123456789012:repository/${run().byName("registry-repo").inputs.name}`;
     const push = run().byName("registry-builder-push");

@@ -75,7 +75,7 @@ describe("user-data", () => {
   const hostKey = { privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n", publicKey: "ssh-ed25519 AAAAC3Nz host" };
 
   test("builder: pinned host key only, bootstrap script embedded verbatim and run with its args", () => {
-    const text = builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: 8 });
+    const text = builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: 8, idleMinutes: 0 });
     expect(text.startsWith("#cloud-config\n")).toBe(true);
     const doc = parse(text);
     expect(doc.ssh_keys).toEqual({ ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey });
@@ -83,6 +83,15 @@ describe("user-data", () => {
     expect(doc.ssh_deletekeys).toBe(true);
     expect(doc.write_files[0].content).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/builder-bootstrap.sh"), "utf8"));
     expect(doc.runcmd).toEqual([["bash", "/var/lib/neko-infra/builder-bootstrap.sh", "ec2-user", "8"]]);
+  });
+
+  test("builder: the idle timer runs builder-idle-stop.sh every minute with the configured limit", () => {
+    const doc = parse(builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: "auto", idleMinutes: 45 }));
+    const files = Object.fromEntries(doc.write_files.map((f: any) => [f.path, f.content]));
+    expect(files["/var/lib/neko-infra/builder-idle-stop.sh"]).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/builder-idle-stop.sh"), "utf8"));
+    expect(files["/etc/systemd/system/neko-builder-idle.service"]).toContain("ExecStart=/usr/bin/bash /var/lib/neko-infra/builder-idle-stop.sh 45\n");
+    expect(files["/etc/systemd/system/neko-builder-idle.timer"]).toContain("OnUnitActiveSec=1min");
+    expect(doc.runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-builder-idle.timer"]);
   });
 
   test("host: GPU flag and ECR registry reach the bootstrap", () => {
