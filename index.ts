@@ -7,6 +7,7 @@
  * every problem listed. Each component lives in components/; the logic they use is in lib/.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { BinaryCache } from "./components/binaryCache";
 import { ImageRegistry } from "./components/imageRegistry";
 import { NekoHost } from "./components/nekoHost";
 import { NixBuilder } from "./components/nixBuilder";
@@ -19,10 +20,15 @@ const tags = { "neko-infra:stack": `${pulumi.getProject()}/${pulumi.getStack()}`
 // Where x86_64-linux builds run: an EC2 instance, an SSH host, or the operator's own Nix.
 const builder = new NixBuilder("builder", { settings: settings.builder, tags });
 
+// A signed S3 binary cache that outlives an ec2 builder: a new builder starts warm.
+const cache =
+  settings.builder.kind === "ec2" && settings.builder.cache ? new BinaryCache("cache", { builder, tags }) : undefined;
+
 // nix build <flake>#<attr> on the builder; re-runs only when the flake or attr changed.
 const image = new NixImage("image", {
   settings: settings.image,
   builder,
+  cache,
   remoteBuilders: settings.builder.kind === "local" ? settings.builder.remoteBuilders : undefined,
 });
 

@@ -3,11 +3,14 @@ import * as pulumi from "@pulumi/pulumi";
 import { hashDirectory } from "../lib/flakeSource";
 import { ImageSettings } from "../lib/settings";
 import { scriptCommand } from "../lib/shell";
+import { BinaryCache } from "./binaryCache";
 import { NixBuilder } from "./nixBuilder";
 
 export interface NixImageArgs {
   settings: ImageSettings;
   builder: NixBuilder;
+  /** Binary cache to substitute from and upload to. */
+  cache?: BinaryCache;
   /** Extra Nix `builders` line(s) for a `local` builder (sends the build to a remote machine). */
   remoteBuilders?: string;
 }
@@ -60,16 +63,30 @@ export class NixImage extends pulumi.ComponentResource {
     const build = builder.run(
       `${name}-build`,
       {
-        script: flakeRef.apply((ref) =>
-          scriptCommand("nix-build.sh", [ref, settings.attr], args.remoteBuilders ? { NIX_BUILDERS: args.remoteBuilders } : {}),
+        script: pulumi.all([flakeRef, cacheEnv(args.cache)]).apply(([ref, cache]) =>
+          scriptCommand("nix-build.sh", [ref, settings.attr], { ...(args.remoteBuilders ? { NIX_BUILDERS: args.remoteBuilders } : {}), ...cache }),
         ),
+        logging: args.cache ? "stderr" : undefined, // stdout is only the store path; the cache key is in the command line
         triggers: builder.connection === undefined && contentHash ? [contentHash] : undefined,
         timeoutMinutes: 120,
       },
       { parent: this },
     );
     this.flakeRef = flakeRef;
-    this.storePath = build.stdout.apply((s) => s.trim());
+    // A store path is not a secret, though the command that printed it may hold the cache key.
+    this.storePath = pulumi.unsecret(build.stdout.apply((s) => s.trim()));
     this.registerOutputs({ storePath: this.storePath, flakeRef: this.flakeRef });
   }
+}
+
+/** nix-build.sh's cache settings; secret when there is a cache (the signing key). */
+function cacheEnv(cache: BinaryCache | undefined): pulumi.Output<Record<string, string>> {
+  if (cache === undefined) return pulumi.output<Record<string, string>>({});
+  return pulumi.secret(
+    pulumi.all([cache.uri, cache.publicKey, cache.secretKey]).apply(([uri, pub, secret]): Record<string, string> => ({
+      NIX_CACHE: uri,
+      NIX_CACHE_PUBLIC_KEY: pub,
+      NIX_CACHE_SECRET_KEY: secret,
+    })),
+  );
 }

@@ -77,6 +77,8 @@ const builderEc2 = z.strictObject({
   maxJobs: z.union([z.number().int().min(1), z.literal("auto")]).default("auto"),
   /** Minutes without a build or SSH session after which the builder stops itself; 0 never. */
   idleMinutes: z.number().int().min(0).max(1440).default(30),
+  /** A signed S3 binary cache that outlives the builder, so a new builder starts warm. */
+  cache: z.boolean().default(true),
   publicKey: publicKeyLine.optional(),
   privateKey: privateKey.optional(),
 });

@@ -46,7 +46,7 @@ test("builder.enabled: false removes the builder and nothing else; build and pus
     differ: [],
     removed: [
       "builder-eip-assoc", "builder-instance", "builder-key", "builder-profile", "builder-ready", "builder-role", "builder-running", "builder-sg",
-      "registry-builder-push",
+      "cache-builder-access", "registry-builder-push",
     ],
     added: [],
   });

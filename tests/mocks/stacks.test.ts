@@ -24,6 +24,7 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
   test("four components, every resource parented to the component that owns it", () => {
     const components = run().resources.filter((r) => r.type.startsWith("neko-infra:"));
     expect(components.map((c) => `${c.type} ${c.name}`).sort()).toEqual([
+      "neko-infra:build:BinaryCache cache",
       "neko-infra:build:NixBuilder builder",
       "neko-infra:build:NixImage image",
       "neko-infra:host:NekoHost host",
@@ -59,6 +60,17 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(parse(run().byName("builder-instance").inputs.userData).runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-builder-idle.timer"]);
   });
 
+  test("binary cache: a private, encrypted, expiring bucket only the builder may use", () => {
+    const bucket = run().byName("cache-bucket");
+    expect(bucket.inputs.forceDestroy).toBe(true);
+    expect(run().byName("cache-private").inputs).toMatchObject({ blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true });
+    expect(run().byName("cache-encryption").inputs.rules[0].applyServerSideEncryptionByDefault.sseAlgorithm).toBe("AES256");
+    expect(run().byName("cache-expiry").inputs.rules[0].expiration.days).toBe(90);
+    const access = run().byName("cache-builder-access");
+    expect(access.inputs.role).toBe("builder-role-id");
+    expect(JSON.parse(access.inputs.policy).Statement.map((s: any) => s.Resource)).toEqual(["arn:aws:s3:::neko-cache-bucket-a1b2c3", "arn:aws:s3:::neko-cache-bucket-a1b2c3/*"]);
+  });
+
   test("the builder may push to this stack's repository only", () => {
     const repoArn = `arn:aws:ecr:eu-central-1:123456789012:repository/${run().byName("registry-repo").inputs.name}`;
     const push = run().byName("registry-builder-push");
@@ -87,7 +99,12 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     const build = run().byName("image-build");
     const img = JSON.parse(stackConfig(stack)["neko-infra:image"]);
     expect(build.type).toBe("command:remote:Command");
-    expect(build.inputs.create).toBe(`bash -s -- ${img.flake} ${img.attr}`);
+    const cacheKey = "neko-infra-" + stack + "-1:[A-Za-z0-9+/]+=*";
+    expect(build.inputs.create).toMatch(
+      new RegExp(`^NIX_CACHE='s3://neko-cache-bucket-a1b2c3\\?region=eu-central-1' NIX_CACHE_PUBLIC_KEY=${cacheKey} NIX_CACHE_SECRET_KEY=${cacheKey} bash -s -- ${img.flake} ${img.attr}$`),
+    );
+    expect(run().secretInputs["image-build"]).toContain("create");
+    expect(build.inputs.logging).toBe("stderr");
     expect(build.inputs.stdin).toContain("usage: nix-build.sh FLAKE_REF ATTR");
     expect(build.inputs.connection).toMatchObject({ host: EIP.builder, user: "ec2-user", port: 22 });
     expect(build.inputs.connection.hostKey).toMatch(/^ssh-ed25519 \S+$/);

@@ -55,6 +55,8 @@ function fakeState(type: string, name: string, inputs: Record<string, any>): Rec
   switch (type) {
     case "aws:ec2/eip:Eip":
       return { ...inputs, publicIp: name.startsWith("builder") ? EIP.builder : EIP.host, allocationId: `eipalloc-${name}` };
+    case "aws:s3/bucket:Bucket":
+      return { ...inputs, bucket: `neko-${name}-a1b2c3`, arn: `arn:aws:s3:::neko-${name}-a1b2c3`, region: "eu-central-1" };
     case "aws:ecr/repository:Repository":
       return {
         ...inputs,
@@ -70,6 +72,15 @@ function fakeState(type: string, name: string, inputs: Record<string, any>): Rec
     case "tls:index/privateKey:PrivateKey":
       return {
         ...inputs,
+        // a real ed25519 key, derived from the name so that runs are repeatable
+        privateKeyPem: crypto
+          .createPrivateKey({
+            key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), crypto.createHash("sha256").update(name).digest()]),
+            format: "der",
+            type: "pkcs8",
+          })
+          .export({ format: "pem", type: "pkcs8" })
+          .toString(),
         privateKeyOpenssh: `-----BEGIN OPENSSH PRIVATE KEY-----\n${name}-private\n-----END OPENSSH PRIVATE KEY-----\n`,
         publicKeyOpenssh: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA${Buffer.from(name).toString("base64").replace(/=/g, "")}\n`,
       };

@@ -1,9 +1,11 @@
 import { execFileSync } from "child_process";
+import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { parse } from "yaml";
 import { hashDirectory } from "../../lib/flakeSource";
+import { nixSigningKeys, s3CacheUri } from "../../lib/nixCache";
 import { gpuInstanceProblem, isArmInstanceType } from "../../lib/instanceTypes";
 import { ecrHostOfArn, lifecyclePolicy, pullPolicy, pushPolicy } from "../../lib/registry";
 import { scriptCommand, shellQuote } from "../../lib/shell";
@@ -79,7 +81,7 @@ describe("user-data", () => {
     expect(text.startsWith("#cloud-config\n")).toBe(true);
     const doc = parse(text);
     expect(doc.ssh_keys).toEqual({ ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey });
-    expect(doc.ssh_genkeytypes).toEqual([]);
+    expect(doc.ssh_genkeytypes).toEqual(["ed25519"]);
     expect(doc.ssh_deletekeys).toBe(true);
     expect(doc.write_files[0].content).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/builder-bootstrap.sh"), "utf8"));
     expect(doc.runcmd).toEqual([["bash", "/var/lib/neko-infra/builder-bootstrap.sh", "ec2-user", "8"]]);
@@ -153,4 +155,35 @@ describe("ssh files for the docker provider", () => {
   test("a non-default port is written the way ssh looks it up", () => {
     expect(knownHostsLine({ host: "10.0.0.2", port: 2222, hostKey: "ssh-ed25519 AAAA" })).toBe("[10.0.0.2]:2222 ssh-ed25519 AAAA\n");
   });
+});
+
+describe("nix signing keys", () => {
+  const { privateKey } = crypto.generateKeyPairSync("ed25519");
+  const pem = privateKey.export({ format: "pem", type: "pkcs8" }).toString();
+
+  test("secret is seed||public, public is the last 32 bytes, both named", () => {
+    const keys = nixSigningKeys("neko-infra-dev-1", pem);
+    const [name, secret] = keys.secretKey.split(":");
+    const [pubName, pub] = keys.publicKey.split(":");
+    expect([name, pubName]).toEqual(["neko-infra-dev-1", "neko-infra-dev-1"]);
+    expect(Buffer.from(secret, "base64")).toHaveLength(64);
+    expect(Buffer.from(secret, "base64").subarray(32).toString("base64")).toBe(pub);
+  });
+
+  test("a signature made with the seed verifies with the public key", () => {
+    const keys = nixSigningKeys("k", pem);
+    const seed = Buffer.from(keys.secretKey.split(":")[1], "base64").subarray(0, 32);
+    const priv = crypto.createPrivateKey({ key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]), format: "der", type: "pkcs8" });
+    const pubKey = crypto.createPublicKey({ key: Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), Buffer.from(keys.publicKey.split(":")[1], "base64")]), format: "der", type: "spki" });
+    const sig = crypto.sign(null, Buffer.from("1;/nix/store/x"), priv);
+    expect(crypto.verify(null, Buffer.from("1;/nix/store/x"), pubKey, sig)).toBe(true);
+  });
+
+  test("refuses other key types and bad names", () => {
+    const rsa = crypto.generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({ format: "pem", type: "pkcs8" }).toString();
+    expect(() => nixSigningKeys("k", rsa)).toThrow(/ed25519 key is needed, not rsa/);
+    expect(() => nixSigningKeys("a b", pem)).toThrow(/bad key name/);
+  });
+
+  test("S3 store URI", () => expect(s3CacheUri("neko-cache-1a2b", "eu-central-1")).toBe("s3://neko-cache-1a2b?region=eu-central-1"));
 });

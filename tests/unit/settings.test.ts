@@ -46,7 +46,7 @@ describe("valid settings", () => {
     const s = parseSettings(input(base()));
     expect(s.builder).toEqual({
       kind: "ec2", enabled: true, instanceType: "c6i.2xlarge", spot: false, volumeSize: 100,
-      sshCidrs: ["198.51.100.24/32"], allowSshFromAnywhere: false, maxJobs: "auto", idleMinutes: 30,
+      sshCidrs: ["198.51.100.24/32"], allowSshFromAnywhere: false, maxJobs: "auto", idleMinutes: 30, cache: true,
     });
     expect(s.image.attr).toBe("image-x86_64");
     expect(s.registry).toEqual({ kind: "ecr", repository: "neko", keepImages: 10, scanOnPush: true, forceDelete: false });
