@@ -51,11 +51,12 @@ const host =
         tags,
       });
 
-export const imageRef = registry.imageRef;
-export const storePath = image.storePath;
-export const builderIp = builder.address;
-export const url = host?.url;
-export const hostIp = host?.publicIp;
-export const sshCommand = host?.sshCommand;
-export const userPassword = host?.userPassword;
-export const adminPassword = host?.adminPassword;
+// Stack outputs (host ones only when there is a host). Passwords stay secrets.
+export = {
+  imageRef: registry.imageRef,
+  storePath: image.storePath,
+  ...(builder.address ? { builderIp: builder.address } : {}),
+  ...(host
+    ? { url: host.url, hostIp: host.publicIp, sshCommand: host.sshCommand, userPassword: host.userPassword, adminPassword: host.adminPassword }
+    : {}),
+};
