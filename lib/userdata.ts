@@ -26,8 +26,9 @@ function render(hostKey: HostKey, script: string, args: string[], extra: { files
   const scriptPath = `${BOOTSTRAP_DIR}/${script}`;
   const doc = {
     // Only the host key Pulumi generated and pins: no other key type is generated or kept.
+    // (cloud-init's schema requires a non-empty ssh_genkeytypes; with ssh_keys given it generates none.)
     ssh_deletekeys: true,
-    ssh_genkeytypes: [],
+    ssh_genkeytypes: ["ed25519"],
     ssh_keys: { ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey },
     write_files: [
       { path: scriptPath, permissions: "0755", owner: "root:root", content: readScript(script) },

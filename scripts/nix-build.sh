@@ -22,6 +22,9 @@ log="$log_dir/build-$(date -u +%Y%m%dT%H%M%SZ)-$$.log"
 args=(build --no-link --json --print-build-logs "$flake#$attr")
 if [[ -n ${NIX_BUILDERS:-} ]]; then
   args+=(--max-jobs 0 --builders "$NIX_BUILDERS")
+  # Nix's ssh has no connect timeout of its own: a builder that drops packets (stopped, firewalled)
+  # would hold the build for the kernel's TCP timeout (over 2 minutes). BatchMode: never prompt.
+  export NIX_SSHOPTS="${NIX_SSHOPTS:-} -o ConnectTimeout=10 -o BatchMode=yes"
 fi
 
 # Why a remote builder refused us: Nix only says "remote machines may not have all required system

@@ -1,0 +1,120 @@
+/**
+ * The files a fresh machine boots with, and every script in scripts/, checked by the real tools:
+ * `cloud-init schema` for the rendered user-data, shellcheck for the scripts (as files, and as the
+ * content cloud-init writes to disk).
+ */
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { parse, stringify } from "yaml";
+import { ScriptName } from "../../lib/shell";
+import { builderUserData, hostUserData } from "../../lib/userdata";
+import { ok, requireTools, run, SCRIPTS, show } from "./support";
+
+jest.setTimeout(60_000);
+
+let dir: string;
+let hostKey: { privateKey: string; publicKey: string };
+
+beforeAll(async () => {
+  requireTools(["cloud-init", "shellcheck", "ssh-keygen", "bash", "python3"], false);
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "nrt-boot-"));
+  const key = path.join(dir, "ssh_host_ed25519_key");
+  ok(await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "neko-host", "-f", key]), "ssh-keygen");
+  hostKey = { privateKey: fs.readFileSync(key, "utf8"), publicKey: fs.readFileSync(`${key}.pub`, "utf8").trim() };
+});
+
+afterAll(() => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const documents: [string, () => string, string][] = [
+  ["builder (idle stop after 30 min)", () => builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: "auto", idleMinutes: 30 }), "builder-bootstrap.sh"],
+  ["builder (maxJobs 8, no idle stop)", () => builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: 8, idleMinutes: 0 }), "builder-bootstrap.sh"],
+  ["GPU host with ECR", () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: true, ecrRegistry: "123456789012.dkr.ecr.eu-central-1.amazonaws.com" }), "host-bootstrap.sh"],
+  ["CPU host without ECR", () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: false }), "host-bootstrap.sh"],
+];
+
+function writeDoc(name: string, text: string): string {
+  const file = path.join(dir, `${name.replace(/\W+/g, "-")}.yaml`);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+const schema = (file: string) => run("cloud-init", ["schema", "--config-file", file], { timeoutMs: 60_000 });
+
+describe("cloud-init user-data", () => {
+  test.each(documents)("%s: cloud-init schema accepts it", async (name, render) => {
+    const text = render();
+    expect(text.startsWith("#cloud-config\n")).toBe(true);
+    const r = await schema(writeDoc(name, text));
+    expect(show(r)).toMatch(/^exit 0 /);
+    expect(r.stdout).toContain("Valid cloud-config");
+  });
+
+  test("the check can fail: the same document with a broken write_files entry is rejected", async () => {
+    const doc = parse(builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: "auto", idleMinutes: 30 }));
+    delete doc.write_files[0].path;
+    const r = await schema(writeDoc("invalid", `#cloud-config\n${stringify(doc)}`));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("write_files.0: 'path' is a required property");
+  });
+
+  test("the check can fail: a wrongly typed key is rejected", async () => {
+    const doc = parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false }));
+    doc.runcmd = "bash /var/lib/neko-infra/host-bootstrap.sh";
+    const r = await schema(writeDoc("invalid-types", `#cloud-config\n${stringify(doc)}`));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("runcmd: 'bash /var/lib/neko-infra/host-bootstrap.sh' is not of type 'array'");
+  });
+
+  // cloud-init reads YAML 1.1 with PyYAML; the `yaml` package writes YAML 1.2. Where the two
+  // disagree ("0755", yes/no, on/off) the machine would get something else than we rendered.
+  test.each(documents)("%s: cloud-init's YAML parser reads exactly what was rendered", async (name, render) => {
+    const text = render();
+    const file = writeDoc(`pyyaml-${name}`, text);
+    const py = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
+    const r = await run("/usr/bin/python3", ["-c", py, file]);
+    expect(JSON.parse(ok(r, "PyYAML safe_load"))).toEqual(parse(text));
+  });
+
+  test.each(documents)("%s: every script it writes is the file in scripts/ and passes shellcheck", async (name, render, bootstrap) => {
+    const doc = parse(render());
+    const files: { path: string; content: string }[] = doc.write_files;
+    const scripts = files.filter((f) => f.path.endsWith(".sh"));
+    expect(scripts.map((f) => f.path)).toContain(`/var/lib/neko-infra/${bootstrap}`);
+    expect(doc.runcmd[0]).toEqual(["bash", `/var/lib/neko-infra/${bootstrap}`, ...doc.runcmd[0].slice(2)]);
+    for (const f of scripts) {
+      expect(f.content).toBe(fs.readFileSync(path.join(SCRIPTS, path.basename(f.path)), "utf8"));
+      const extracted = path.join(dir, `${name.replace(/\W+/g, "-")}-${path.basename(f.path)}`);
+      fs.writeFileSync(extracted, f.content);
+      const r = await run("shellcheck", [extracted]);
+      expect(`${path.basename(f.path)}: ${show(r)}`).toMatch(/^\S+: exit 0 /);
+    }
+  });
+});
+
+describe("shellcheck", () => {
+  const scripts = fs.readdirSync(SCRIPTS).filter((f) => f.endsWith(".sh")).sort();
+
+  test("scripts/ holds every script a Command runs", () => {
+    const commands: ScriptName[] = ["wait-for-nix.sh", "ship-flake.sh", "nix-build.sh", "push-image.sh", "wait-for-docker.sh", "pull-image.sh", "wait-healthy.sh"];
+    expect(scripts).toEqual(expect.arrayContaining([...commands, "builder-bootstrap.sh", "host-bootstrap.sh"]));
+  });
+
+  test.each(scripts)("%s passes shellcheck and runs with set -euo pipefail", async (script) => {
+    const text = fs.readFileSync(path.join(SCRIPTS, script), "utf8");
+    expect(text.startsWith("#!/usr/bin/env bash\n")).toBe(true);
+    expect(text).toMatch(/^set -euo pipefail$/m);
+    const r = await run("shellcheck", [path.join(SCRIPTS, script)]);
+    expect(show(r)).toMatch(/^exit 0 /);
+  });
+
+  test("the check can fail: shellcheck flags an unquoted expansion", async () => {
+    const bad = path.join(dir, "bad.sh");
+    fs.writeFileSync(bad, '#!/usr/bin/env bash\nset -euo pipefail\nrm -rf $1/tmp\n');
+    const r = await run("shellcheck", [bad]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain("SC2086");
+  });
+});
