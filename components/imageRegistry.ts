@@ -1,6 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { lifecyclePolicy, pushPolicy } from "../lib/registry";
+import { lifecyclePolicy, pushEnv, pushPolicy } from "../lib/registry";
 import { RegistrySettings } from "../lib/settings";
 import { scriptCommand } from "../lib/shell";
 import { NixBuilder } from "./nixBuilder";
@@ -53,13 +53,10 @@ export class ImageRegistry extends pulumi.ComponentResource {
       }
       this.repositoryUrl = repo.repositoryUrl;
       this.repositoryArn = repo.arn;
-      env = pulumi.output<Record<string, string>>({ REGISTRY_AUTH: "ecr" });
+      env = pulumi.output(pushEnv(s));
     } else {
       this.repositoryUrl = pulumi.output(s.url);
-      const auth: Record<string, string> =
-        s.username !== undefined ? { REGISTRY_AUTH: "basic", REGISTRY_USER: s.username, REGISTRY_PASSWORD: s.password! } : { REGISTRY_AUTH: "none" };
-      if (s.insecure) auth.REGISTRY_INSECURE = "1";
-      env = s.password !== undefined ? pulumi.secret(auth) : pulumi.output(auth);
+      env = s.password !== undefined ? pulumi.secret(pushEnv(s)) : pulumi.output(pushEnv(s));
     }
 
     const push = args.builder.run(

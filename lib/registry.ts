@@ -5,6 +5,20 @@ export function registryHost(repositoryUrl: string): string {
   return repositoryUrl.split("/")[0];
 }
 
+import { RegistrySettings } from "./settings";
+
+/**
+ * push-image.sh's environment: ECR logs in on the builder with its own role, an OCI registry with
+ * the configured credentials (secret: hold the result as a Pulumi secret when it has a password).
+ */
+export function pushEnv(r: RegistrySettings): Record<string, string> {
+  if (r.kind === "ecr") return { REGISTRY_AUTH: "ecr" };
+  const env: Record<string, string> =
+    r.username !== undefined ? { REGISTRY_AUTH: "basic", REGISTRY_USER: r.username, REGISTRY_PASSWORD: r.password! } : { REGISTRY_AUTH: "none" };
+  if (r.insecure) env.REGISTRY_INSECURE = "1";
+  return env;
+}
+
 /** `arn:aws:ecr:<region>:<account>:repository/<name>` -> `<account>.dkr.ecr.<region>.amazonaws.com`. */
 export function ecrHostOfArn(arn: string): string {
   const [, , , region, account] = arn.split(":");

@@ -5,6 +5,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
+import { pushEnv } from "../../lib/registry";
 import { scriptCommand } from "../../lib/shell";
 import {
   BuilderEnv,
@@ -16,7 +17,6 @@ import {
   inspectRemote,
   ok,
   onBuilder,
-  pushEnv,
   RegistryEnv,
   requireTools,
   run,

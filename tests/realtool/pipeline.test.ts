@@ -9,6 +9,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { CONTAINER_NAME, containerSpec, dockerRunArgs, healthBudgetSeconds } from "../../lib/neko";
 import { Settings } from "../../lib/settings";
+import { pushEnv } from "../../lib/registry";
 import { scriptCommand } from "../../lib/shell";
 import {
   BuilderEnv,
@@ -21,7 +22,6 @@ import {
   inspectRemote,
   ok,
   onBuilder,
-  pushEnv,
   RegistryEnv,
   requireTools,
   run,

@@ -10,7 +10,7 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { ScriptCommand } from "../../lib/shell";
-import { parseSettings, RegistrySettings, Settings } from "../../lib/settings";
+import { parseSettings, Settings } from "../../lib/settings";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 export const HARNESS = path.join(REPO, "tests", "harness");
@@ -292,18 +292,6 @@ export function settings(sections: { builder?: object; image: object; registry?:
     projectDir: REPO,
     fileExists: (p) => fs.existsSync(p),
   });
-}
-
-/**
- * push-image.sh's environment for an `oci` registry, as components/imageRegistry.ts builds it
- * (kept in step by hand: that component does not export it).
- */
-export function pushEnv(r: RegistrySettings): Record<string, string> {
-  if (r.kind !== "oci") throw new Error("pushEnv: only oci registries run here");
-  const env: Record<string, string> =
-    r.username !== undefined ? { REGISTRY_AUTH: "basic", REGISTRY_USER: r.username, REGISTRY_PASSWORD: r.password! } : { REGISTRY_AUTH: "none" };
-  if (r.insecure) env.REGISTRY_INSECURE = "1";
-  return env;
 }
 
 export async function countUploads(reg: RegistryEnv, repo?: string): Promise<number> {
