@@ -15,7 +15,8 @@ export type ScriptName =
   | "push-image.sh"
   | "wait-for-docker.sh"
   | "pull-image.sh"
-  | "wait-healthy.sh";
+  | "wait-healthy.sh"
+  | "builder-idle-stop.sh";
 
 export interface ScriptCommand {
   /** What the shell runs. Holds credentials when `env` does: keep it a Pulumi secret then. */

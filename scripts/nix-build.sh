@@ -4,6 +4,9 @@
 # Usage: nix-build.sh FLAKE_REF ATTR
 # Env:   NIX_BUILDERS  optional Nix `builders` line(s); when set the build is sent to them
 #                      (--max-jobs 0), as an operator on a Mac does with a remote x86_64 builder.
+#        NIX_CACHE, NIX_CACHE_PUBLIC_KEY  optional binary cache (store URI, e.g. s3://bucket?region=r)
+#                      to substitute from, trusting paths signed with that key;
+#        NIX_CACHE_SECRET_KEY  with it, the output is signed and uploaded there after the build.
 #        NEKO_INFRA_LOG_DIR  where the build log goes (default ~/.cache/neko-infra/logs).
 # The full log is written to a file on this machine, never to stdout: Pulumi keeps stdout in state.
 set -euo pipefail
@@ -25,6 +28,11 @@ if [[ -n ${NIX_BUILDERS:-} ]]; then
   # Nix's ssh has no connect timeout of its own: a builder that drops packets (stopped, firewalled)
   # would hold the build for the kernel's TCP timeout (over 2 minutes). BatchMode: never prompt.
   export NIX_SSHOPTS="${NIX_SSHOPTS:-} -o ConnectTimeout=10 -o BatchMode=yes"
+fi
+
+if [[ -n ${NIX_CACHE:-} ]]; then
+  : "${NIX_CACHE_PUBLIC_KEY:?nix-build: NIX_CACHE is set but NIX_CACHE_PUBLIC_KEY is not}"
+  args+=(--option extra-substituters "$NIX_CACHE" --option extra-trusted-public-keys "$NIX_CACHE_PUBLIC_KEY")
 fi
 
 # Why a remote builder refused us: Nix only says "remote machines may not have all required system
@@ -59,4 +67,15 @@ fi
 
 store_path=$(grep -o '"out":"/nix/store/[^"]*"' <<<"$out" | head -n1 | cut -d'"' -f4)
 [[ -n $store_path ]] || die "nix build succeeded but printed no output path for $flake#$attr: $out"
+
+# Keep the result for the next builder: sign it and copy its closure to the cache. A failed upload
+# costs only warmth, not this build: warn and go on.
+if [[ -n ${NIX_CACHE:-} && -n ${NIX_CACHE_SECRET_KEY:-} ]]; then
+  keyfile=$(mktemp)
+  trap 'rm -f "$keyfile"' EXIT
+  (umask 077 && printf '%s' "$NIX_CACHE_SECRET_KEY" >"$keyfile")
+  if ! { nix store sign --key-file "$keyfile" --recursive "$store_path" && nix copy --to "$NIX_CACHE" "$store_path"; } 2>>"$log"; then
+    echo "nix-build: warning: uploading $store_path to the binary cache failed (the build itself succeeded): $(tail -n1 "$log")" >&2
+  fi
+fi
 echo "$store_path"

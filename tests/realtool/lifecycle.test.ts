@@ -1,0 +1,163 @@
+/**
+ * Builder lifecycle, for real: the binary cache (a builder torn down and brought back substitutes
+ * an unchanged image instead of rebuilding it) and the idle check (busy while a Nix build or an
+ * SSH session runs, stops the machine once idle).
+ */
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { nixSigningKeys } from "../../lib/nixCache";
+import { scriptCommand } from "../../lib/shell";
+import { BuilderEnv, fixtureCopy, FIXTURE, ok, onBuilder, requireTools, run, runLocal, runRemote, Services, show, uniqueMarker } from "./support";
+
+jest.setTimeout(300_000);
+requireTools(["nix", "ssh", "/usr/sbin/sshd", "ip", "unshare"]);
+
+const services = new Services();
+// Under /var/tmp: shared with the builders' mount namespaces (they get private /tmp and /nix).
+const cacheDir = fs.mkdtempSync("/var/tmp/neko-infra-cache-");
+const cacheUri = `file://${cacheDir}`;
+const keys = nixSigningKeys(
+  "neko-infra-test-1",
+  crypto.generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+);
+const cacheEnv = { NIX_CACHE: cacheUri, NIX_CACHE_PUBLIC_KEY: keys.publicKey, NIX_CACHE_SECRET_KEY: keys.secretKey };
+
+afterAll(async () => {
+  try {
+    await services.stopAll();
+  } finally {
+    fs.rmSync(cacheDir, { recursive: true, force: true });
+  }
+});
+
+/** Ships a flake to a builder and returns its source store path there, as NixImage does. */
+async function ship(b: BuilderEnv, dir: string): Promise<string> {
+  const sc = scriptCommand("ship-flake.sh", [dir, `${b.BUILDER_USER}@${b.BUILDER_ADDR}`, b.BUILDER_PORT], {
+    SSH_PRIVATE_KEY: fs.readFileSync(b.BUILDER_KEY, "utf8"),
+    SSH_HOST_KEY: b.BUILDER_HOST_KEY,
+  });
+  return ok(await runLocal(sc), "ship-flake.sh").trim();
+}
+
+describe("binary cache", () => {
+  let flake: string;
+  let built = "";
+
+  beforeAll(() => {
+    flake = fixtureCopy(services.dir, uniqueMarker("cache"));
+  });
+
+  test("a build signs its output and uploads it to the cache", async () => {
+    const a = await services.builder("builder-a");
+    const src = await ship(a, flake);
+    const r = await runRemote(a, scriptCommand("nix-build.sh", [`path:${src}`, "image"], cacheEnv));
+    built = ok(r, "nix-build.sh with a cache").trim();
+    expect(r.stderr).not.toContain("warning");
+    const narinfo = path.join(cacheDir, `${path.basename(built).slice(0, 32)}.narinfo`);
+    expect(fs.existsSync(narinfo)).toBe(true);
+    expect(fs.readFileSync(narinfo, "utf8")).toMatch(/^Sig: neko-infra-test-1:[A-Za-z0-9+/]+=*$/m);
+    await services.stop("builder-a"); // teardown: its store is gone with it
+  });
+
+  test("a fresh builder fetches the unchanged image from the cache instead of building it", async () => {
+    expect(built).not.toBe("");
+    const b = await services.builder("builder-b");
+    const src = await ship(b, flake);
+    const dry = ok(await onBuilder(b, `nix build --dry-run --no-link 'path:${src}#image' --option extra-substituters '${cacheUri}' --option extra-trusted-public-keys '${keys.publicKey}' 2>&1`), "dry run");
+    expect(dry).toMatch(/will be fetched/);
+    expect(dry).not.toMatch(/will be built/);
+    const r = await runRemote(b, scriptCommand("nix-build.sh", [`path:${src}`, "image"], cacheEnv));
+    expect(ok(r, "nix-build.sh on the fresh builder").trim()).toBe(built);
+    // the output came from the cache: it carries the cache's signature
+    const info = ok(await onBuilder(b, `nix path-info --json ${built}`), "path-info");
+    expect(JSON.parse(info)[0].signatures).toEqual([expect.stringMatching(/^neko-infra-test-1:/)]);
+  });
+
+  test("paths signed by another key are not trusted: the image is built, not fetched", async () => {
+    const c = await services.builder("builder-c");
+    const src = await ship(c, flake);
+    const other = nixSigningKeys("someone-else-1", crypto.generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString());
+    const env = { NIX_CACHE: cacheUri, NIX_CACHE_PUBLIC_KEY: other.publicKey };
+    const r = await runRemote(c, scriptCommand("nix-build.sh", [`path:${src}`, "image"], env));
+    expect(ok(r, "nix-build.sh trusting another key").trim()).toBe(built);
+    const info = ok(await onBuilder(c, `nix path-info --json ${built}`), "path-info");
+    expect(JSON.parse(info)[0].signatures ?? []).toEqual([]);
+  });
+
+  test("a cache that cannot be written warns and still returns the build", async () => {
+    const c = await services.builder("builder-d");
+    const src = await ship(c, fixtureCopy(services.dir, uniqueMarker("readonly")));
+    const env = { ...cacheEnv, NIX_CACHE: "file:///proc/neko-infra-no-such-cache" };
+    const r = await runRemote(c, scriptCommand("nix-build.sh", [`path:${src}`, "image"], env));
+    expect(ok(r, "nix-build.sh with a broken cache").trim()).toMatch(/^\/nix\/store\/[0-9a-z]{32}-neko-fixture-image\.tar$/);
+    expect(r.stderr).toContain("nix-build: warning: uploading");
+  });
+});
+
+describe("idle check", () => {
+  const stamp = () => path.join(services.dir, `stamp-${Math.random().toString(36).slice(2)}`);
+  const idle = (stampFile: string, marker: string, minutes = "0") =>
+    runLocal(scriptCommand("builder-idle-stop.sh", [minutes]), { IDLE_STAMP: stampFile, IDLE_SHUTDOWN: `touch ${marker}` });
+
+  test("first run counts as busy; once idle past the limit it stops the machine", async () => {
+    const s = stamp();
+    const marker = `${s}.stopped`;
+    let r = await idle(s, marker);
+    expect(r.stdout).toContain("busy (first run)");
+    expect(fs.existsSync(marker)).toBe(false);
+    r = await idle(s, marker, "5");
+    expect(r.stdout).toMatch(/idle for \d+s of 300s/);
+    expect(fs.existsSync(marker)).toBe(false);
+    r = await idle(s, marker);
+    expect(r.stdout).toMatch(/idle for \d+s \(limit 0 min\): stopping/);
+    expect(fs.existsSync(marker)).toBe(true);
+  });
+
+  test("a Nix build in progress keeps it up", async () => {
+    const s = stamp();
+    const marker = `${s}.stopped`;
+    await idle(s, marker); // first run
+    const tag = uniqueMarker("slow").replace(/[^a-z0-9-]/g, "");
+    const build = run("nix", ["build", "--impure", "--no-link", `path:${FIXTURE}#slow`], { env: { SLOW_TAG: tag }, timeoutMs: 20_000 });
+    try {
+      // wait until the build's sandboxed sleep runs
+      const deadline = Date.now() + 15_000;
+      while (!(await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+      expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).not.toBe("");
+      const r = await idle(s, marker);
+      expect(r.stdout).toContain("busy (nix/skopeo running)");
+      expect(fs.existsSync(marker)).toBe(false);
+    } finally {
+      // SIGTERM to that nix client (its command line names this run's flake attr); Nix ends the build
+      await run("pkill", ["-TERM", "-f", `^nix build --impure --no-link path:${FIXTURE}#slow$`]);
+      await build;
+      await run("pkill", ["-KILL", "-f", `: ${tag}$`]); // the sandboxed builder, should it outlive its client
+      expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).toBe("");
+    }
+  });
+
+  test("an open SSH session keeps it up", async () => {
+    const b = await services.builder("builder-idle");
+    const s = stamp();
+    const marker = `${s}.stopped`;
+    await idle(s, marker);
+    const session = run("ssh", ["-F", b.BUILDER_SSH_CONFIG, "builder", "sleep 8"], { timeoutMs: 20_000 });
+    try {
+      const deadline = Date.now() + 5_000;
+      while (!/sshd: \S+@/.test((await run("ps", ["-eo", "args"])).stdout) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+      const r = await idle(s, marker);
+      expect(r.stdout).toContain("busy (an SSH session is open)");
+      expect(fs.existsSync(marker)).toBe(false);
+    } finally {
+      const r = await session;
+      if (r.code !== 0) throw new Error(`ssh session: ${show(r)}`);
+    }
+  });
+});
+
+test("the fixture's slow derivation exists (the idle test relies on it)", () => {
+  expect(fs.readFileSync(path.join(FIXTURE, "flake.nix"), "utf8")).toContain("slow = derivation");
+  expect(os.platform()).toBe("linux");
+});
