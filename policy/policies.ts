@@ -1,0 +1,81 @@
+/**
+ * The policies of the `neko-infra` pack (policy/index.ts serves them), one per rule of
+ * policy/rules.ts, all mandatory: a violation fails `pulumi preview` and stops `pulumi up` before
+ * the resource is touched.
+ *
+ * Two allowances are policy config, set per stack in policy/config/<stack>.json and passed with
+ * `--policy-pack-config` (the CI workflows do):
+ *
+ *   { "no-ssh-from-anywhere": { "allowSshFromAnywhere": true },
+ *     "no-world-open-neko-ports": { "allowWorldClients": true } }
+ */
+import type { PolicyConfigSchema, ResourceValidationPolicy } from "@pulumi/policy";
+import { RuleConfig, RuleName, RULES, TYPES } from "./rules";
+import { secretPathsOf } from "./secrets";
+
+export interface Spec {
+  description: string;
+  /** Resource types the rule reads; any other resource is not looked at. */
+  types: string[];
+  configSchema?: PolicyConfigSchema;
+}
+
+const flag = (name: keyof RuleConfig, description: string): PolicyConfigSchema => ({
+  properties: { [name]: { type: "boolean", default: false, description } },
+});
+
+export const SPECS: Record<RuleName, Spec> = {
+  "imdsv2-required": {
+    description: "EC2 instances require IMDSv2 (metadataOptions.httpTokens: required).",
+    types: [TYPES.instance],
+  },
+  "encrypted-volumes": {
+    description: "Root and EBS volumes are encrypted.",
+    types: [TYPES.instance, TYPES.volume],
+  },
+  "gpu-instance": {
+    description: "GPU instances (g4dn, g5, g6, g6e, gr6) have the root volume the NVIDIA AMI needs and are never the Nix builder.",
+    types: [TYPES.instance],
+  },
+  "no-ssh-from-anywhere": {
+    description: "No SSH (22/tcp) ingress from 0.0.0.0/0 or ::/0 unless the stack's policy config sets allowSshFromAnywhere.",
+    types: [TYPES.securityGroup, TYPES.securityGroupRule, TYPES.ingressRule],
+    configSchema: flag("allowSshFromAnywhere", "this stack may open SSH to the whole internet"),
+  },
+  "no-world-open-neko-ports": {
+    description: "neko's HTTP and WebRTC ports are not open to 0.0.0.0/0 or ::/0 unless the stack's policy config sets allowWorldClients.",
+    types: [TYPES.securityGroup, TYPES.securityGroupRule, TYPES.ingressRule],
+    configSchema: flag("allowWorldClients", "this stack serves neko to the whole internet"),
+  },
+  "ecr-scan-on-push-immutable-tags": {
+    description: "ECR repositories scan images on push and have immutable tags.",
+    types: [TYPES.ecrRepository],
+  },
+  "ecr-wildcard-only-for-auth-token": {
+    description: 'IAM policies use Resource "*" for ECR only with ecr:GetAuthorizationToken.',
+    types: [TYPES.rolePolicy, TYPES.iamPolicy],
+  },
+  "gpu-container": {
+    description: 'A container whose envs set NVIDIA_VISIBLE_DEVICES has gpus: "all", and the other way round.',
+    types: [TYPES.container],
+  },
+  "container-passwords-secret": {
+    description: "Container envs whose name contains PASSWORD are Pulumi secrets.",
+    types: [TYPES.container],
+  },
+};
+
+export const policies: ResourceValidationPolicy[] = (Object.keys(SPECS) as RuleName[]).map((name) => {
+  const { description, types, configSchema } = SPECS[name];
+  return {
+    name,
+    description,
+    enforcementLevel: "mandatory",
+    configSchema,
+    validateResource: (args, reportViolation) => {
+      if (!types.includes(args.type)) return;
+      const resource = { type: args.type, name: args.name, props: args.props, secretPaths: secretPathsOf(args.props) };
+      for (const message of RULES[name](resource, args.getConfig<RuleConfig>())) reportViolation(message);
+    },
+  };
+});

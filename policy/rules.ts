@@ -1,0 +1,351 @@
+/**
+ * The rules of the neko-infra policy pack, as plain functions: a resource (type, name, input
+ * properties, and which of those are secret) in, one message per problem out (none: compliant).
+ * policy/index.ts serves them as mandatory policies; tests/unit/policy.test.ts calls them directly.
+ *
+ * Every message names the resource and what to change. The rules only read the properties they
+ * need: during `pulumi preview` a property that is not known yet makes @pulumi/policy report that
+ * the policy could not run, and the same policy runs again with the real value during `pulumi up`.
+ */
+import { instanceFamily, NVIDIA_GPU_FAMILIES } from "../lib/instanceTypes";
+
+export const TYPES = {
+  instance: "aws:ec2/instance:Instance",
+  volume: "aws:ebs/volume:Volume",
+  securityGroup: "aws:ec2/securityGroup:SecurityGroup",
+  securityGroupRule: "aws:ec2/securityGroupRule:SecurityGroupRule",
+  ingressRule: "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+  ecrRepository: "aws:ecr/repository:Repository",
+  rolePolicy: "aws:iam/rolePolicy:RolePolicy",
+  iamPolicy: "aws:iam/policy:Policy",
+  container: "docker:index/container:Container",
+} as const;
+
+export interface PolicyResource {
+  type: string;
+  name: string;
+  /** Input properties, secrets as their plain values. */
+  props: Record<string, any>;
+  /**
+   * Which properties are secret: `envs` (the whole list), `envs[3]` (one element), `a.b`.
+   * Undefined when the caller cannot tell (then rules that need it fail closed).
+   */
+  secretPaths?: readonly string[];
+}
+
+/** Per-stack allowances, from the policy pack config (policy/config/<stack>.json). */
+export interface RuleConfig {
+  allowSshFromAnywhere?: boolean;
+  allowWorldClients?: boolean;
+}
+
+export type Rule = (r: PolicyResource, config?: RuleConfig) => string[];
+
+/** Where the policy config of a stack lives, for the messages. */
+const CONFIG_FILE = "policy/config/<stack>.json";
+
+const label = (r: PolicyResource) => `${r.type} "${r.name}"`;
+const show = (v: unknown) => (v === undefined ? "unset" : JSON.stringify(v));
+
+// ------------------------------------------------------------------------------------------------
+// EC2 instances and volumes
+// ------------------------------------------------------------------------------------------------
+
+/** IMDSv2 only: `metadataOptions.httpTokens: "required"` (or no metadata service at all). */
+export const imdsV2Required: Rule = (r) => {
+  if (r.type !== TYPES.instance) return [];
+  const md = r.props.metadataOptions ?? {};
+  if (md.httpEndpoint === "disabled" || md.httpTokens === "required") return [];
+  return [
+    `${label(r)}: IMDSv2 is not required (metadataOptions.httpTokens is ${show(md.httpTokens)}); ` +
+      `set metadataOptions: { httpTokens: "required", httpPutResponseHopLimit: 1 }`,
+  ];
+};
+
+/** Root and EBS volumes encrypted, on instances and as standalone volumes. */
+export const encryptedVolumes: Rule = (r) => {
+  if (r.type === TYPES.volume) {
+    return r.props.encrypted === true ? [] : [`${label(r)}: the volume is not encrypted; set encrypted: true`];
+  }
+  if (r.type !== TYPES.instance) return [];
+  const out: string[] = [];
+  const root = r.props.rootBlockDevice;
+  if (root?.encrypted !== true) {
+    out.push(
+      `${label(r)}: the root volume is not encrypted (rootBlockDevice.encrypted is ${show(root?.encrypted)}); ` +
+        `set rootBlockDevice: { encrypted: true, ... }`,
+    );
+  }
+  const ebs: any[] = r.props.ebsBlockDevices ?? [];
+  ebs.forEach((d, i) => {
+    if (d?.encrypted !== true) {
+      out.push(`${label(r)}: ebsBlockDevices[${i}] (${d?.deviceName ?? "?"}) is not encrypted; set encrypted: true on it`);
+    }
+  });
+  return out;
+};
+
+/** GPU hosts: the NVIDIA AMI's root snapshot needs 75 GB, and a GPU is money wasted on a Nix builder. */
+export const GPU_AMI_MIN_VOLUME_GB = 75;
+export const gpuInstance: Rule = (r) => {
+  if (r.type !== TYPES.instance) return [];
+  const type = r.props.instanceType;
+  if (typeof type !== "string" || !(NVIDIA_GPU_FAMILIES as readonly string[]).includes(instanceFamily(type))) return [];
+  const out: string[] = [];
+  const size = r.props.rootBlockDevice?.volumeSize;
+  if (typeof size !== "number" || size < GPU_AMI_MIN_VOLUME_GB) {
+    out.push(
+      `${label(r)}: ${type} runs the NVIDIA GPU AMI, whose root snapshot needs at least ${GPU_AMI_MIN_VOLUME_GB} GB ` +
+        `(rootBlockDevice.volumeSize is ${show(size)}); set neko-infra:host.volumeSize to ${GPU_AMI_MIN_VOLUME_GB} or more`,
+    );
+  }
+  if (r.props.tags?.["neko-infra:role"] === "builder") {
+    out.push(
+      `${label(r)}: the Nix builder is a GPU instance (${type}), billed for a GPU that builds never use; ` +
+        `set neko-infra:builder.instanceType to a compute type such as c6i.2xlarge`,
+    );
+  }
+  return out;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Security groups
+// ------------------------------------------------------------------------------------------------
+
+interface Ingress {
+  /** Where in the resource: `ingress[1]`, or `rule` for standalone rule resources. */
+  where: string;
+  /** "tcp", "udp", "all", or another protocol name/number. */
+  protocol: string;
+  fromPort: number;
+  toPort: number;
+  cidrs: string[];
+  description?: string;
+}
+
+function normalizeProtocol(p: unknown): string {
+  const s = String(p ?? "").toLowerCase();
+  if (s === "-1" || s === "all") return "all";
+  if (s === "6") return "tcp";
+  if (s === "17") return "udp";
+  return s;
+}
+
+/** The ingress rules a security group resource (inline, classic rule or VPC ingress rule) opens. */
+function ingressRules(r: PolicyResource): Ingress[] {
+  const p = r.props;
+  if (r.type === TYPES.securityGroup) {
+    const rules: any[] = p.ingress ?? [];
+    return rules.map((x, i) => ({
+      where: `ingress[${i}]`,
+      protocol: normalizeProtocol(x.protocol),
+      fromPort: Number(x.fromPort ?? 0),
+      toPort: Number(x.toPort ?? 0),
+      cidrs: [...(x.cidrBlocks ?? []), ...(x.ipv6CidrBlocks ?? [])],
+      description: x.description,
+    }));
+  }
+  if (r.type === TYPES.securityGroupRule) {
+    if (p.type !== "ingress") return [];
+    return [
+      {
+        where: "rule",
+        protocol: normalizeProtocol(p.protocol),
+        fromPort: Number(p.fromPort ?? 0),
+        toPort: Number(p.toPort ?? 0),
+        cidrs: [...(p.cidrBlocks ?? []), ...(p.ipv6CidrBlocks ?? [])],
+        description: p.description,
+      },
+    ];
+  }
+  if (r.type === TYPES.ingressRule) {
+    return [
+      {
+        where: "rule",
+        protocol: normalizeProtocol(p.ipProtocol),
+        fromPort: Number(p.fromPort ?? 0),
+        toPort: Number(p.toPort ?? 65535),
+        cidrs: [p.cidrIpv4, p.cidrIpv6].filter((c): c is string => typeof c === "string"),
+        description: p.description,
+      },
+    ];
+  }
+  return [];
+}
+
+/** A /0 network, IPv4 or IPv6: the whole internet. */
+const isWorld = (cidr: string) => /\/0$/.test(cidr.trim());
+const covers = (rule: Ingress, port: number) => rule.protocol === "all" || (rule.fromPort <= port && port <= rule.toPort);
+const portText = (rule: Ingress) =>
+  rule.protocol === "all" ? "every port and protocol" : `${rule.fromPort === rule.toPort ? rule.fromPort : `${rule.fromPort}-${rule.toPort}`}/${rule.protocol}`;
+
+/** No SSH (22/tcp) from 0.0.0.0/0 or ::/0, unless the stack's policy config allows it. */
+export const noSshFromAnywhere: Rule = (r, config = {}) => {
+  if (config.allowSshFromAnywhere === true) return [];
+  return ingressRules(r)
+    .filter((x) => (x.protocol === "tcp" || x.protocol === "all") && covers(x, 22))
+    .flatMap((x) => {
+      const world = x.cidrs.filter(isWorld);
+      if (!world.length) return [];
+      return [
+        `${label(r)}: ${x.where} opens SSH (${portText(x)}) to ${world.join(", ")}; list your admin networks in ` +
+          `neko-infra:builder.sshCidrs / neko-infra:host.sshCidrs instead, or set "allowSshFromAnywhere": true ` +
+          `for policy "no-ssh-from-anywhere" in ${CONFIG_FILE} to mean it`,
+      ];
+    });
+};
+
+/**
+ * No other port (neko's HTTP and WebRTC ports: everything a neko-infra security group opens
+ * besides SSH) reachable from the whole internet, unless the stack's policy config allows it.
+ */
+export const noWorldClients: Rule = (r, config = {}) => {
+  if (config.allowWorldClients === true) return [];
+  return ingressRules(r)
+    .filter((x) => ["tcp", "udp", "all"].includes(x.protocol))
+    .filter((x) => !(x.protocol === "tcp" && x.fromPort === 22 && x.toPort === 22))
+    .flatMap((x) => {
+      const world = x.cidrs.filter(isWorld);
+      if (!world.length) return [];
+      const what = x.description ? ` (${x.description})` : "";
+      return [
+        `${label(r)}: ${x.where} opens ${portText(x)}${what} to ${world.join(", ")}; list the client networks in ` +
+          `neko-infra:host.clientCidrs, or set "allowWorldClients": true for policy "no-world-open-neko-ports" ` +
+          `in ${CONFIG_FILE} to serve neko to everyone`,
+      ];
+    });
+};
+
+// ------------------------------------------------------------------------------------------------
+// ECR and IAM
+// ------------------------------------------------------------------------------------------------
+
+/** ECR repositories scan on push and never let a tag move. */
+export const ecrRepositoryHardened: Rule = (r) => {
+  if (r.type !== TYPES.ecrRepository) return [];
+  const out: string[] = [];
+  if (r.props.imageScanningConfiguration?.scanOnPush !== true) {
+    out.push(
+      `${label(r)}: images are not scanned on push; set imageScanningConfiguration: { scanOnPush: true } ` +
+        `(neko-infra:registry.scanOnPush: true)`,
+    );
+  }
+  if (r.props.imageTagMutability !== "IMMUTABLE") {
+    out.push(`${label(r)}: tags are mutable (imageTagMutability is ${show(r.props.imageTagMutability)}); set imageTagMutability: "IMMUTABLE"`);
+  }
+  return out;
+};
+
+const asList = (v: unknown): string[] => (v === undefined ? [] : Array.isArray(v) ? v.map(String) : [String(v)]);
+const AUTH_TOKEN = "ecr:getauthorizationtoken";
+/** Could the action pattern match an ECR action? (`ecr:PutImage`, `ecr:*`, `ecr:Get*`, `*`) */
+const touchesEcr = (action: string) => action === "*" || action.toLowerCase().startsWith("ecr:");
+
+/** In IAM policies, ECR actions on Resource "*" are limited to ecr:GetAuthorizationToken. */
+export const ecrWildcardOnlyForAuthToken: Rule = (r) => {
+  if (r.type !== TYPES.rolePolicy && r.type !== TYPES.iamPolicy) return [];
+  let doc: any = r.props.policy;
+  if (typeof doc === "string") {
+    try {
+      doc = JSON.parse(doc);
+    } catch {
+      return [`${label(r)}: policy is not valid JSON; give a JSON policy document`];
+    }
+  }
+  const statements: any[] = doc?.Statement === undefined ? [] : Array.isArray(doc.Statement) ? doc.Statement : [doc.Statement];
+  return statements.flatMap((s, i) => {
+    if (s?.Effect !== "Allow") return [];
+    const id = s.Sid ? `statement "${s.Sid}" (#${i})` : `statement #${i}`;
+    const onEverything = asList(s.Resource).includes("*") || s.NotResource !== undefined;
+    if (!onEverything) return [];
+    const where = s.NotResource !== undefined ? "NotResource (every other resource)" : `Resource "*"`;
+    if (s.NotAction !== undefined) {
+      const excluded = asList(s.NotAction).map((a) => a.toLowerCase());
+      if (excluded.includes("*") || excluded.includes("ecr:*")) return [];
+      return [`${label(r)}: ${id} allows every action but ${asList(s.NotAction).join(", ")} on ${where}, ECR included; list the actions and scope ECR ones to the repository ARN`];
+    }
+    const broad = asList(s.Action).filter((a) => touchesEcr(a) && a.toLowerCase() !== AUTH_TOKEN);
+    if (!broad.length) return [];
+    return [
+      `${label(r)}: ${id} grants ${broad.join(", ")} on ${where}; only ecr:GetAuthorizationToken may use "*": ` +
+        `put the other ECR actions in a statement whose Resource is the repository ARN`,
+    ];
+  });
+};
+
+// ------------------------------------------------------------------------------------------------
+// Containers
+// ------------------------------------------------------------------------------------------------
+
+/** `NAME=value` entries of a docker container's `envs`. */
+function envEntries(r: PolicyResource): { index: number; name: string; value: string }[] {
+  const envs: any[] = r.props.envs ?? [];
+  return envs.map((e, index) => {
+    const s = String(e);
+    const eq = s.indexOf("=");
+    return { index, name: eq < 0 ? s : s.slice(0, eq), value: eq < 0 ? "" : s.slice(eq + 1) };
+  });
+}
+
+/** A container that asks for the GPU gets it (`gpus: "all"`), and one given the GPU asks for it. */
+export const gpuContainer: Rule = (r) => {
+  if (r.type !== TYPES.container) return [];
+  const nvidia = envEntries(r).find((e) => e.name === "NVIDIA_VISIBLE_DEVICES" && !["", "void", "none"].includes(e.value));
+  const gpus = r.props.gpus;
+  if (nvidia && gpus !== "all") {
+    return [
+      `${label(r)}: envs ask for the GPU (NVIDIA_VISIBLE_DEVICES=${nvidia.value}) but gpus is ${show(gpus)}, so the ` +
+        `container gets no GPU; set gpus: "all" (neko-infra:host.gpu: true sets both)`,
+    ];
+  }
+  if (!nvidia && gpus !== undefined && gpus !== null && gpus !== "") {
+    return [
+      `${label(r)}: gpus is ${show(gpus)} but envs have no NVIDIA_VISIBLE_DEVICES, so the NVIDIA runtime exposes no ` +
+        `device; add NVIDIA_VISIBLE_DEVICES=all and NVIDIA_DRIVER_CAPABILITIES=all (neko-infra:host.gpu: true sets both)`,
+    ];
+  }
+  return [];
+};
+
+const isSecretAt = (paths: readonly string[], prop: string, index: number) => paths.includes(prop) || paths.includes(`${prop}[${index}]`);
+
+/** Passwords (any env name containing PASSWORD) reach a container only as Pulumi secrets. */
+export const passwordEnvsSecret: Rule = (r) => {
+  if (r.type !== TYPES.container) return [];
+  const passwords = envEntries(r).filter((e) => /PASSWORD/i.test(e.name));
+  if (!passwords.length) return [];
+  if (r.secretPaths === undefined) {
+    return [
+      `${label(r)}: cannot tell whether ${passwords.map((e) => e.name).join(", ")} are secret (no secret information ` +
+        `reached the policy: see policy/secrets.ts); wrap envs in pulumi.secret()`,
+    ];
+  }
+  const paths = r.secretPaths;
+  return passwords
+    .filter((e) => !isSecretAt(paths, "envs", e.index))
+    .map(
+      (e) =>
+        `${label(r)}: envs[${e.index}] ${e.name} is a password in plain text (it would be stored unencrypted in the ` +
+        `state and shown in diffs); pass envs through pulumi.secret()`,
+    );
+};
+
+/** Every rule, by the policy name it is served under. */
+export const RULES = {
+  "imdsv2-required": imdsV2Required,
+  "encrypted-volumes": encryptedVolumes,
+  "gpu-instance": gpuInstance,
+  "no-ssh-from-anywhere": noSshFromAnywhere,
+  "no-world-open-neko-ports": noWorldClients,
+  "ecr-scan-on-push-immutable-tags": ecrRepositoryHardened,
+  "ecr-wildcard-only-for-auth-token": ecrWildcardOnlyForAuthToken,
+  "gpu-container": gpuContainer,
+  "container-passwords-secret": passwordEnvsSecret,
+} satisfies Record<string, Rule>;
+
+export type RuleName = keyof typeof RULES;
+
+/** All problems of one resource, under every rule, each prefixed with the policy name. */
+export function checkResource(r: PolicyResource, config: Partial<Record<RuleName, RuleConfig>> = {}): string[] {
+  return (Object.keys(RULES) as RuleName[]).flatMap((name) => RULES[name](r, config[name]).map((m) => `[${name}] ${m}`));
+}
