@@ -21,8 +21,7 @@ const tags = { "neko-infra:stack": `${pulumi.getProject()}/${pulumi.getStack()}`
 const builder = new NixBuilder("builder", { settings: settings.builder, tags });
 
 // A signed S3 binary cache that outlives an ec2 builder: a new builder starts warm.
-const cache =
-  settings.builder.kind === "ec2" && settings.builder.cache ? new BinaryCache("cache", { builder, tags }) : undefined;
+const cache = settings.builder.kind === "ec2" && settings.builder.cache ? new BinaryCache("cache", { builder, tags }) : undefined;
 
 // nix build <flake>#<attr> on the builder; re-runs only when the flake or attr changed.
 const image = new NixImage("image", {
@@ -57,6 +56,12 @@ export = {
   storePath: image.storePath,
   ...(builder.address ? { builderIp: builder.address } : {}),
   ...(host
-    ? { url: host.url, hostIp: host.publicIp, sshCommand: host.sshCommand, userPassword: host.userPassword, adminPassword: host.adminPassword }
+    ? {
+        url: host.url,
+        hostIp: host.publicIp,
+        sshCommand: host.sshCommand,
+        userPassword: host.userPassword,
+        adminPassword: host.adminPassword,
+      }
     : {}),
 };

@@ -45,10 +45,20 @@ export class ImageRegistry extends pulumi.ComponentResource {
         },
         { parent: this },
       );
-      dependsOn.push(new aws.ecr.LifecyclePolicy(`${name}-lifecycle`, { repository: repo.name, policy: lifecyclePolicy(s.keepImages) }, { parent: this }));
+      dependsOn.push(
+        new aws.ecr.LifecyclePolicy(
+          `${name}-lifecycle`,
+          { repository: repo.name, policy: lifecyclePolicy(s.keepImages) },
+          { parent: this },
+        ),
+      );
       if (args.builder.role) {
         dependsOn.push(
-          new aws.iam.RolePolicy(`${name}-builder-push`, { role: args.builder.role.id, policy: repo.arn.apply(pushPolicy) }, { parent: this }),
+          new aws.iam.RolePolicy(
+            `${name}-builder-push`,
+            { role: args.builder.role.id, policy: repo.arn.apply(pushPolicy) },
+            { parent: this },
+          ),
         );
       }
       this.repositoryUrl = repo.repositoryUrl;
@@ -62,7 +72,9 @@ export class ImageRegistry extends pulumi.ComponentResource {
     const push = args.builder.run(
       `${name}-push`,
       {
-        script: pulumi.all([args.storePath, this.repositoryUrl, env]).apply(([path, url, e]) => scriptCommand("push-image.sh", [path, url], e)),
+        script: pulumi
+          .all([args.storePath, this.repositoryUrl, env])
+          .apply(([path, url, e]) => scriptCommand("push-image.sh", [path, url], e)),
         // Its command line may hold the registry password: keep output out of the logs.
         logging: s.kind === "oci" && s.password !== undefined ? "none" : undefined,
         timeoutMinutes: 60,

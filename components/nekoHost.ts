@@ -56,7 +56,11 @@ export class NekoHost extends pulumi.ComponentResource {
       const hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, { parent: this });
       const sshKey = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this });
       const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", tags }, { parent: this });
-      const keyPair = new aws.ec2.KeyPair(`${name}-key`, { publicKey: sshKey.publicKeyOpenssh.apply((k) => k.trim()), tags }, { parent: this });
+      const keyPair = new aws.ec2.KeyPair(
+        `${name}-key`,
+        { publicKey: sshKey.publicKeyOpenssh.apply((k) => k.trim()), tags },
+        { parent: this },
+      );
       const sg = new aws.ec2.SecurityGroup(
         `${name}-sg`,
         {
@@ -74,7 +78,11 @@ export class NekoHost extends pulumi.ComponentResource {
         { parent: this },
       );
       if (args.repositoryArn !== undefined) {
-        new aws.iam.RolePolicy(`${name}-ecr-pull`, { role: role.id, policy: pulumi.output(args.repositoryArn).apply(pullPolicy) }, { parent: this });
+        new aws.iam.RolePolicy(
+          `${name}-ecr-pull`,
+          { role: role.id, policy: pulumi.output(args.repositoryArn).apply(pullPolicy) },
+          { parent: this },
+        );
       }
       const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name, tags }, { parent: this });
       const ami = aws.ssm.getParameterOutput({ name: s.gpu ? GPU_AMI_PARAMETER : X86_AMI_PARAMETER }, { parent: this });
@@ -99,7 +107,9 @@ export class NekoHost extends pulumi.ComponentResource {
         },
         { parent: this, ignoreChanges: ["ami"] },
       );
-      waitFor = [new aws.ec2.EipAssociation(`${name}-eip-assoc`, { allocationId: eip.allocationId, instanceId: instance.id }, { parent: this })];
+      waitFor = [
+        new aws.ec2.EipAssociation(`${name}-eip-assoc`, { allocationId: eip.allocationId, instanceId: instance.id }, { parent: this }),
+      ];
       publicIp = eip.publicIp;
       connection = pulumi.secret(
         pulumi.all([eip.publicIp, sshKey.privateKeyOpenssh, hostKey.publicKeyOpenssh]).apply(([host, key, hk]) => ({
@@ -115,7 +125,12 @@ export class NekoHost extends pulumi.ComponentResource {
       connection = pulumi.secret(pulumi.output({ host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey }));
     }
 
-    const run = (id: string, script: pulumi.Input<{ command: string; stdin: string }>, more: Partial<command.remote.CommandArgs>, ro: pulumi.CustomResourceOptions) => {
+    const run = (
+      id: string,
+      script: pulumi.Input<{ command: string; stdin: string }>,
+      more: Partial<command.remote.CommandArgs>,
+      ro: pulumi.CustomResourceOptions,
+    ) => {
       const sc = pulumi.output(script);
       return new command.remote.Command(
         `${name}-${id}`,
@@ -133,7 +148,9 @@ export class NekoHost extends pulumi.ComponentResource {
 
     const pullEnv = args.registryCredentials
       ? pulumi.secret(
-          pulumi.output(args.registryCredentials.password).apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p })),
+          pulumi
+            .output(args.registryCredentials.password)
+            .apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p })),
         )
       : pulumi.output<Record<string, string>>({});
     const pull = run(
@@ -158,11 +175,13 @@ export class NekoHost extends pulumi.ComponentResource {
 
     const spec = pulumi.all([publicIp, args.imageRef]).apply(([ip, ref]) => containerSpec(neko, { publicAddress: ip, gpu: s.gpu }, ref));
     const envs = pulumi.secret(
-      pulumi.all([spec, this.userPassword, this.adminPassword]).apply(([sp, user, admin]) => [
-        ...Object.entries(sp.env).map(([k, v]) => `${k}=${v}`),
-        `NEKO_MEMBER_MULTIUSER_USER_PASSWORD=${user}`,
-        `NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD=${admin}`,
-      ]),
+      pulumi
+        .all([spec, this.userPassword, this.adminPassword])
+        .apply(([sp, user, admin]) => [
+          ...Object.entries(sp.env).map(([k, v]) => `${k}=${v}`),
+          `NEKO_MEMBER_MULTIUSER_USER_PASSWORD=${user}`,
+          `NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD=${admin}`,
+        ]),
     );
     this.container = new docker.Container(
       `${name}-neko`,
@@ -186,7 +205,8 @@ export class NekoHost extends pulumi.ComponentResource {
         // wait-healthy below waits instead: on failure it shows the container's own log lines.
         wait: false,
       },
-      { parent: this, provider, dependsOn: [pull] },
+      // envs hold the passwords: secret in state too, not only as inputs
+      { parent: this, provider, dependsOn: [pull], additionalSecretOutputs: ["envs"] },
     );
 
     run(

@@ -87,12 +87,25 @@ export class NixBuilder extends pulumi.ComponentResource {
         const keyPair = new aws.ec2.KeyPair(`${name}-key`, { publicKey, tags }, { parent: this });
         const sg = new aws.ec2.SecurityGroup(
           `${name}-sg`,
-          { description: "neko-infra Nix builder: SSH from the configured networks only", ingress: [sshIngress(s.sshCidrs)], egress: ALL_EGRESS, tags },
+          {
+            description: "neko-infra Nix builder: SSH from the configured networks only",
+            ingress: [sshIngress(s.sshCidrs)],
+            egress: ALL_EGRESS,
+            tags,
+          },
           { parent: this },
         );
         this.role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: EC2_ASSUME_ROLE, tags }, { parent: this });
         const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: this.role.name, tags }, { parent: this });
         const ami = aws.ssm.getParameterOutput({ name: AL2023_X86_AMI_PARAMETER }, { parent: this });
+        const userData = pulumi.all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh]).apply(([priv, pub]) =>
+          builderUserData({
+            hostKey: { privateKey: priv, publicKey: pub.trim() },
+            sshUser: EC2_USER,
+            maxJobs: s.maxJobs,
+            idleMinutes: s.idleMinutes,
+          }),
+        );
         const instance = new aws.ec2.Instance(
           `${name}-instance`,
           {
@@ -101,11 +114,7 @@ export class NixBuilder extends pulumi.ComponentResource {
             keyName: keyPair.keyName,
             vpcSecurityGroupIds: [sg.id],
             iamInstanceProfile: profile.name,
-            userData: pulumi
-              .all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh])
-              .apply(([priv, pub]) =>
-                builderUserData({ hostKey: { privateKey: priv, publicKey: pub.trim() }, sshUser: EC2_USER, maxJobs: s.maxJobs, idleMinutes: s.idleMinutes }),
-              ),
+            userData,
             // The idle timer powers off; that must stop the instance, not terminate it.
             instanceInitiatedShutdownBehavior: "stop",
             metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 },
@@ -119,10 +128,18 @@ export class NixBuilder extends pulumi.ComponentResource {
           // A newer AMI is published every few weeks: it must not replace a working builder.
           { parent: this, ignoreChanges: ["ami"] },
         );
-        const association = new aws.ec2.EipAssociation(`${name}-eip-assoc`, { allocationId: eip.allocationId, instanceId: instance.id }, { parent: this });
+        const association = new aws.ec2.EipAssociation(
+          `${name}-eip-assoc`,
+          { allocationId: eip.allocationId, instanceId: instance.id },
+          { parent: this },
+        );
         // A builder that stopped itself when idle is started again by the next `up` (the AWS
         // provider files this resource under ec2transitgateway).
-        const running = new aws.ec2transitgateway.InstanceState(`${name}-running`, { instanceId: instance.id, state: "running" }, { parent: this });
+        const running = new aws.ec2transitgateway.InstanceState(
+          `${name}-running`,
+          { instanceId: instance.id, state: "running" },
+          { parent: this },
+        );
         this.ready = this.waitForNix(name, timeout, [association, running]);
       }
     } else if (s.kind === "ssh") {

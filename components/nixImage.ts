@@ -64,7 +64,10 @@ export class NixImage extends pulumi.ComponentResource {
       `${name}-build`,
       {
         script: pulumi.all([flakeRef, cacheEnv(args.cache)]).apply(([ref, cache]) =>
-          scriptCommand("nix-build.sh", [ref, settings.attr], { ...(args.remoteBuilders ? { NIX_BUILDERS: args.remoteBuilders } : {}), ...cache }),
+          scriptCommand("nix-build.sh", [ref, settings.attr], {
+            ...(args.remoteBuilders ? { NIX_BUILDERS: args.remoteBuilders } : {}),
+            ...cache,
+          }),
         ),
         logging: args.cache ? "stderr" : undefined, // stdout is only the store path; the cache key is in the command line
         triggers: builder.connection === undefined && contentHash ? [contentHash] : undefined,

@@ -14,7 +14,9 @@ import { RegistrySettings } from "./settings";
 export function pushEnv(r: RegistrySettings): Record<string, string> {
   if (r.kind === "ecr") return { REGISTRY_AUTH: "ecr" };
   const env: Record<string, string> =
-    r.username !== undefined ? { REGISTRY_AUTH: "basic", REGISTRY_USER: r.username, REGISTRY_PASSWORD: r.password! } : { REGISTRY_AUTH: "none" };
+    r.username !== undefined
+      ? { REGISTRY_AUTH: "basic", REGISTRY_USER: r.username, REGISTRY_PASSWORD: r.password! }
+      : { REGISTRY_AUTH: "none" };
   if (r.insecure) env.REGISTRY_INSECURE = "1";
   return env;
 }
@@ -40,7 +42,14 @@ export function lifecyclePolicy(keep: number): string {
 }
 
 const PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
-const PUSH_ACTIONS = [...PULL_ACTIONS, "ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart", "ecr:DescribeImages"];
+const PUSH_ACTIONS = [
+  ...PULL_ACTIONS,
+  "ecr:CompleteLayerUpload",
+  "ecr:InitiateLayerUpload",
+  "ecr:PutImage",
+  "ecr:UploadLayerPart",
+  "ecr:DescribeImages",
+];
 
 function policy(actions: string[], repositoryArn: string): string {
   return JSON.stringify({

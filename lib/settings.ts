@@ -34,11 +34,9 @@ const cidr = z.string().refine(isCidr, {
 const port = z.number().int().min(1).max(65535);
 
 /** OpenSSH public key line, as `ssh-keyscan` or `ssh-keygen -y` print it. */
-const publicKeyLine = z
-  .string()
-  .regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( .*)?$/, {
-    message: "not an OpenSSH public key line: expected e.g. 'ssh-ed25519 AAAAC3Nza...'",
-  });
+const publicKeyLine = z.string().regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( .*)?$/, {
+  message: "not an OpenSSH public key line: expected e.g. 'ssh-ed25519 AAAAC3Nza...'",
+});
 
 const privateKey = z.string().regex(/-----BEGIN [A-Z ]*PRIVATE KEY-----/, {
   message: "not a PEM/OpenSSH private key (no '-----BEGIN ... PRIVATE KEY-----' line)",
@@ -56,7 +54,10 @@ const instanceType = z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9]+$/, {
 const sshFields = {
   host: hostName,
   port: port.default(22),
-  user: z.string().regex(/^[a-z_][a-z0-9_-]*$/, { message: "not a user name" }).default("root"),
+  user: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_-]*$/, { message: "not a user name" })
+    .default("root"),
   privateKey,
   hostKey: publicKeyLine,
 };
@@ -70,8 +71,7 @@ const builderEc2 = z.strictObject({
   spot: z.boolean().default(false),
   volumeSize: z.number().int().min(30).max(16384).default(100),
   sshCidrs: z.array(cidr).min(1, {
-    message:
-      "required for kind ec2: the networks Pulumi connects from over SSH (e.g. your address as 203.0.113.7/32)",
+    message: "required for kind ec2: the networks Pulumi connects from over SSH (e.g. your address as 203.0.113.7/32)",
   }),
   allowSshFromAnywhere: z.boolean().default(false),
   maxJobs: z.union([z.number().int().min(1), z.literal("auto")]).default("auto"),
@@ -166,7 +166,8 @@ const host = withDefaultKind("ec2", z.discriminatedUnion("kind", [hostEc2, hostS
 // ---------------------------------------------------------------- neko
 
 /** Environment names that neko-infra sets itself, or that switch neko v3 into legacy (v2) mode. */
-const MANAGED_ENV = /^(NEKO_SERVER_BIND|NEKO_WEBRTC_(EPR|UDPMUX|TCPMUX|NAT1TO1|ICELITE)|NEKO_DESKTOP_SCREEN|NEKO_MEMBER_MULTIUSER_(USER|ADMIN)_PASSWORD|NEKO_CAPTURE_VIDEO_(CODEC|PIPELINE))$/;
+const MANAGED_ENV =
+  /^(NEKO_SERVER_BIND|NEKO_WEBRTC_(EPR|UDPMUX|TCPMUX|NAT1TO1|ICELITE)|NEKO_DESKTOP_SCREEN|NEKO_MEMBER_MULTIUSER_(USER|ADMIN)_PASSWORD|NEKO_CAPTURE_VIDEO_(CODEC|PIPELINE))$/;
 const LEGACY_ENV = /^NEKO_(EPR|NAT1TO1|PASSWORD|PASSWORD_ADMIN|SCREEN|UDPMUX|TCPMUX|ICELITE|BIND|VIDEO_CODEC|VIDEO|ICESERVERS|ICESERVER)$/;
 
 const neko = z.strictObject({
@@ -231,9 +232,7 @@ export type ImageSettings = Raw["image"] & {
 };
 export type RegistrySettings = Raw["registry"];
 export type HostSettings =
-  | (z.infer<typeof hostEc2> & { instanceType: string; volumeSize: number })
-  | z.infer<typeof hostSsh>
-  | z.infer<typeof hostNone>;
+  (z.infer<typeof hostEc2> & { instanceType: string; volumeSize: number }) | z.infer<typeof hostSsh> | z.infer<typeof hostNone>;
 export type NekoSettings = Raw["neko"] & { videoCodec: "vp8" | "vp9" | "h264"; portRange: { low: number; high: number } };
 
 export interface Settings {
@@ -336,11 +335,15 @@ const key = (k: string) => `${PROJECT}:${k}`;
 function checkBuilder(b: BuilderSettings, problems: string[]): BuilderSettings {
   if (b.kind !== "ec2") return b;
   if (isArmInstanceType(b.instanceType)) {
-    problems.push(`${key("builder.instanceType")}: ${b.instanceType} is an arm64 (Graviton) type; the builder runs the x86_64 Amazon Linux 2023 AMI because neko images are built for x86_64-linux only`);
+    problems.push(
+      `${key("builder.instanceType")}: ${b.instanceType} is an arm64 (Graviton) type; the builder runs the x86_64 Amazon Linux 2023 AMI because neko images are built for x86_64-linux only`,
+    );
   }
   if (!b.allowSshFromAnywhere) problems.push(...worldOpen(b.sshCidrs, "builder"));
   if ((b.publicKey === undefined) !== (b.privateKey === undefined)) {
-    problems.push(`${key("builder.publicKey")}: publicKey and privateKey go together: give both, or neither to let Pulumi generate the key`);
+    problems.push(
+      `${key("builder.publicKey")}: publicKey and privateKey go together: give both, or neither to let Pulumi generate the key`,
+    );
   }
   return b;
 }
@@ -372,10 +375,14 @@ function checkHost(h: Raw["host"], problems: string[]): HostSettings {
   } else if (isArmInstanceType(type)) {
     problems.push(`${key("host.instanceType")}: ${type} is an arm64 (Graviton) type; neko images are linux/amd64 only`);
   } else if (gpuInstanceProblem(type) === undefined) {
-    problems.push(`${key("host.instanceType")}: ${type} is a GPU type but host.gpu is false; set host.gpu: true to use its GPU (and the GPU AMI)`);
+    problems.push(
+      `${key("host.instanceType")}: ${type} is a GPU type but host.gpu is false; set host.gpu: true to use its GPU (and the GPU AMI)`,
+    );
   }
   if (volumeSize < minVolume) {
-    problems.push(`${key("host.volumeSize")}: ${volumeSize} GB is below the ${minVolume} GB the ${h.gpu ? "Deep Learning GPU" : "Amazon Linux 2023"} AMI needs`);
+    problems.push(
+      `${key("host.volumeSize")}: ${volumeSize} GB is below the ${minVolume} GB the ${h.gpu ? "Deep Learning GPU" : "Amazon Linux 2023"} AMI needs`,
+    );
   }
   if (!h.allowSshFromAnywhere) problems.push(...worldOpen(h.sshCidrs, "host"));
   return { ...h, instanceType: type, volumeSize };

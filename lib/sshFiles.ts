@@ -28,12 +28,18 @@ export function knownHostsLine(t: Pick<SshTarget, "host" | "port" | "hostKey">):
 /** ssh options that use exactly this key and accept exactly this host key. */
 export function sshOptions(dir: string): string[] {
   return [
-    "-i", path.join(dir, "id"),
-    "-o", "IdentitiesOnly=yes",
-    "-o", `UserKnownHostsFile=${path.join(dir, "known_hosts")}`,
-    "-o", "StrictHostKeyChecking=yes",
-    "-o", "BatchMode=yes",
-    "-o", "ConnectTimeout=15",
+    "-i",
+    path.join(dir, "id"),
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    `UserKnownHostsFile=${path.join(dir, "known_hosts")}`,
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=15",
   ];
 }
 

@@ -54,7 +54,8 @@ function idleStopFiles(idleMinutes: number): ExtraFile[] {
     },
     {
       path: "/etc/systemd/system/neko-builder-idle.timer",
-      content: "[Unit]\nDescription=Check every minute whether the Nix builder is idle\n\n[Timer]\nOnBootSec=5min\nOnUnitActiveSec=1min\n\n[Install]\nWantedBy=timers.target\n",
+      content:
+        "[Unit]\nDescription=Check every minute whether the Nix builder is idle\n\n[Timer]\nOnBootSec=5min\nOnUnitActiveSec=1min\n\n[Install]\nWantedBy=timers.target\n",
     },
   ];
 }

@@ -15,7 +15,8 @@ import { installSecretPaths } from "./secrets";
 installSecretPaths();
 
 new PolicyPack("neko-infra", {
-  description: "neko-infra: IMDSv2, encrypted volumes, no SSH or neko ports open to the world unless allowed, hardened ECR, scoped ECR IAM, GPU wiring, secret passwords",
+  description:
+    "neko-infra: IMDSv2, encrypted volumes, no SSH or neko ports open to the world unless allowed, hardened ECR, scoped ECR IAM, GPU wiring, secret passwords",
   enforcementLevel: "mandatory",
   policies,
 });

@@ -177,7 +177,9 @@ function ingressRules(r: PolicyResource): Ingress[] {
 const isWorld = (cidr: string) => /\/0$/.test(cidr.trim());
 const covers = (rule: Ingress, port: number) => rule.protocol === "all" || (rule.fromPort <= port && port <= rule.toPort);
 const portText = (rule: Ingress) =>
-  rule.protocol === "all" ? "every port and protocol" : `${rule.fromPort === rule.toPort ? rule.fromPort : `${rule.fromPort}-${rule.toPort}`}/${rule.protocol}`;
+  rule.protocol === "all"
+    ? "every port and protocol"
+    : `${rule.fromPort === rule.toPort ? rule.fromPort : `${rule.fromPort}-${rule.toPort}`}/${rule.protocol}`;
 
 /** No SSH (22/tcp) from 0.0.0.0/0 or ::/0, unless the stack's policy config allows it. */
 export const noSshFromAnywhere: Rule = (r, config = {}) => {
@@ -231,7 +233,9 @@ export const ecrRepositoryHardened: Rule = (r) => {
     );
   }
   if (r.props.imageTagMutability !== "IMMUTABLE") {
-    out.push(`${label(r)}: tags are mutable (imageTagMutability is ${show(r.props.imageTagMutability)}); set imageTagMutability: "IMMUTABLE"`);
+    out.push(
+      `${label(r)}: tags are mutable (imageTagMutability is ${show(r.props.imageTagMutability)}); set imageTagMutability: "IMMUTABLE"`,
+    );
   }
   return out;
 };
@@ -262,7 +266,9 @@ export const ecrWildcardOnlyForAuthToken: Rule = (r) => {
     if (s.NotAction !== undefined) {
       const excluded = asList(s.NotAction).map((a) => a.toLowerCase());
       if (excluded.includes("*") || excluded.includes("ecr:*")) return [];
-      return [`${label(r)}: ${id} allows every action but ${asList(s.NotAction).join(", ")} on ${where}, ECR included; list the actions and scope ECR ones to the repository ARN`];
+      return [
+        `${label(r)}: ${id} allows every action but ${asList(s.NotAction).join(", ")} on ${where}, ECR included; list the actions and scope ECR ones to the repository ARN`,
+      ];
     }
     const broad = asList(s.Action).filter((a) => touchesEcr(a) && a.toLowerCase() !== AUTH_TOKEN);
     if (!broad.length) return [];

@@ -47,7 +47,8 @@ export function installSecretPaths(): void {
   const mod: DeserializeModule = require("@pulumi/policy/deserialize");
   if (mod[SECRET_PATHS]) return;
   const original = mod.deserializeProperties;
-  if (typeof original !== "function") throw new Error("@pulumi/policy/deserialize has no deserializeProperties: policy/secrets.ts needs updating");
+  if (typeof original !== "function")
+    throw new Error("@pulumi/policy/deserialize has no deserializeProperties: policy/secrets.ts needs updating");
   mod.deserializeProperties = function (struct, proxySecrets) {
     const props = original.call(this, struct, proxySecrets);
     const paths = Object.freeze(secretPathsIn(struct.toJavaScript()));

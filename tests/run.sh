@@ -2,12 +2,13 @@
 # The test command (README: `npm test`): installs what the suites need, then runs them all and
 # ends with one line `N passed, N failed` summing every check.
 #
-#   typecheck  tsc --noEmit, once for the whole tree (jest only transpiles)
+#   static     tsc --noEmit once for the whole tree (jest only transpiles), eslint + prettier,
+#              actionlint over .github/workflows
 #   unit       pure logic and the dev/prod stacks under Pulumi mocks
 #   realtool   every script against real Nix, sshd, registry, skopeo, dockerd (tests/harness)
 #   engine     the local stack through the real Pulumi CLI (tools/pulumi-offline.sh)
 #
-# Env: SUITES="unit realtool engine" to run a subset (typecheck always runs).
+# Env: SUITES="unit realtool engine" to run a subset (the static checks always run).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,8 +35,16 @@ fi
 passed=0
 failed=0
 
-log "typecheck"
-if npx tsc --noEmit; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+# One line per static check; each counts as one test.
+check() {
+  local name=$1
+  shift
+  log "$name"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)) && echo "tests/run.sh: $name failed" >&2; fi
+}
+check typecheck npx tsc --noEmit
+check "lint (eslint, prettier)" npm run --silent lint
+check "actionlint (.github/workflows)" bash tools/actionlint.sh
 
 projects=()
 for s in $suites; do projects+=(--selectProjects "$s"); done

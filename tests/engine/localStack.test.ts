@@ -32,11 +32,22 @@ const env: NodeJS.ProcessEnv = {
 let harness: Record<string, string> = {};
 const timings: Record<string, number[]> = { up: [], preview: [], destroy: [] };
 
-interface Run { status: number; stdout: string; stderr: string; seconds: number }
+interface Run {
+  status: number;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+}
 
 function pulumi(args: string[], input?: string): Run {
   const start = process.hrtime.bigint();
-  const r = spawnSync("pulumi", [...args, "--stack", "local", "--non-interactive"], { cwd: project, env, input, encoding: "utf8", maxBuffer: 64 << 20 });
+  const r = spawnSync("pulumi", [...args, "--stack", "local", "--non-interactive"], {
+    cwd: project,
+    env,
+    input,
+    encoding: "utf8",
+    maxBuffer: 64 << 20,
+  });
   if (r.error) throw new Error(`cannot run pulumi (build it with: bash tools/pulumi-offline.sh): ${r.error.message}`);
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, seconds: Number(process.hrtime.bigint() - start) / 1e9 };
 }
@@ -94,17 +105,31 @@ function writeStackConfig(overrides: Record<string, unknown> = {}) {
     ...overrides,
   };
   fs.writeFileSync(path.join(project, "Pulumi.local.yaml"), stringify({ config }));
-  must(pulumi(["config", "set", "--secret", "--path", "builder.privateKey"], fs.readFileSync(harness.BUILDER_KEY, "utf8")), "config set key");
+  must(
+    pulumi(["config", "set", "--secret", "--path", "builder.privateKey"], fs.readFileSync(harness.BUILDER_KEY, "utf8")),
+    "config set key",
+  );
   must(pulumi(["config", "set", "--secret", "--path", "registry.password"], harness.REGISTRY_PASSWORD), "config set password");
 }
 
 function sourceEnv(file: string): Record<string, string> {
   const out = execFileSync("bash", ["-c", `set -a; source "$1"; env -0`, "_", file]).toString();
-  return Object.fromEntries(out.split("\0").filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+  return Object.fromEntries(
+    out
+      .split("\0")
+      .filter(Boolean)
+      .map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+  );
 }
 
 function skopeoDigest(ref: string): { digest: string; platform: string } {
-  const out = execFileSync("skopeo", ["inspect", "--tls-verify=false", "--creds", `${harness.REGISTRY_USER}:${harness.REGISTRY_PASSWORD}`, `docker://${ref}`]).toString();
+  const out = execFileSync("skopeo", [
+    "inspect",
+    "--tls-verify=false",
+    "--creds",
+    `${harness.REGISTRY_USER}:${harness.REGISTRY_PASSWORD}`,
+    `docker://${ref}`,
+  ]).toString();
   const doc = JSON.parse(out);
   return { digest: doc.Digest, platform: `${doc.Os}/${doc.Architecture}` };
 }
@@ -140,7 +165,10 @@ afterAll(() => {
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     console.log(
       "engine timings (s, median of this run): " +
-        Object.entries(timings).filter(([, xs]) => xs.length).map(([k, xs]) => `${k} ${median(xs).toFixed(1)} (n=${xs.length})`).join(", "),
+        Object.entries(timings)
+          .filter(([, xs]) => xs.length)
+          .map(([k, xs]) => `${k} ${median(xs).toFixed(1)} (n=${xs.length})`)
+          .join(", "),
     );
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -152,8 +180,13 @@ test("a. up builds on the builder and pushes; imageRef carries the digest skopeo
   const r = up("first up");
   expect(summary(r)).toEqual({ create: 8 }); // the stack and the seven below
   expect(changed(r)).toEqual({
-    "builder": "create", "builder-ready": "create", "image": "create", "image-ship": "create", "image-build": "create",
-    "registry": "create", "registry-push": "create",
+    builder: "create",
+    "builder-ready": "create",
+    image: "create",
+    "image-ship": "create",
+    "image-build": "create",
+    registry: "create",
+    "registry-push": "create",
   });
   const o = outputs();
   expect(o.imageRef).toMatch(new RegExp(`^${harness.REGISTRY_ADDR.replace(/\./g, "\\.")}/neko@sha256:[0-9a-f]{64}$`));
@@ -198,7 +231,15 @@ test("a failing build fails the up with Nix's error, and leaves the stack as it 
 });
 
 test("d. builder.enabled: false removes the builder-side resources only; imageRef unchanged", () => {
-  writeStackConfig({ "neko-infra:builder": { kind: "ssh", enabled: false, host: harness.BUILDER_ADDR, user: harness.BUILDER_USER, hostKey: harness.BUILDER_HOST_KEY } });
+  writeStackConfig({
+    "neko-infra:builder": {
+      kind: "ssh",
+      enabled: false,
+      host: harness.BUILDER_ADDR,
+      user: harness.BUILDER_USER,
+      hostKey: harness.BUILDER_HOST_KEY,
+    },
+  });
   const r = up("up with the builder disabled");
   expect(changed(r)).toEqual({ "builder-ready": "delete" });
   expect(outputs().imageRef).toBe(firstRef);
@@ -233,6 +274,9 @@ test("f. destroy leaves an empty stack and no process behind", () => {
     timings.destroy.push(must(pulumi(["destroy", "--yes", "--skip-preview"]), "benchmark destroy").seconds);
   }
   stopServices();
-  const leftovers = execFileSync("ps", ["-eo", "pid,args"]).toString().split("\n").filter((l) => l.includes(work) && !l.includes("ps -eo"));
+  const leftovers = execFileSync("ps", ["-eo", "pid,args"])
+    .toString()
+    .split("\n")
+    .filter((l) => l.includes(work) && !l.includes("ps -eo"));
   expect(leftovers).toEqual([]);
 });

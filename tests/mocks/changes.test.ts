@@ -23,9 +23,18 @@ function changed(a: StackRun, b: StackRun): { differ: string[]; removed: string[
   // sshOpts name a per-run temp dir in these tests; in a real stack the path is fixed.
   const norm = (r: Registered) => JSON.stringify({ ...r.inputs, sshOpts: undefined });
   return {
-    differ: [...ma.keys()].filter((k) => mb.has(k) && norm(ma.get(k)!) !== norm(mb.get(k)!)).map((k) => k.split("::")[1]).sort(),
-    removed: [...ma.keys()].filter((k) => !mb.has(k)).map((k) => k.split("::")[1]).sort(),
-    added: [...mb.keys()].filter((k) => !ma.has(k)).map((k) => k.split("::")[1]).sort(),
+    differ: [...ma.keys()]
+      .filter((k) => mb.has(k) && norm(ma.get(k)!) !== norm(mb.get(k)!))
+      .map((k) => k.split("::")[1])
+      .sort(),
+    removed: [...ma.keys()]
+      .filter((k) => !mb.has(k))
+      .map((k) => k.split("::")[1])
+      .sort(),
+    added: [...mb.keys()]
+      .filter((k) => !ma.has(k))
+      .map((k) => k.split("::")[1])
+      .sort(),
   };
 }
 
@@ -41,34 +50,59 @@ test("the same config twice registers identical inputs (nothing to update)", asy
 });
 
 test("builder.enabled: false removes the builder and nothing else; build and push keep their inputs", async () => {
-  const off = await runStack(withConfig("dev", "builder", (b) => (b.enabled = false)), { stack: "dev", sshDir });
+  const off = await runStack(
+    withConfig("dev", "builder", (b) => (b.enabled = false)),
+    { stack: "dev", sshDir },
+  );
   expect(changed(dev, off)).toEqual({
     differ: [],
     removed: [
-      "builder-eip-assoc", "builder-instance", "builder-key", "builder-profile", "builder-ready", "builder-role", "builder-running", "builder-sg",
-      "cache-builder-access", "registry-builder-push",
+      "builder-eip-assoc",
+      "builder-instance",
+      "builder-key",
+      "builder-profile",
+      "builder-ready",
+      "builder-role",
+      "builder-running",
+      "builder-sg",
+      "cache-builder-access",
+      "registry-builder-push",
     ],
     added: [],
   });
   // kept: the Elastic IP and keys the build and push commands connect with, so they do not re-run
-  expect(off.resources.filter((r) => r.name.startsWith("builder")).map((r) => r.name).sort()).toEqual(["builder", "builder-eip", "builder-host-key", "builder-ssh-key"]);
+  expect(
+    off.resources
+      .filter((r) => r.name.startsWith("builder"))
+      .map((r) => r.name)
+      .sort(),
+  ).toEqual(["builder", "builder-eip", "builder-host-key", "builder-ssh-key"]);
   expect(off.outputs.imageRef).toBe(dev.outputs.imageRef);
   expect(off.outputs.builderIp).toBe(dev.outputs.builderIp);
 });
 
 test("changing a neko setting replaces the container only", async () => {
-  const run = await runStack(withConfig("dev", "neko", (n) => (n.screen = "1280x720@25")), { stack: "dev", sshDir });
+  const run = await runStack(
+    withConfig("dev", "neko", (n) => (n.screen = "1280x720@25")),
+    { stack: "dev", sshDir },
+  );
   expect(changed(dev, run)).toEqual({ differ: ["host-neko"], removed: [], added: [] });
   expect(run.byName("host-neko").inputs.envs).toContain("NEKO_DESKTOP_SCREEN=1280x720@25");
 });
 
 test("changing the UDP range moves the container and the host firewall, not the instance", async () => {
-  const run = await runStack(withConfig("dev", "neko", (n) => (n.webrtc = { epr: "53000-53010" })), { stack: "dev", sshDir });
+  const run = await runStack(
+    withConfig("dev", "neko", (n) => (n.webrtc = { epr: "53000-53010" })),
+    { stack: "dev", sshDir },
+  );
   expect(changed(dev, run)).toEqual({ differ: ["host-neko", "host-sg"], removed: [], added: [] });
 });
 
 test("a new flake revision rebuilds, pushes, pulls and replaces the container; builder and host stay", async () => {
-  const run = await runStack(withConfig("dev", "image", (i) => (i.flake = "github:G-structure/neko/0000000000000000000000000000000000000001")), { stack: "dev", sshDir });
+  const run = await runStack(
+    withConfig("dev", "image", (i) => (i.flake = "github:G-structure/neko/0000000000000000000000000000000000000001")),
+    { stack: "dev", sshDir },
+  );
   expect(changed(dev, run)).toEqual({ differ: ["host-neko", "host-pull", "image-build", "registry-push"], removed: [], added: [] });
   expect(run.outputs.imageRef).not.toBe(dev.outputs.imageRef);
 });
@@ -89,7 +123,13 @@ describe("other kinds", () => {
   const local = (extra: Record<string, unknown> = {}) => ({
     "neko-infra:builder": JSON.stringify({ kind: "ssh", host: "10.231.7.2", privateKey: KEY, hostKey: HOSTKEY }),
     "neko-infra:image": JSON.stringify({ flake: flakeDir, attr: "image" }),
-    "neko-infra:registry": JSON.stringify({ kind: "oci", url: "10.231.7.1:5000/neko", username: "neko", password: "s3cret-pw", insecure: true }),
+    "neko-infra:registry": JSON.stringify({
+      kind: "oci",
+      url: "10.231.7.1:5000/neko",
+      username: "neko",
+      password: "s3cret-pw",
+      insecure: true,
+    }),
     "neko-infra:host": JSON.stringify({ kind: "none" }),
     ...extra,
   });
@@ -106,11 +146,15 @@ describe("other kinds", () => {
       "command:remote:Command registry-push",
     ]);
     const ship = run.byName("image-ship");
-    expect(ship.inputs.create).toMatch(new RegExp(`^SSH_PRIVATE_KEY='${KEY.replace(/\n/g, "\\n")}' SSH_HOST_KEY='${HOSTKEY}' bash -s -- ${flakeDir} root@10.231.7.2 22$`));
+    expect(ship.inputs.create).toMatch(
+      new RegExp(`^SSH_PRIVATE_KEY='${KEY.replace(/\n/g, "\\n")}' SSH_HOST_KEY='${HOSTKEY}' bash -s -- ${flakeDir} root@10.231.7.2 22$`),
+    );
     expect(run.secretInputs["image-ship"]).toContain("create");
     expect(run.byName("image-build").inputs.create).toMatch(/^bash -s -- path:\/nix\/store\/[0-9a-f]{32}-source image$/);
     const push = run.byName("registry-push");
-    expect(push.inputs.create).toBe(`REGISTRY_AUTH=basic REGISTRY_USER=neko REGISTRY_PASSWORD=s3cret-pw REGISTRY_INSECURE=1 bash -s -- ${run.outputs.storePath} 10.231.7.1:5000/neko`);
+    expect(push.inputs.create).toBe(
+      `REGISTRY_AUTH=basic REGISTRY_USER=neko REGISTRY_PASSWORD=s3cret-pw REGISTRY_INSECURE=1 bash -s -- ${run.outputs.storePath} 10.231.7.1:5000/neko`,
+    );
     expect(run.secretInputs["registry-push"]).toContain("create");
     expect(push.inputs.logging).toBe("none");
     expect(run.outputs.imageRef).toMatch(/^10\.231\.7\.1:5000\/neko@sha256:[0-9a-f]{64}$/);
@@ -127,7 +171,9 @@ describe("other kinds", () => {
 
   test("a local builder builds with the operator's Nix, sending the build to the configured remote builders", async () => {
     const builders = "ssh-ng://root@10.231.7.2 x86_64-linux /root/.ssh/builder 1 1 - - c3NoLWVkMjU1MTk=";
-    const run = await runStack(local({ "neko-infra:builder": JSON.stringify({ kind: "local", remoteBuilders: builders }) }), { secretKeys: ["neko-infra:registry"] });
+    const run = await runStack(local({ "neko-infra:builder": JSON.stringify({ kind: "local", remoteBuilders: builders }) }), {
+      secretKeys: ["neko-infra:registry"],
+    });
     expect(run.ofType("command:remote:Command")).toEqual([]);
     const build = run.byName("image-build");
     expect(build.type).toBe("command:local:Command");
@@ -138,7 +184,17 @@ describe("other kinds", () => {
 
   test("an ssh host runs the container with the given key and public address", async () => {
     const run = await runStack(
-      local({ "neko-infra:host": JSON.stringify({ kind: "ssh", host: "10.0.0.5", publicAddress: "198.51.100.9", user: "neko", privateKey: KEY, hostKey: HOSTKEY, gpu: true }) }),
+      local({
+        "neko-infra:host": JSON.stringify({
+          kind: "ssh",
+          host: "10.0.0.5",
+          publicAddress: "198.51.100.9",
+          user: "neko",
+          privateKey: KEY,
+          hostKey: HOSTKEY,
+          gpu: true,
+        }),
+      }),
       { secretKeys: ["neko-infra:builder", "neko-infra:registry", "neko-infra:host"] },
     );
     expect(run.ofType("aws:ec2/instance:Instance")).toEqual([]);

@@ -50,25 +50,42 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(sg.ingress).toHaveLength(1);
     expect(sg.ingress[0]).toMatchObject({ protocol: "tcp", fromPort: 22, toPort: 22 });
     expect([...sg.ingress[0].cidrBlocks, ...(sg.ingress[0].ipv6CidrBlocks ?? [])].sort()).toEqual([...cfg.sshCidrs].sort());
-    expect(run().ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").map((r) => r.name)).toEqual(["host-ssm"]);
+    expect(
+      run()
+        .ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        .map((r) => r.name),
+    ).toEqual(["host-ssm"]);
   });
 
   test("builder: stops itself when idle (stop, not terminate), and up starts it again", () => {
     expect(run().byName("builder-instance").inputs.instanceInitiatedShutdownBehavior).toBe("stop");
     expect(run().byName("builder-running").inputs).toEqual({ instanceId: "builder-instance-id", state: "running" });
     expect(run().byName("builder-ready").dependencies).toContain(run().byName("builder-running").urn);
-    expect(parse(run().byName("builder-instance").inputs.userData).runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-builder-idle.timer"]);
+    expect(parse(run().byName("builder-instance").inputs.userData).runcmd[1]).toEqual([
+      "systemctl",
+      "enable",
+      "--now",
+      "neko-builder-idle.timer",
+    ]);
   });
 
   test("binary cache: a private, encrypted, expiring bucket only the builder may use", () => {
     const bucket = run().byName("cache-bucket");
     expect(bucket.inputs.forceDestroy).toBe(true);
-    expect(run().byName("cache-private").inputs).toMatchObject({ blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true });
+    expect(run().byName("cache-private").inputs).toMatchObject({
+      blockPublicAcls: true,
+      blockPublicPolicy: true,
+      ignorePublicAcls: true,
+      restrictPublicBuckets: true,
+    });
     expect(run().byName("cache-encryption").inputs.rules[0].applyServerSideEncryptionByDefault.sseAlgorithm).toBe("AES256");
     expect(run().byName("cache-expiry").inputs.rules[0].expiration.days).toBe(90);
     const access = run().byName("cache-builder-access");
     expect(access.inputs.role).toBe("builder-role-id");
-    expect(JSON.parse(access.inputs.policy).Statement.map((s: any) => s.Resource)).toEqual(["arn:aws:s3:::neko-cache-bucket-a1b2c3", "arn:aws:s3:::neko-cache-bucket-a1b2c3/*"]);
+    expect(JSON.parse(access.inputs.policy).Statement.map((s: any) => s.Resource)).toEqual([
+      "arn:aws:s3:::neko-cache-bucket-a1b2c3",
+      "arn:aws:s3:::neko-cache-bucket-a1b2c3/*",
+    ]);
   });
 
   test("the builder may push to this stack's repository only", () => {
@@ -90,7 +107,12 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
   test("ECR: immutable tags, scan on push, encrypted, lifecycle", () => {
     const repo = run().byName("registry-repo").inputs;
     const cfg = JSON.parse(stackConfig(stack)["neko-infra:registry"]);
-    expect(repo).toMatchObject({ name: cfg.repository, imageTagMutability: "IMMUTABLE", imageScanningConfiguration: { scanOnPush: true }, forceDelete: cfg.forceDelete ?? false });
+    expect(repo).toMatchObject({
+      name: cfg.repository,
+      imageTagMutability: "IMMUTABLE",
+      imageScanningConfiguration: { scanOnPush: true },
+      forceDelete: cfg.forceDelete ?? false,
+    });
     expect(repo.encryptionConfigurations).toEqual([{ encryptionType: "AES256" }]);
     expect(JSON.parse(run().byName("registry-lifecycle").inputs.policy).rules[0].selection.countNumber).toBe(cfg.keepImages);
   });
@@ -101,7 +123,9 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(build.type).toBe("command:remote:Command");
     const cacheKey = "neko-infra-" + stack + "-1:[A-Za-z0-9+/]+=*";
     expect(build.inputs.create).toMatch(
-      new RegExp(`^NIX_CACHE='s3://neko-cache-bucket-a1b2c3\\?region=eu-central-1' NIX_CACHE_PUBLIC_KEY=${cacheKey} NIX_CACHE_SECRET_KEY=${cacheKey} bash -s -- ${img.flake} ${img.attr}$`),
+      new RegExp(
+        `^NIX_CACHE='s3://neko-cache-bucket-a1b2c3\\?region=eu-central-1' NIX_CACHE_PUBLIC_KEY=${cacheKey} NIX_CACHE_SECRET_KEY=${cacheKey} bash -s -- ${img.flake} ${img.attr}$`,
+      ),
     );
     expect(run().secretInputs["image-build"]).toContain("create");
     expect(build.inputs.logging).toBe("stderr");
@@ -116,7 +140,9 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
   test("the push runs on the builder with ECR auth from its role: no registry token anywhere", () => {
     const push = run().byName("registry-push");
     const storePath = String(run().outputs.storePath);
-    expect(push.inputs.create).toBe(`REGISTRY_AUTH=ecr bash -s -- ${storePath} 123456789012.dkr.ecr.eu-central-1.amazonaws.com/${run().byName("registry-repo").inputs.name}`);
+    expect(push.inputs.create).toBe(
+      `REGISTRY_AUTH=ecr bash -s -- ${storePath} 123456789012.dkr.ecr.eu-central-1.amazonaws.com/${run().byName("registry-repo").inputs.name}`,
+    );
     expect(push.dependencies).toContain(run().resources.find((r) => r.name === "registry-builder-push")!.urn);
     const all = JSON.stringify(run().resources.map((r) => r.inputs));
     expect(all).not.toMatch(/"(password|registryAuth|authorizationToken|proxyEndpoint)"/);
@@ -128,8 +154,12 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     const [ssh, ...neko] = sg.ingress;
     expect(ssh).toMatchObject({ fromPort: 22, toPort: 22, protocol: "tcp", cidrBlocks: host.sshCidrs });
     for (const r of neko) expect([...r.cidrBlocks, ...(r.ipv6CidrBlocks ?? [])].sort()).toEqual([...host.clientCidrs].sort());
-    const covered = neko.flatMap((r: any) => Array.from({ length: r.toPort - r.fromPort + 1 }, (_, i) => `${r.fromPort + i}/${r.protocol}`));
-    const published = run().byName("host-neko").inputs.ports.map((p: any) => `${p.external}/${p.protocol}`);
+    const covered = neko.flatMap((r: any) =>
+      Array.from({ length: r.toPort - r.fromPort + 1 }, (_, i) => `${r.fromPort + i}/${r.protocol}`),
+    );
+    const published = run()
+      .byName("host-neko")
+      .inputs.ports.map((p: any) => `${p.external}/${p.protocol}`);
     expect(covered.sort()).toEqual(published.sort());
     expect(neko.map(ruleKey)).toEqual(["8080-8080/tcp", "52000-52100/udp"]);
   });
@@ -142,7 +172,12 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(c).toMatchObject({ name: "neko", platform: "linux/amd64", shmSize: 2048, restart: "unless-stopped", wait: false });
     expect(c.ports.every((p: any) => p.internal === p.external)).toBe(true);
     expect(c.ports).toHaveLength(1 + 101);
-    expect(c.healthcheck).toMatchObject({ tests: ["CMD-SHELL", "wget -q -O - http://127.0.0.1:8080/health || exit 1"], retries: 8, interval: "10s", timeout: "5s" });
+    expect(c.healthcheck).toMatchObject({
+      tests: ["CMD-SHELL", "wget -q -O - http://127.0.0.1:8080/health || exit 1"],
+      retries: 8,
+      interval: "10s",
+      timeout: "5s",
+    });
     expect(c.envs).toContain(`NEKO_WEBRTC_NAT1TO1=${EIP.host}`);
     expect(c.envs).toContain("NEKO_SERVER_BIND=:8080");
     expect(c.envs).toContain("NEKO_WEBRTC_EPR=52000-52100");
@@ -173,14 +208,20 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     const o = run().outputs;
     expect(o.url).toBe(`http://${EIP.host}:8080/`);
     expect(o).toMatchObject({ hostIp: EIP.host, builderIp: EIP.builder });
-    expect(o.sshCommand).toMatch(new RegExp(`^ssh -i \\S+/${stack}-host/id -o UserKnownHostsFile=\\S+ -p 22 ec2-user@${EIP.host.replace(/\./g, "\\.")}$`));
+    expect(o.sshCommand).toMatch(
+      new RegExp(`^ssh -i \\S+/${stack}-host/id -o UserKnownHostsFile=\\S+ -p 22 ec2-user@${EIP.host.replace(/\./g, "\\.")}$`),
+    );
     expect(run().secretOutputs.sort()).toEqual(["adminPassword", "userPassword"]);
   });
 });
 
 describe("dev vs prod", () => {
   test("dev: a cheap x86 host with VP8 and a spot builder", () => {
-    expect(dev.byName("host-instance").inputs).toMatchObject({ ami: AL2023, instanceType: "c6i.xlarge", rootBlockDevice: { volumeSize: 30 } });
+    expect(dev.byName("host-instance").inputs).toMatchObject({
+      ami: AL2023,
+      instanceType: "c6i.xlarge",
+      rootBlockDevice: { volumeSize: 30 },
+    });
     expect(dev.byName("host-neko").inputs.gpus).toBeUndefined();
     expect(dev.byName("host-neko").inputs.envs).toContain("NEKO_CAPTURE_VIDEO_CODEC=vp8");
     expect(dev.byName("builder-instance").inputs.instanceMarketOptions).toEqual({
@@ -190,10 +231,16 @@ describe("dev vs prod", () => {
   });
 
   test("prod: the NVIDIA AMI on a GPU type, the GPU handed to the container, NVENC H.264", () => {
-    expect(prod.byName("host-instance").inputs).toMatchObject({ ami: GPU_AMI, instanceType: "g5.xlarge", rootBlockDevice: { volumeSize: 120 } });
+    expect(prod.byName("host-instance").inputs).toMatchObject({
+      ami: GPU_AMI,
+      instanceType: "g5.xlarge",
+      rootBlockDevice: { volumeSize: 120 },
+    });
     const c = prod.byName("host-neko").inputs;
     expect(c.gpus).toBe("all");
-    expect(c.envs).toEqual(expect.arrayContaining(["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all", "NEKO_CAPTURE_VIDEO_CODEC=h264"]));
+    expect(c.envs).toEqual(
+      expect.arrayContaining(["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all", "NEKO_CAPTURE_VIDEO_CODEC=h264"]),
+    );
     expect(c.envs.find((e: string) => e.startsWith("NEKO_CAPTURE_VIDEO_PIPELINE="))).toContain("nvh264enc");
     expect(prod.byName("builder-instance").inputs.instanceMarketOptions).toBeUndefined();
     expect(parse(prod.byName("host-instance").inputs.userData).runcmd[0].slice(2, 4)).toEqual(["ec2-user", "1"]);
@@ -201,6 +248,9 @@ describe("dev vs prod", () => {
   });
 
   test("prod: IPv6 admin networks land in ipv6CidrBlocks", () => {
-    expect(prod.byName("builder-sg").inputs.ingress[0]).toMatchObject({ cidrBlocks: ["198.51.100.24/32"], ipv6CidrBlocks: ["2001:db8:10::/48"] });
+    expect(prod.byName("builder-sg").inputs.ingress[0]).toMatchObject({
+      cidrBlocks: ["198.51.100.24/32"],
+      ipv6CidrBlocks: ["2001:db8:10::/48"],
+    });
   });
 });

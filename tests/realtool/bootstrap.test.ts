@@ -29,9 +29,21 @@ afterAll(() => {
 });
 
 const documents: [string, () => string, string][] = [
-  ["builder (idle stop after 30 min)", () => builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: "auto", idleMinutes: 30 }), "builder-bootstrap.sh"],
-  ["builder (maxJobs 8, no idle stop)", () => builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: 8, idleMinutes: 0 }), "builder-bootstrap.sh"],
-  ["GPU host with ECR", () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: true, ecrRegistry: "123456789012.dkr.ecr.eu-central-1.amazonaws.com" }), "host-bootstrap.sh"],
+  [
+    "builder (idle stop after 30 min)",
+    () => builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: "auto", idleMinutes: 30 }),
+    "builder-bootstrap.sh",
+  ],
+  [
+    "builder (maxJobs 8, no idle stop)",
+    () => builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: 8, idleMinutes: 0 }),
+    "builder-bootstrap.sh",
+  ],
+  [
+    "GPU host with ECR",
+    () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: true, ecrRegistry: "123456789012.dkr.ecr.eu-central-1.amazonaws.com" }),
+    "host-bootstrap.sh",
+  ],
   ["CPU host without ECR", () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: false }), "host-bootstrap.sh"],
 ];
 
@@ -95,10 +107,21 @@ describe("cloud-init user-data", () => {
 });
 
 describe("shellcheck", () => {
-  const scripts = fs.readdirSync(SCRIPTS).filter((f) => f.endsWith(".sh")).sort();
+  const scripts = fs
+    .readdirSync(SCRIPTS)
+    .filter((f) => f.endsWith(".sh"))
+    .sort();
 
   test("scripts/ holds every script a Command runs", () => {
-    const commands: ScriptName[] = ["wait-for-nix.sh", "ship-flake.sh", "nix-build.sh", "push-image.sh", "wait-for-docker.sh", "pull-image.sh", "wait-healthy.sh"];
+    const commands: ScriptName[] = [
+      "wait-for-nix.sh",
+      "ship-flake.sh",
+      "nix-build.sh",
+      "push-image.sh",
+      "wait-for-docker.sh",
+      "pull-image.sh",
+      "wait-healthy.sh",
+    ];
     expect(scripts).toEqual(expect.arrayContaining([...commands, "builder-bootstrap.sh", "host-bootstrap.sh"]));
   });
 
@@ -112,7 +135,7 @@ describe("shellcheck", () => {
 
   test("the check can fail: shellcheck flags an unquoted expansion", async () => {
     const bad = path.join(dir, "bad.sh");
-    fs.writeFileSync(bad, '#!/usr/bin/env bash\nset -euo pipefail\nrm -rf $1/tmp\n');
+    fs.writeFileSync(bad, "#!/usr/bin/env bash\nset -euo pipefail\nrm -rf $1/tmp\n");
     const r = await run("shellcheck", [bad]);
     expect(r.code).toBe(1);
     expect(r.stdout).toContain("SC2086");

@@ -45,7 +45,20 @@ let deadAddr: string;
 let dropAddr: string;
 
 beforeAll(async () => {
-  requireTools(["nix", "/bin/busybox", "ssh", "ssh-keygen", "/usr/sbin/sshd", "ip", "unshare", "/usr/bin/docker-registry", "htpasswd", "skopeo", "curl", "bash"]);
+  requireTools([
+    "nix",
+    "/bin/busybox",
+    "ssh",
+    "ssh-keygen",
+    "/usr/sbin/sshd",
+    "ip",
+    "unshare",
+    "/usr/bin/docker-registry",
+    "htpasswd",
+    "skopeo",
+    "curl",
+    "bash",
+  ]);
   b = await svc.builder();
   reg = await svc.registry("registry", `${b.HOST_SIDE_ADDR}:${await freeTcpPort(b.HOST_SIDE_ADDR)}`);
   wrongKey = path.join(svc.dir, "wrong_ed25519");
@@ -66,7 +79,11 @@ beforeAll(async () => {
   }
 
   const shipped = await runLocal(
-    scriptCommand("ship-flake.sh", [FIXTURE, `${b.BUILDER_USER}@${b.BUILDER_ADDR}`, b.BUILDER_PORT], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))),
+    scriptCommand(
+      "ship-flake.sh",
+      [FIXTURE, `${b.BUILDER_USER}@${b.BUILDER_ADDR}`, b.BUILDER_PORT],
+      shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8")),
+    ),
   );
   const built = await runRemote(b, scriptCommand("nix-build.sh", [`path:${ok(shipped, "ship-flake.sh").trim()}`, "image"]));
   image = ok(built, "nix-build.sh on the builder").trim();
@@ -87,7 +104,10 @@ async function buildLocalWithBuilders(builders: string, attr = "image") {
   const dir = fixtureCopy(svc.dir, uniqueMarker("fault"));
   const s = settings({ builder: { kind: "local", remoteBuilders: builders }, image: { flake: dir, attr } });
   if (s.builder.kind !== "local" || !s.builder.remoteBuilders) throw new Error("expected a local builder with remoteBuilders");
-  return runLocal(scriptCommand("nix-build.sh", [`path:${s.image.localPath}`, s.image.attr], { NIX_BUILDERS: s.builder.remoteBuilders }), localEnv());
+  return runLocal(
+    scriptCommand("nix-build.sh", [`path:${s.image.localPath}`, s.image.attr], { NIX_BUILDERS: s.builder.remoteBuilders }),
+    localEnv(),
+  );
 }
 
 function registrySettings(password = reg.REGISTRY_PASSWORD, addr = reg.REGISTRY_ADDR) {
@@ -104,35 +124,51 @@ describe("builder access", () => {
     const r = await buildLocalWithBuilders(buildersLine(b, { key: wrongKey }));
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toContain(`nix-build: remote builder ssh-ng://root@${b.BUILDER_ADDR} cannot be used: root@${b.BUILDER_ADDR}: Permission denied (publickey).`);
+    expect(r.stderr).toContain(
+      `nix-build: remote builder ssh-ng://root@${b.BUILDER_ADDR} cannot be used: root@${b.BUILDER_ADDR}: Permission denied (publickey).`,
+    );
   });
 
   test("ship-flake.sh with a key the builder does not accept", async () => {
-    const r = await runLocal(scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(wrongKey, "utf8"))));
+    const r = await runLocal(
+      scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(wrongKey, "utf8"))),
+    );
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toContain(`ship-flake: cannot reach the builder root@${b.BUILDER_ADDR}:22 over SSH: root@${b.BUILDER_ADDR}: Permission denied (publickey).`);
+    expect(r.stderr).toContain(
+      `ship-flake: cannot reach the builder root@${b.BUILDER_ADDR}:22 over SSH: root@${b.BUILDER_ADDR}: Permission denied (publickey).`,
+    );
   });
 
   test("ship-flake.sh refuses a builder whose host key is not the pinned one", async () => {
     const other = fs.readFileSync(`${wrongKey}.pub`, "utf8").split(" ").slice(0, 2).join(" ");
-    const r = await runLocal(scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"), other)));
+    const r = await runLocal(
+      scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"), other)),
+    );
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^ship-flake: cannot reach the builder root@\S+:22 over SSH: .*(REMOTE HOST IDENTIFICATION|Host key verification failed)/m);
+    expect(r.stderr).toMatch(
+      /^ship-flake: cannot reach the builder root@\S+:22 over SSH: .*(REMOTE HOST IDENTIFICATION|Host key verification failed)/m,
+    );
   });
 
   test(`NIX_BUILDERS naming an unreachable builder fails within ${UNREACHABLE_BOUND_SECONDS}s, naming the cause`, async () => {
     const r = await buildLocalWithBuilders(buildersLine(b, { addr: deadAddr }));
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`nix-build: remote builder ssh-ng://root@${deadAddr} cannot be used: ssh: connect to host ${deadAddr} port 22: No route to host`);
+    expect(r.stderr).toContain(
+      `nix-build: remote builder ssh-ng://root@${deadAddr} cannot be used: ssh: connect to host ${deadAddr} port 22: No route to host`,
+    );
     expect(r.seconds).toBeLessThan(UNREACHABLE_BOUND_SECONDS);
     console.log(`unreachable builder reported by nix-build.sh after ${r.seconds.toFixed(1)}s`);
   });
 
   test(`ship-flake.sh to an unreachable builder fails within ${UNREACHABLE_BOUND_SECONDS}s, naming the cause`, async () => {
-    const r = await runLocal(scriptCommand("ship-flake.sh", [FIXTURE, `root@${deadAddr}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))));
+    const r = await runLocal(
+      scriptCommand("ship-flake.sh", [FIXTURE, `root@${deadAddr}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))),
+    );
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`ship-flake: cannot reach the builder root@${deadAddr}:22 over SSH: ssh: connect to host ${deadAddr} port 22: No route to host`);
+    expect(r.stderr).toContain(
+      `ship-flake: cannot reach the builder root@${deadAddr}:22 over SSH: ssh: connect to host ${deadAddr} port 22: No route to host`,
+    );
     expect(r.seconds).toBeLessThan(UNREACHABLE_BOUND_SECONDS);
     console.log(`unreachable builder reported by ship-flake.sh after ${r.seconds.toFixed(1)}s`);
   });
@@ -140,15 +176,21 @@ describe("builder access", () => {
   test(`NIX_BUILDERS naming a builder that drops packets (stopped, firewalled) fails within ${UNREACHABLE_BOUND_SECONDS}s, naming the cause`, async () => {
     const r = await buildLocalWithBuilders(buildersLine(b, { addr: dropAddr }));
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`nix-build: remote builder ssh-ng://root@${dropAddr} cannot be used: ssh: connect to host ${dropAddr} port 22: Connection timed out`);
+    expect(r.stderr).toContain(
+      `nix-build: remote builder ssh-ng://root@${dropAddr} cannot be used: ssh: connect to host ${dropAddr} port 22: Connection timed out`,
+    );
     expect(r.seconds).toBeLessThan(UNREACHABLE_BOUND_SECONDS);
     console.log(`silent builder reported by nix-build.sh after ${r.seconds.toFixed(1)}s`);
   });
 
   test(`ship-flake.sh to a builder that drops packets fails within ${UNREACHABLE_BOUND_SECONDS}s, naming the cause`, async () => {
-    const r = await runLocal(scriptCommand("ship-flake.sh", [FIXTURE, `root@${dropAddr}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))));
+    const r = await runLocal(
+      scriptCommand("ship-flake.sh", [FIXTURE, `root@${dropAddr}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))),
+    );
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`ship-flake: cannot reach the builder root@${dropAddr}:22 over SSH: ssh: connect to host ${dropAddr} port 22: Connection timed out`);
+    expect(r.stderr).toContain(
+      `ship-flake: cannot reach the builder root@${dropAddr}:22 over SSH: ssh: connect to host ${dropAddr} port 22: Connection timed out`,
+    );
     expect(r.seconds).toBeLessThan(UNREACHABLE_BOUND_SECONDS);
     console.log(`silent builder reported by ship-flake.sh after ${r.seconds.toFixed(1)}s`);
   });
@@ -169,12 +211,19 @@ describe("builder access", () => {
 
 describe("failing build", () => {
   test("on the builder (kind ssh): Nix's own error text reaches stderr", async () => {
-    const shipped = await runLocal(scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))));
+    const shipped = await runLocal(
+      scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))),
+    );
     const ref = `path:${ok(shipped, "ship-flake.sh").trim()}`;
     const r = await runRemote(b, scriptCommand("nix-build.sh", [ref, "broken"]));
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toMatch(new RegExp(`^nix-build: building ${reEscape(ref)}#broken failed \\(full log: \\S+:/root/\\.cache/neko-infra/logs/build-\\S+\\.log\\)$`, "m"));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^nix-build: building ${reEscape(ref)}#broken failed \\(full log: \\S+:/root/\\.cache/neko-infra/logs/build-\\S+\\.log\\)$`,
+        "m",
+      ),
+    );
     expect(r.stderr).toContain("error: fixture build failure (neko-infra broken fixture)");
   });
 
@@ -194,7 +243,9 @@ describe("push", () => {
     const r = await runRemote(b, scriptCommand("push-image.sh", [image, r0.url], pushEnv(r0)));
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toMatch(new RegExp(`^push-image: the registry ${reEscape(reg.REGISTRY_ADDR)} refused the credentials \\(basic auth\\): `, "m"));
+    expect(r.stderr).toMatch(
+      new RegExp(`^push-image: the registry ${reEscape(reg.REGISTRY_ADDR)} refused the credentials \\(basic auth\\): `, "m"),
+    );
     expect(await countUploads(reg)).toBe(before);
     const tag = path.basename(image).split("-")[0];
     const inspect = await inspectRemote(reg, `${r0.url}:${tag}`);
@@ -215,7 +266,7 @@ describe("push", () => {
   });
 
   test("a store path that is not a docker-archive: named unreadable, nothing pushed", async () => {
-    const added = await onBuilder(b, "f=$(mktemp --suffix=.tar) && printf 'not a tar archive\\n' >\"$f\" && nix store add-file \"$f\"");
+    const added = await onBuilder(b, 'f=$(mktemp --suffix=.tar) && printf \'not a tar archive\\n\' >"$f" && nix store add-file "$f"');
     const junk = ok(added, "nix store add-file on the builder").trim();
     expect(junk).toMatch(/^\/nix\/store\/[0-9a-z]{32}-tmp\.\w+\.tar$/);
     const r0 = registrySettings();

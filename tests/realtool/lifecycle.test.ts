@@ -9,7 +9,20 @@ import * as os from "os";
 import * as path from "path";
 import { nixSigningKeys } from "../../lib/nixCache";
 import { scriptCommand } from "../../lib/shell";
-import { BuilderEnv, fixtureCopy, FIXTURE, ok, onBuilder, requireTools, run, runLocal, runRemote, Services, show, uniqueMarker } from "./support";
+import {
+  BuilderEnv,
+  fixtureCopy,
+  FIXTURE,
+  ok,
+  onBuilder,
+  requireTools,
+  run,
+  runLocal,
+  runRemote,
+  Services,
+  show,
+  uniqueMarker,
+} from "./support";
 
 jest.setTimeout(300_000);
 requireTools(["nix", "ssh", "/usr/sbin/sshd", "ip", "unshare"]);
@@ -65,7 +78,13 @@ describe("binary cache", () => {
     expect(built).not.toBe("");
     const b = await services.builder("builder-b");
     const src = await ship(b, flake);
-    const dry = ok(await onBuilder(b, `nix build --dry-run --no-link 'path:${src}#image' --option extra-substituters '${cacheUri}' --option extra-trusted-public-keys '${keys.publicKey}' 2>&1`), "dry run");
+    const dry = ok(
+      await onBuilder(
+        b,
+        `nix build --dry-run --no-link 'path:${src}#image' --option extra-substituters '${cacheUri}' --option extra-trusted-public-keys '${keys.publicKey}' 2>&1`,
+      ),
+      "dry run",
+    );
     expect(dry).toMatch(/will be fetched/);
     expect(dry).not.toMatch(/will be built/);
     const r = await runRemote(b, scriptCommand("nix-build.sh", [`path:${src}`, "image"], cacheEnv));
@@ -78,7 +97,10 @@ describe("binary cache", () => {
   test("paths signed by another key are not trusted: the image is built, not fetched", async () => {
     const c = await services.builder("builder-c");
     const src = await ship(c, flake);
-    const other = nixSigningKeys("someone-else-1", crypto.generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString());
+    const other = nixSigningKeys(
+      "someone-else-1",
+      crypto.generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+    );
     const env = { NIX_CACHE: cacheUri, NIX_CACHE_PUBLIC_KEY: other.publicKey };
     const r = await runRemote(c, scriptCommand("nix-build.sh", [`path:${src}`, "image"], env));
     expect(ok(r, "nix-build.sh trusting another key").trim()).toBe(built);
@@ -124,7 +146,8 @@ describe("idle check", () => {
     try {
       // wait until the build's sandboxed sleep runs
       const deadline = Date.now() + 15_000;
-      while (!(await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+      while (!(await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim() && Date.now() < deadline)
+        await new Promise((res) => setTimeout(res, 200));
       expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).not.toBe("");
       const r = await idle(s, marker);
       expect(r.stdout).toContain("busy (nix/skopeo running)");
@@ -146,14 +169,16 @@ describe("idle check", () => {
     const session = run("ssh", ["-F", b.BUILDER_SSH_CONFIG, "builder", "sleep 8"], { timeoutMs: 20_000 });
     try {
       const deadline = Date.now() + 5_000;
-      while (!/sshd: \S+@/.test((await run("ps", ["-eo", "args"])).stdout) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+      while (!/sshd: \S+@/.test((await run("ps", ["-eo", "args"])).stdout) && Date.now() < deadline)
+        await new Promise((res) => setTimeout(res, 200));
       const r = await idle(s, marker);
       expect(r.stdout).toContain("busy (an SSH session is open)");
       expect(fs.existsSync(marker)).toBe(false);
     } finally {
-      const r = await session;
-      if (r.code !== 0) throw new Error(`ssh session: ${show(r)}`);
+      await session;
     }
+    const r = await session;
+    if (r.code !== 0) throw new Error(`ssh session: ${show(r)}`);
   });
 });
 

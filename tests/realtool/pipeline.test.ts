@@ -53,7 +53,23 @@ const need = (k: string): string => {
 const localOutputs: string[] = [];
 
 beforeAll(async () => {
-  requireTools(["nix", "/bin/busybox", "ssh", "ssh-keygen", "/usr/sbin/sshd", "ip", "unshare", "/usr/bin/docker-registry", "htpasswd", "skopeo", "/usr/sbin/dockerd", "/usr/bin/docker", "/usr/sbin/docker-proxy", "curl", "bash"]);
+  requireTools([
+    "nix",
+    "/bin/busybox",
+    "ssh",
+    "ssh-keygen",
+    "/usr/sbin/sshd",
+    "ip",
+    "unshare",
+    "/usr/bin/docker-registry",
+    "htpasswd",
+    "skopeo",
+    "/usr/sbin/dockerd",
+    "/usr/bin/docker",
+    "/usr/sbin/docker-proxy",
+    "curl",
+    "bash",
+  ]);
   b = await svc.builder();
   reg = await svc.registry("registry", `${b.HOST_SIDE_ADDR}:${await freeTcpPort(b.HOST_SIDE_ADDR)}`);
   dk = await svc.dockerd("docker", reg.REGISTRY_ADDR);
@@ -77,7 +93,13 @@ function stack(): Settings {
       hostKey: b.BUILDER_HOST_KEY,
     },
     image: { flake: FIXTURE, attr: "image" },
-    registry: { kind: "oci", url: `${reg.REGISTRY_ADDR}/neko`, username: reg.REGISTRY_USER, password: reg.REGISTRY_PASSWORD, insecure: true },
+    registry: {
+      kind: "oci",
+      url: `${reg.REGISTRY_ADDR}/neko`,
+      username: reg.REGISTRY_USER,
+      password: reg.REGISTRY_PASSWORD,
+      insecure: true,
+    },
     neko: { httpPort: neko.httpPort, webrtc: { mode: "epr", epr: neko.epr } },
   });
 }
@@ -85,7 +107,11 @@ function stack(): Settings {
 /** Environment of a local Command on the operator's machine: keep build logs in the temp dir. */
 const localEnv = () => ({ NEKO_INFRA_LOG_DIR: path.join(svc.dir, "logs") });
 /** ... and on the Docker host: the harness engine, its own (Debian, same version) client first on PATH. */
-const dockerEnv = () => ({ DOCKER_HOST: dk.DOCKER_HOST, DOCKER_CONFIG: dk.DOCKER_CONFIG, PATH: `${path.dirname(dk.DOCKER_BIN)}:${process.env.PATH}` });
+const dockerEnv = () => ({
+  DOCKER_HOST: dk.DOCKER_HOST,
+  DOCKER_CONFIG: dk.DOCKER_CONFIG,
+  PATH: `${path.dirname(dk.DOCKER_BIN)}:${process.env.PATH}`,
+});
 const docker = (args: string[]) => run(dk.DOCKER_BIN, args, { env: dockerEnv(), timeoutMs: 60_000 });
 
 describe("build", () => {
@@ -112,7 +138,11 @@ describe("build", () => {
     localOutputs.push(out);
     expect(fs.statSync(out).isFile()).toBe(true);
     const inspect = JSON.parse(ok(await run("skopeo", ["inspect", `docker-archive:${out}`]), "skopeo inspect docker-archive"));
-    expect({ os: inspect.Os, arch: inspect.Architecture, layers: inspect.Layers.length }).toEqual({ os: "linux", arch: "amd64", layers: 1 });
+    expect({ os: inspect.Os, arch: inspect.Architecture, layers: inspect.Layers.length }).toEqual({
+      os: "linux",
+      arch: "amd64",
+      layers: 1,
+    });
     // Built there: the builder's own store holds the output (it only gets what is copied or built there).
     expect(show(await onBuilder(b, `test -f ${out}`))).toMatch(/^exit 0 /);
   });
@@ -164,7 +194,10 @@ describe("push", () => {
     expect(uploaded).toBe(2);
 
     const inspect = JSON.parse(ok(await inspectRemote(reg, ref), `skopeo inspect ${ref}`));
-    expect({ digest: inspect.Digest, platform: `${inspect.Os}/${inspect.Architecture}` }).toEqual({ digest: ref.split("@")[1], platform: "linux/amd64" });
+    expect({ digest: inspect.Digest, platform: `${inspect.Os}/${inspect.Architecture}` }).toEqual({
+      digest: ref.split("@")[1],
+      platform: "linux/amd64",
+    });
     // Tagged with the store path's hash, the handle a re-run finds it by.
     const tag = path.basename(need("image")).split("-")[0];
     const byTag = JSON.parse(ok(await inspectRemote(reg, `${s.registry.url}:${tag}`), "skopeo inspect by tag"));
@@ -225,7 +258,12 @@ describe("run", () => {
     const sock = path.join(svc.dir, "no-engine.sock");
     const r = await runLocal(scriptCommand("wait-for-docker.sh", ["1"]), { ...dockerEnv(), DOCKER_HOST: `unix://${sock}` });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^wait-for-docker: docker did not answer \\S+@\\S+ after 1s:\\s*Cannot connect to the Docker daemon at unix://${reEscape(sock)}`, "m"));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^wait-for-docker: docker did not answer \\S+@\\S+ after 1s:\\s*Cannot connect to the Docker daemon at unix://${reEscape(sock)}`,
+        "m",
+      ),
+    );
     expect(r.seconds).toBeLessThan(15);
   });
 
@@ -242,38 +280,51 @@ describe("run", () => {
   });
 
   test("pull-image.sh with a wrong registry password names the refused login", async () => {
-    const r = await runLocal(scriptCommand("pull-image.sh", [need("ref")], { ...pullEnv(), REGISTRY_PASSWORD: "wrong-password" }), dockerEnv());
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^pull-image: the registry ${reEscape(reg.REGISTRY_ADDR)} refused the login: .*(unauthorized|401)`, "m"));
-  });
-
-  test("the container as NekoHost runs it turns healthy within the budget and answers /health on httpPort", async () => {
-    ok(await docker(runArgs(need("imageId"))), "docker run");
-    const budget = healthBudgetSeconds();
-    const r = await runLocal(scriptCommand("wait-healthy.sh", [CONTAINER_NAME, String(budget)]), dockerEnv(), (budget + 30) * 1000);
-    expect(show(r)).toMatch(/^exit 0 /);
-    expect(r.stdout).toBe(`${CONTAINER_NAME} is running (healthy)\n`);
-    expect(r.seconds).toBeLessThan(budget);
-    const health = await run("curl", ["-sS", "--max-time", "5", `http://127.0.0.1:${neko.httpPort}/health`], { timeoutMs: 15_000 });
-    expect({ code: health.code, body: health.stdout }).toEqual({ code: 0, body: "true" });
-    console.log(`healthy after ${r.seconds.toFixed(1)}s (budget ${budget}s); neko httpPort ${neko.httpPort}, EPR ${neko.epr}`);
-  }, (healthBudgetSeconds() + 60) * 1000);
-
-  test("the crashing variant: wait-healthy.sh fails at once with neko's fatal error from the container log", async () => {
-    ok(await docker(["rm", "--force", CONTAINER_NAME]), "docker rm");
-    const ref = need("crashRef");
-    const pulled = await runLocal(scriptCommand("pull-image.sh", [ref], pullEnv()), dockerEnv());
-    expect(show(pulled)).toMatch(/^exit 0 /);
-    expect(pulled.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
-    ok(await docker(runArgs(pulled.stdout.trim())), "docker run (crash)");
-    const budget = healthBudgetSeconds();
-    const r = await runLocal(scriptCommand("wait-healthy.sh", [CONTAINER_NAME, String(budget)]), dockerEnv(), (budget + 30) * 1000);
+    const r = await runLocal(
+      scriptCommand("pull-image.sh", [need("ref")], { ...pullEnv(), REGISTRY_PASSWORD: "wrong-password" }),
+      dockerEnv(),
+    );
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
-      /^wait-healthy: container neko (exited with code 1|is restarting \(exit code 1\)|has restarted \d+ time\(s\) \(last exit code 1\)); its last log lines:$/m,
+      new RegExp(`^pull-image: the registry ${reEscape(reg.REGISTRY_ADDR)} refused the login: .*(unauthorized|401)`, "m"),
     );
-    expect(r.stderr).toContain("neko: fatal: cannot open display");
-    // A crash is reported as it happens, not after the health budget.
-    expect(r.seconds).toBeLessThan(30);
-  }, (healthBudgetSeconds() + 60) * 1000);
+  });
+
+  test(
+    "the container as NekoHost runs it turns healthy within the budget and answers /health on httpPort",
+    async () => {
+      ok(await docker(runArgs(need("imageId"))), "docker run");
+      const budget = healthBudgetSeconds();
+      const r = await runLocal(scriptCommand("wait-healthy.sh", [CONTAINER_NAME, String(budget)]), dockerEnv(), (budget + 30) * 1000);
+      expect(show(r)).toMatch(/^exit 0 /);
+      expect(r.stdout).toBe(`${CONTAINER_NAME} is running (healthy)\n`);
+      expect(r.seconds).toBeLessThan(budget);
+      const health = await run("curl", ["-sS", "--max-time", "5", `http://127.0.0.1:${neko.httpPort}/health`], { timeoutMs: 15_000 });
+      expect({ code: health.code, body: health.stdout }).toEqual({ code: 0, body: "true" });
+      console.log(`healthy after ${r.seconds.toFixed(1)}s (budget ${budget}s); neko httpPort ${neko.httpPort}, EPR ${neko.epr}`);
+    },
+    (healthBudgetSeconds() + 60) * 1000,
+  );
+
+  test(
+    "the crashing variant: wait-healthy.sh fails at once with neko's fatal error from the container log",
+    async () => {
+      ok(await docker(["rm", "--force", CONTAINER_NAME]), "docker rm");
+      const ref = need("crashRef");
+      const pulled = await runLocal(scriptCommand("pull-image.sh", [ref], pullEnv()), dockerEnv());
+      expect(show(pulled)).toMatch(/^exit 0 /);
+      expect(pulled.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+      ok(await docker(runArgs(pulled.stdout.trim())), "docker run (crash)");
+      const budget = healthBudgetSeconds();
+      const r = await runLocal(scriptCommand("wait-healthy.sh", [CONTAINER_NAME, String(budget)]), dockerEnv(), (budget + 30) * 1000);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(
+        /^wait-healthy: container neko (exited with code 1|is restarting \(exit code 1\)|has restarted \d+ time\(s\) \(last exit code 1\)); its last log lines:$/m,
+      );
+      expect(r.stderr).toContain("neko: fatal: cannot open display");
+      // A crash is reported as it happens, not after the health budget.
+      expect(r.seconds).toBeLessThan(30);
+    },
+    (healthBudgetSeconds() + 60) * 1000,
+  );
 });

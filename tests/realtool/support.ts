@@ -191,7 +191,8 @@ export interface DockerEnv {
 
 /** Reads a harness env file (`export NAME=<bash-quoted value>` lines) through bash itself. */
 export async function readEnvFile(file: string): Promise<Record<string, string>> {
-  const script = 'set -e; source "$1"; for n in $(sed -n "s/^export \\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p" "$1"); do printf "%s\\0%s\\0" "$n" "${!n}"; done';
+  const script =
+    'set -e; source "$1"; for n in $(sed -n "s/^export \\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p" "$1"); do printf "%s\\0%s\\0" "$n" "${!n}"; done';
   const r = await run("bash", ["-c", script, "read-env", file], { timeoutMs: 10_000 });
   ok(r, `reading ${file}`);
   const parts = r.stdout.split("\0");
@@ -287,7 +288,11 @@ export function settings(sections: { builder?: object; image: object; registry?:
   const P = "neko-infra";
   const all: Record<string, object> = { builder: { kind: "local" }, host: { kind: "none" }, ...sections };
   return parseSettings({
-    config: Object.fromEntries(Object.entries(all).filter(([, v]) => v !== undefined).map(([k, v]) => [`${P}:${k}`, JSON.stringify(v)])),
+    config: Object.fromEntries(
+      Object.entries(all)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => [`${P}:${k}`, JSON.stringify(v)]),
+    ),
     secretKeys: [`${P}:builder`, `${P}:registry`],
     projectDir: REPO,
     fileExists: (p) => fs.existsSync(p),
@@ -305,7 +310,14 @@ export async function countUploads(reg: RegistryEnv, repo?: string): Promise<num
 export async function inspectRemote(reg: RegistryEnv, ref: string, raw = false): Promise<Result> {
   return run(
     "skopeo",
-    ["inspect", ...(raw ? ["--raw"] : []), "--tls-verify=false", "--creds", `${reg.REGISTRY_USER}:${reg.REGISTRY_PASSWORD}`, `docker://${ref}`],
+    [
+      "inspect",
+      ...(raw ? ["--raw"] : []),
+      "--tls-verify=false",
+      "--creds",
+      `${reg.REGISTRY_USER}:${reg.REGISTRY_PASSWORD}`,
+      `docker://${ref}`,
+    ],
     { timeoutMs: 60_000 },
   );
 }

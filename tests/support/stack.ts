@@ -97,7 +97,11 @@ function fakeState(type: string, name: string, inputs: Record<string, any>): Rec
 /** What each script prints on success (told apart by its usage line), so outputs flow on as in a real run. */
 function fakeStdout(inputs: Record<string, any>): string {
   const stdin = String(inputs.stdin ?? "");
-  const args = String(inputs.create ?? "").split(" -- ")[1]?.split(" ").map((w) => w.replace(/^'|'$/g, "")) ?? [];
+  const args =
+    String(inputs.create ?? "")
+      .split(" -- ")[1]
+      ?.split(" ")
+      .map((w) => w.replace(/^'|'$/g, "")) ?? [];
   const nixHash = (text: string) => crypto.createHash("sha256").update(text).digest("hex").slice(0, 32);
   if (stdin.includes("usage: nix-build.sh")) return `/nix/store/${nixHash(args.join(" "))}-docker-image-neko.tar.gz\n`;
   // content-addressed, like `nix flake archive`: the trigger carries the flake's content hash
@@ -120,7 +124,7 @@ export async function runStack(
   process.setMaxListeners(100); // every fresh SDK copy adds exit hooks
   const previousSshDir = process.env.NEKO_INFRA_SSH_DIR;
   process.env.NEKO_INFRA_SSH_DIR = opts.sshDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-ssh-"));
-  let outputs: Record<string, unknown> = {};
+  const outputs: Record<string, unknown> = {};
   const secretOutputs: string[] = [];
   try {
     let exports: Record<string, any> = {};
@@ -197,7 +201,8 @@ export async function runStack(
     secretInputs,
     byName(name) {
       const found = resources.filter((r) => r.name === name);
-      if (found.length !== 1) throw new Error(`expected one resource named ${name}, found ${found.length}: ${resources.map((r) => r.name).join(", ")}`);
+      if (found.length !== 1)
+        throw new Error(`expected one resource named ${name}, found ${found.length}: ${resources.map((r) => r.name).join(", ")}`);
       return found[0];
     },
     ofType(type) {

@@ -15,7 +15,7 @@ import { builderUserData, hostUserData } from "../../lib/userdata";
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-unit-"));
 
 describe("shell command lines", () => {
-  test.each(["plain", "with space", "it's", "$(touch /tmp/pwned)", "a\"b", "new\nline", "", "*", "--flag"])(
+  test.each(["plain", "with space", "it's", "$(touch /tmp/pwned)", 'a"b', "new\nline", "", "*", "--flag"])(
     "quoting survives a real shell: %j",
     (word) => {
       const out = execFileSync("/bin/sh", ["-c", `printf %s ${shellQuote(word)}`]).toString();
@@ -44,7 +44,9 @@ describe("ECR policies", () => {
     const star = doc.Statement.filter((s: any) => s.Resource === "*");
     expect(star).toEqual([{ Sid: "Login", Effect: "Allow", Action: "ecr:GetAuthorizationToken", Resource: "*" }]);
     const repo = doc.Statement.find((s: any) => s.Resource === arn);
-    expect(repo.Action).toEqual(expect.arrayContaining(["ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]));
+    expect(repo.Action).toEqual(
+      expect.arrayContaining(["ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"]),
+    );
   });
 
   test("pull cannot push", () => {
@@ -54,7 +56,11 @@ describe("ECR policies", () => {
   });
 
   test("lifecycle keeps the newest N", () => {
-    expect(JSON.parse(lifecyclePolicy(7)).rules[0].selection).toEqual({ tagStatus: "any", countType: "imageCountMoreThan", countNumber: 7 });
+    expect(JSON.parse(lifecyclePolicy(7)).rules[0].selection).toEqual({
+      tagStatus: "any",
+      countType: "imageCountMoreThan",
+      countNumber: 7,
+    });
   });
 
   test("registry host from a repository ARN", () => {
@@ -63,18 +69,36 @@ describe("ECR policies", () => {
 });
 
 describe("instance types", () => {
-  test.each([["c7g.large", true], ["t4g.small", true], ["c6gn.xlarge", true], ["x2gd.large", true], ["a1.large", true], ["g5g.xlarge", true],
-    ["c6i.2xlarge", false], ["g4dn.xlarge", false], ["m5zn.large", false], ["gr6.4xlarge", false], ["t3.micro", false]])(
-    "isArmInstanceType(%s) = %s", (t, arm) => expect(isArmInstanceType(t)).toBe(arm));
+  test.each([
+    ["c7g.large", true],
+    ["t4g.small", true],
+    ["c6gn.xlarge", true],
+    ["x2gd.large", true],
+    ["a1.large", true],
+    ["g5g.xlarge", true],
+    ["c6i.2xlarge", false],
+    ["g4dn.xlarge", false],
+    ["m5zn.large", false],
+    ["gr6.4xlarge", false],
+    ["t3.micro", false],
+  ])("isArmInstanceType(%s) = %s", (t, arm) => expect(isArmInstanceType(t)).toBe(arm));
 
   test.each([["g4dn.xlarge"], ["g5.2xlarge"], ["g6.xlarge"], ["g6e.xlarge"], ["gr6.4xlarge"]])("%s runs the NVIDIA AMI", (t) =>
-    expect(gpuInstanceProblem(t)).toBeUndefined());
-  test.each([["g4ad.xlarge", /AMD/], ["g5g.xlarge", /arm64/], ["p2.xlarge", /no NVIDIA GPU/], ["c6i.large", /no NVIDIA GPU/]])("%s does not", (t, why) =>
-    expect(gpuInstanceProblem(t)).toMatch(why));
+    expect(gpuInstanceProblem(t)).toBeUndefined(),
+  );
+  test.each([
+    ["g4ad.xlarge", /AMD/],
+    ["g5g.xlarge", /arm64/],
+    ["p2.xlarge", /no NVIDIA GPU/],
+    ["c6i.large", /no NVIDIA GPU/],
+  ])("%s does not", (t, why) => expect(gpuInstanceProblem(t)).toMatch(why));
 });
 
 describe("user-data", () => {
-  const hostKey = { privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n", publicKey: "ssh-ed25519 AAAAC3Nz host" };
+  const hostKey = {
+    privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    publicKey: "ssh-ed25519 AAAAC3Nz host",
+  };
 
   test("builder: pinned host key only, bootstrap script embedded verbatim and run with its args", () => {
     const text = builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: 8, idleMinutes: 0 });
@@ -90,16 +114,24 @@ describe("user-data", () => {
   test("builder: the idle timer runs builder-idle-stop.sh every minute with the configured limit", () => {
     const doc = parse(builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: "auto", idleMinutes: 45 }));
     const files = Object.fromEntries(doc.write_files.map((f: any) => [f.path, f.content]));
-    expect(files["/var/lib/neko-infra/builder-idle-stop.sh"]).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/builder-idle-stop.sh"), "utf8"));
-    expect(files["/etc/systemd/system/neko-builder-idle.service"]).toContain("ExecStart=/usr/bin/bash /var/lib/neko-infra/builder-idle-stop.sh 45\n");
+    expect(files["/var/lib/neko-infra/builder-idle-stop.sh"]).toBe(
+      fs.readFileSync(path.join(__dirname, "../../scripts/builder-idle-stop.sh"), "utf8"),
+    );
+    expect(files["/etc/systemd/system/neko-builder-idle.service"]).toContain(
+      "ExecStart=/usr/bin/bash /var/lib/neko-infra/builder-idle-stop.sh 45\n",
+    );
     expect(files["/etc/systemd/system/neko-builder-idle.timer"]).toContain("OnUnitActiveSec=1min");
     expect(doc.runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-builder-idle.timer"]);
   });
 
   test("host: GPU flag and ECR registry reach the bootstrap", () => {
     const doc = parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: true, ecrRegistry: "1.dkr.ecr.eu-central-1.amazonaws.com" }));
-    expect(doc.runcmd).toEqual([["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com"]]);
-    expect(parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false })).runcmd).toEqual([["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "0"]]);
+    expect(doc.runcmd).toEqual([
+      ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com"],
+    ]);
+    expect(parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false })).runcmd).toEqual([
+      ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "0"],
+    ]);
   });
 });
 
@@ -173,8 +205,16 @@ describe("nix signing keys", () => {
   test("a signature made with the seed verifies with the public key", () => {
     const keys = nixSigningKeys("k", pem);
     const seed = Buffer.from(keys.secretKey.split(":")[1], "base64").subarray(0, 32);
-    const priv = crypto.createPrivateKey({ key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]), format: "der", type: "pkcs8" });
-    const pubKey = crypto.createPublicKey({ key: Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), Buffer.from(keys.publicKey.split(":")[1], "base64")]), format: "der", type: "spki" });
+    const priv = crypto.createPrivateKey({
+      key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]),
+      format: "der",
+      type: "pkcs8",
+    });
+    const pubKey = crypto.createPublicKey({
+      key: Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), Buffer.from(keys.publicKey.split(":")[1], "base64")]),
+      format: "der",
+      type: "spki",
+    });
     const sig = crypto.sign(null, Buffer.from("1;/nix/store/x"), priv);
     expect(crypto.verify(null, Buffer.from("1;/nix/store/x"), pubKey, sig)).toBe(true);
   });

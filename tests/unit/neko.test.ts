@@ -7,7 +7,13 @@ function neko(overrides: Record<string, unknown> = {}, gpu = false): NekoSetting
     config: {
       "neko-infra:image": JSON.stringify({ flake: "github:o/r" }),
       "neko-infra:builder": JSON.stringify({ kind: "local" }),
-      "neko-infra:host": JSON.stringify({ kind: "ssh", gpu, host: "h", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx", hostKey: "ssh-ed25519 AAAA" }),
+      "neko-infra:host": JSON.stringify({
+        kind: "ssh",
+        gpu,
+        host: "h",
+        privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx",
+        hostKey: "ssh-ed25519 AAAA",
+      }),
       "neko-infra:neko": JSON.stringify(overrides),
     },
     secretKeys: ["neko-infra:host"],
@@ -28,7 +34,11 @@ describe("ports", () => {
 
   test("mux mode: one UDP port, plus a TCP port when configured", () => {
     const ports = nekoPorts(neko({ webrtc: { mode: "mux", udpMux: 59000, tcpMux: 59001 } }));
-    expect(ports.map((p) => [p.from, p.to, p.protocol])).toEqual([[8080, 8080, "tcp"], [59000, 59000, "udp"], [59001, 59001, "tcp"]]);
+    expect(ports.map((p) => [p.from, p.to, p.protocol])).toEqual([
+      [8080, 8080, "tcp"],
+      [59000, 59000, "udp"],
+      [59001, 59001, "tcp"],
+    ]);
   });
 
   test("published ports are 1:1 and one per port of each range", () => {
@@ -45,13 +55,21 @@ describe("ports", () => {
     const n = neko({ httpPort: 9000, webrtc: { epr: "53000-53010" } });
     const rules = nekoIngress(nekoPorts(n), ["198.51.100.0/24", "2001:db8::/32"]);
     const covered = rules.flatMap((r) => Array.from({ length: r.toPort - r.fromPort + 1 }, (_, i) => `${r.fromPort + i}/${r.protocol}`));
-    const published = containerSpec(n, { publicAddress: "203.0.113.5", gpu: false }, "r@sha256:x").ports.map((p) => `${p.external}/${p.protocol}`);
+    const published = containerSpec(n, { publicAddress: "203.0.113.5", gpu: false }, "r@sha256:x").ports.map(
+      (p) => `${p.external}/${p.protocol}`,
+    );
     expect(covered.sort()).toEqual(published.sort());
     expect(rules.every((r) => r.cidrBlocks.join() === "198.51.100.0/24" && r.ipv6CidrBlocks.join() === "2001:db8::/32")).toBe(true);
   });
 
   test("SSH rule is port 22 from the given networks only", () => {
-    expect(sshIngress(["198.51.100.24/32"])).toMatchObject({ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["198.51.100.24/32"], ipv6CidrBlocks: [] });
+    expect(sshIngress(["198.51.100.24/32"])).toMatchObject({
+      protocol: "tcp",
+      fromPort: 22,
+      toPort: 22,
+      cidrBlocks: ["198.51.100.24/32"],
+      ipv6CidrBlocks: [],
+    });
   });
 });
 
@@ -108,7 +126,14 @@ describe("container", () => {
 
   test("x86: amd64, 2 GB shm, no GPU, restart unless-stopped, healthcheck on /health", () => {
     const spec = containerSpec(neko(), { publicAddress: "203.0.113.20", gpu: false }, ref);
-    expect(spec).toMatchObject({ name: "neko", image: ref, platform: "linux/amd64", shmSizeMb: 2048, restart: "unless-stopped", gpus: undefined });
+    expect(spec).toMatchObject({
+      name: "neko",
+      image: ref,
+      platform: "linux/amd64",
+      shmSizeMb: 2048,
+      restart: "unless-stopped",
+      gpus: undefined,
+    });
     expect(spec.healthcheck).toEqual(["CMD-SHELL", "wget -q -O - http://127.0.0.1:8080/health || exit 1"]);
   });
 

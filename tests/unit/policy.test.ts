@@ -59,8 +59,15 @@ const inspected = (stack: Stack, rule: RuleName) =>
 
 describe("policy config", () => {
   test("one config file per stack, naming only configurable policies and their flags", () => {
-    const stackFiles = fs.readdirSync(ROOT).filter((f) => /^Pulumi\.[^.]+\.yaml$/.test(f)).map((f) => f.split(".")[1]).sort();
-    const configFiles = fs.readdirSync(path.join(ROOT, "policy", "config")).map((f) => f.replace(/\.json$/, "")).sort();
+    const stackFiles = fs
+      .readdirSync(ROOT)
+      .filter((f) => /^Pulumi\.[^.]+\.yaml$/.test(f))
+      .map((f) => f.split(".")[1])
+      .sort();
+    const configFiles = fs
+      .readdirSync(path.join(ROOT, "policy", "config"))
+      .map((f) => f.replace(/\.json$/, ""))
+      .sort();
     expect(configFiles).toEqual(stackFiles);
     for (const stack of configFiles) {
       for (const [policy, cfg] of Object.entries(packConfig(stack))) {
@@ -103,10 +110,15 @@ describe.each(STACKS)("%s stack graph", (stack) => {
 
   test("and the fields the rules read", () => {
     for (const name of ["builder-instance", "host-instance"]) {
-      expect(resource(stack, name).props).toMatchObject({ metadataOptions: { httpTokens: "required" }, rootBlockDevice: { encrypted: true } });
+      expect(resource(stack, name).props).toMatchObject({
+        metadataOptions: { httpTokens: "required" },
+        rootBlockDevice: { encrypted: true },
+      });
     }
     for (const name of ["builder-sg", "host-sg"]) {
-      expect(resource(stack, name).props.ingress).toEqual(expect.arrayContaining([expect.objectContaining({ protocol: "tcp", fromPort: 22, toPort: 22 })]));
+      expect(resource(stack, name).props.ingress).toEqual(
+        expect.arrayContaining([expect.objectContaining({ protocol: "tcp", fromPort: 22, toPort: 22 })]),
+      );
     }
     expect(resource(stack, "host-sg").props.ingress.length).toBeGreaterThan(1);
     for (const name of ["host-ecr-pull", "registry-builder-push"]) {
@@ -126,7 +138,10 @@ describe.each(STACKS)("%s stack graph", (stack) => {
 describe("dev vs prod under the rules", () => {
   test("prod's GPU host and container are what the GPU rules check", () => {
     expect(resource("prod", "host-instance").props).toMatchObject({ instanceType: "g5.xlarge", rootBlockDevice: { volumeSize: 120 } });
-    expect(resource("prod", "host-neko").props).toMatchObject({ gpus: "all", envs: expect.arrayContaining(["NVIDIA_VISIBLE_DEVICES=all"]) });
+    expect(resource("prod", "host-neko").props).toMatchObject({
+      gpus: "all",
+      envs: expect.arrayContaining(["NVIDIA_VISIBLE_DEVICES=all"]),
+    });
     expect(resource("dev", "host-neko").props.gpus).toBeUndefined();
   });
 
@@ -167,7 +182,10 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
   test("encrypted-volumes", () => {
     const i = resource("dev", "builder-instance");
     i.props.rootBlockDevice.encrypted = false;
-    i.props.ebsBlockDevices = [{ deviceName: "/dev/sdf", volumeSize: 10, encrypted: true }, { deviceName: "/dev/sdg", volumeSize: 10 }];
+    i.props.ebsBlockDevices = [
+      { deviceName: "/dev/sdf", volumeSize: 10, encrypted: true },
+      { deviceName: "/dev/sdg", volumeSize: 10 },
+    ];
     expect(fire(encryptedVolumes, i)).toEqual([
       'aws:ec2/instance:Instance "builder-instance": the root volume is not encrypted (rootBlockDevice.encrypted is false); set rootBlockDevice: { encrypted: true, ... }',
       'aws:ec2/instance:Instance "builder-instance": ebsBlockDevices[1] (/dev/sdg) is not encrypted; set encrypted: true on it',
@@ -214,15 +232,27 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
 
     const everything = resource("dev", "host-sg");
     everything.props.ingress.push({ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] });
-    expect(fire(noSshFromAnywhere, everything)).toEqual([expect.stringContaining("ingress[3] opens SSH (every port and protocol) to 0.0.0.0/0;")]);
+    expect(fire(noSshFromAnywhere, everything)).toEqual([
+      expect.stringContaining("ingress[3] opens SSH (every port and protocol) to 0.0.0.0/0;"),
+    ]);
     expect(fire(noWorldClients, everything)).toEqual([expect.stringContaining("ingress[3] opens every port and protocol to 0.0.0.0/0;")]);
 
-    const classic = { type: TYPES.securityGroupRule, name: "ssh-rule", props: { type: "ingress", protocol: "tcp", fromPort: 0, toPort: 1024, cidrBlocks: ["0.0.0.0/0"], securityGroupId: "sg-1" } };
-    expect(fire(noSshFromAnywhere, classic)).toEqual([expect.stringContaining('aws:ec2/securityGroupRule:SecurityGroupRule "ssh-rule": rule opens SSH (0-1024/tcp) to 0.0.0.0/0;')]);
+    const classic = {
+      type: TYPES.securityGroupRule,
+      name: "ssh-rule",
+      props: { type: "ingress", protocol: "tcp", fromPort: 0, toPort: 1024, cidrBlocks: ["0.0.0.0/0"], securityGroupId: "sg-1" },
+    };
+    expect(fire(noSshFromAnywhere, classic)).toEqual([
+      expect.stringContaining('aws:ec2/securityGroupRule:SecurityGroupRule "ssh-rule": rule opens SSH (0-1024/tcp) to 0.0.0.0/0;'),
+    ]);
     expect(fire(noWorldClients, classic)).toEqual([expect.stringContaining("rule opens 0-1024/tcp to 0.0.0.0/0;")]);
     expect(fire(noSshFromAnywhere, { ...classic, props: { ...classic.props, type: "egress" } })).toEqual([]);
 
-    const vpc = { type: TYPES.ingressRule, name: "ssh-v6", props: { ipProtocol: "tcp", fromPort: 22, toPort: 22, cidrIpv6: "::/0", securityGroupId: "sg-1" } };
+    const vpc = {
+      type: TYPES.ingressRule,
+      name: "ssh-v6",
+      props: { ipProtocol: "tcp", fromPort: 22, toPort: 22, cidrIpv6: "::/0", securityGroupId: "sg-1" },
+    };
     expect(fire(noSshFromAnywhere, vpc)).toEqual([expect.stringContaining('"ssh-v6": rule opens SSH (22/tcp) to ::/0;')]);
     expect(fire(noWorldClients, vpc)).toEqual([]);
   });
@@ -238,7 +268,10 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
     ]);
     expect(fire(noWorldClients, sg, { allowWorldClients: true })).toEqual([]);
     // SSH has its own rule; a /0 written another way is still the whole internet
-    sg.props.ingress = [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] }, { protocol: "udp", fromPort: 52000, toPort: 52000, cidrBlocks: ["10.0.0.0/0"] }];
+    sg.props.ingress = [
+      { protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] },
+      { protocol: "udp", fromPort: 52000, toPort: 52000, cidrBlocks: ["10.0.0.0/0"] },
+    ];
     expect(fire(noWorldClients, sg)).toEqual([expect.stringContaining("ingress[1] opens 52000/udp to 10.0.0.0/0;")]);
   });
 
@@ -252,7 +285,10 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
     ]);
     delete repo.props.imageScanningConfiguration;
     delete repo.props.imageTagMutability;
-    expect(fire(ecrRepositoryHardened, repo)).toEqual([expect.stringContaining("not scanned on push"), expect.stringContaining("imageTagMutability is unset")]);
+    expect(fire(ecrRepositoryHardened, repo)).toEqual([
+      expect.stringContaining("not scanned on push"),
+      expect.stringContaining("imageTagMutability is unset"),
+    ]);
   });
 
   test("ecr-wildcard-only-for-auth-token", () => {
@@ -276,14 +312,19 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
     expect(fire(ecrWildcardOnlyForAuthToken, withStatements({ Effect: "Allow", Action: ["s3:GetObject", "*"], Resource: "*" }))).toEqual([
       expect.stringContaining('grants * on Resource "*";'),
     ]);
-    expect(fire(ecrWildcardOnlyForAuthToken, withStatements({ Effect: "Allow", Action: "ecr:PutImage", NotResource: "arn:aws:ecr:eu-central-1:1:repository/x" }))).toEqual([
-      expect.stringContaining("grants ecr:PutImage on NotResource (every other resource);"),
-    ]);
+    expect(
+      fire(
+        ecrWildcardOnlyForAuthToken,
+        withStatements({ Effect: "Allow", Action: "ecr:PutImage", NotResource: "arn:aws:ecr:eu-central-1:1:repository/x" }),
+      ),
+    ).toEqual([expect.stringContaining("grants ecr:PutImage on NotResource (every other resource);")]);
     expect(fire(ecrWildcardOnlyForAuthToken, withStatements({ Effect: "Allow", NotAction: "iam:*", Resource: "*" }))).toEqual([
       expect.stringContaining('allows every action but iam:* on Resource "*", ECR included;'),
     ]);
     // fine: the login statement alone, a Deny, other services, a single statement object
-    expect(fire(ecrWildcardOnlyForAuthToken, withStatements({ Effect: "Allow", Action: ["ECR:GetAuthorizationToken"], Resource: "*" }))).toEqual([]);
+    expect(
+      fire(ecrWildcardOnlyForAuthToken, withStatements({ Effect: "Allow", Action: ["ECR:GetAuthorizationToken"], Resource: "*" })),
+    ).toEqual([]);
     expect(fire(ecrWildcardOnlyForAuthToken, withStatements({ Effect: "Deny", Action: "ecr:*", Resource: "*" }))).toEqual([]);
     expect(fire(ecrWildcardOnlyForAuthToken, withStatements({ Effect: "Allow", Action: "ssm:GetParameter", Resource: "*" }))).toEqual([]);
     const single = resource("prod", "host-ecr-pull");
@@ -291,7 +332,9 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
     expect(fire(ecrWildcardOnlyForAuthToken, single)).toEqual([expect.stringContaining("grants ecr:BatchGetImage")]);
     // a managed policy too; and a document that is not JSON
     const managed = { type: TYPES.iamPolicy, name: "pull-all", props: { policy: "{not json" } };
-    expect(fire(ecrWildcardOnlyForAuthToken, managed)).toEqual(['aws:iam/policy:Policy "pull-all": policy is not valid JSON; give a JSON policy document']);
+    expect(fire(ecrWildcardOnlyForAuthToken, managed)).toEqual([
+      'aws:iam/policy:Policy "pull-all": policy is not valid JSON; give a JSON policy document',
+    ]);
   });
 
   test("gpu-container: NVIDIA_VISIBLE_DEVICES and gpus go together", () => {
@@ -327,15 +370,23 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
       expect.stringContaining(`envs[${admin}] NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD is a password in plain text`),
     ]);
     plain.secretPaths = [`envs[${admin}]`];
-    expect(fire(passwordEnvsSecret, plain)).toEqual([expect.stringContaining("NEKO_MEMBER_MULTIUSER_USER_PASSWORD is a password in plain text")]);
+    expect(fire(passwordEnvsSecret, plain)).toEqual([
+      expect.stringContaining("NEKO_MEMBER_MULTIUSER_USER_PASSWORD is a password in plain text"),
+    ]);
     plain.secretPaths = [`envs[${admin}]`, `envs[${user}]`];
     expect(fire(passwordEnvsSecret, plain)).toEqual([]);
     // any name with PASSWORD in it, any case
     plain.props.envs.push("db_password=hunter2");
-    expect(fire(passwordEnvsSecret, plain)).toEqual([expect.stringContaining(`envs[${plain.props.envs.length - 1}] db_password is a password`)]);
+    expect(fire(passwordEnvsSecret, plain)).toEqual([
+      expect.stringContaining(`envs[${plain.props.envs.length - 1}] db_password is a password`),
+    ]);
     // no secret information at all: fail closed
     delete plain.secretPaths;
-    expect(fire(passwordEnvsSecret, plain)).toEqual([expect.stringContaining("cannot tell whether NEKO_MEMBER_MULTIUSER_USER_PASSWORD, NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD, db_password are secret")]);
+    expect(fire(passwordEnvsSecret, plain)).toEqual([
+      expect.stringContaining(
+        "cannot tell whether NEKO_MEMBER_MULTIUSER_USER_PASSWORD, NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD, db_password are secret",
+      ),
+    ]);
     expect(fire(passwordEnvsSecret, { type: TYPES.container, name: "plain", props: { envs: ["A=1"] } })).toEqual([]);
   });
 
@@ -348,7 +399,13 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
 /** Calls a policy's validateResource the way @pulumi/policy does, with a given policy config. */
 function validate(policy: ResourceValidationPolicy, r: PolicyResource, config: object = {}): string[] {
   const messages: string[] = [];
-  const args = { type: r.type, name: r.name, urn: `urn:pulumi:dev::neko-infra::${r.type}::${r.name}`, props: r.props, getConfig: () => config };
+  const args = {
+    type: r.type,
+    name: r.name,
+    urn: `urn:pulumi:dev::neko-infra::${r.type}::${r.name}`,
+    props: r.props,
+    getConfig: () => config,
+  };
   const fns = [policy.validateResource!].flat();
   for (const fn of fns) fn(args as unknown as ResourceValidationArgs, (m) => messages.push(m));
   return messages;
@@ -434,15 +491,22 @@ async function analyze(r: PolicyResource, paths: readonly string[] = r.secretPat
   req.setProperties(Struct.fromJavaScript(marshal(r, paths, unknown)));
   req.setOptions(new pb.AnalyzerResourceOptions());
   const rpc = server.makeAnalyzeRpcFun("neko-infra", "0.1.0", "mandatory", policies);
-  const resp: any = await new Promise((resolve, reject) => rpc({ request: req }, (err: unknown, res: unknown) => (err ? reject(err) : resolve(res))));
-  return resp.getDiagnosticsList().map((d: any) => ({ policy: d.getPolicyname(), level: LEVEL[d.getEnforcementlevel()], message: d.getMessage() }));
+  const resp: any = await new Promise((resolve, reject) =>
+    rpc({ request: req }, (err: unknown, res: unknown) => (err ? reject(err) : resolve(res))),
+  );
+  return resp
+    .getDiagnosticsList()
+    .map((d: any) => ({ policy: d.getPolicyname(), level: LEVEL[d.getEnforcementlevel()], message: d.getMessage() }));
 }
 
 describe("served by @pulumi/policy's analyze RPC (secrets unwrapped, unknowns hidden)", () => {
   beforeAll(() => installSecretPaths());
 
   test("secretPathsIn: what the hook records", () => {
-    expect(secretPathsIn(marshal({ type: "t", name: "n", props: { a: [1, 2], b: { c: "x" }, d: 1 } }, ["a[1]", "b"]))).toEqual(["a[1]", "b"]);
+    expect(secretPathsIn(marshal({ type: "t", name: "n", props: { a: [1, 2], b: { c: "x" }, d: 1 } }, ["a[1]", "b"]))).toEqual([
+      "a[1]",
+      "b",
+    ]);
   });
 
   test.each(STACKS)("%s: every resource of the graph, as the engine sends it", async (stack) => {
@@ -466,7 +530,9 @@ describe("served by @pulumi/policy's analyze RPC (secrets unwrapped, unknowns hi
     // what the engine shows: the policy's description, then the message
     const [description, message] = found[0].message.split("\n");
     expect(description).toBe("Container envs whose name contains PASSWORD are Pulumi secrets.");
-    expect(message).toMatch(/^docker:index\/container:Container "host-neko": envs\[\d+\] NEKO_MEMBER_MULTIUSER_USER_PASSWORD is a password in plain text/);
+    expect(message).toMatch(
+      /^docker:index\/container:Container "host-neko": envs\[\d+\] NEKO_MEMBER_MULTIUSER_USER_PASSWORD is a password in plain text/,
+    );
     // secret entry by entry is as good as the whole list
     const idx = neko.props.envs.flatMap((e: string, i: number) => (e.includes("PASSWORD") ? [`envs[${i}]`] : []));
     expect(await analyze(neko, idx)).toEqual([]);
@@ -499,14 +565,18 @@ describe("served by @pulumi/policy's analyze RPC (secrets unwrapped, unknowns hi
 describe("CI runs the pack", () => {
   const workflow = (name: string) => parse(fs.readFileSync(path.join(ROOT, ".github", "workflows", name), "utf8"));
   const pulumiSteps = (wf: any) =>
-    Object.values(wf.jobs).flatMap((job: any) => (job.steps ?? []).filter((s: any) => String(s.uses ?? "").startsWith("pulumi/actions@")).map((s: any) => ({ job, step: s })));
+    Object.values(wf.jobs).flatMap((job: any) =>
+      (job.steps ?? []).filter((s: any) => String(s.uses ?? "").startsWith("pulumi/actions@")).map((s: any) => ({ job, step: s })),
+    );
 
   test.each(["pr.yml", "deploy.yml"])("%s: every preview and up with the pack and the stack's policy config", (file) => {
     const steps = pulumiSteps(workflow(file)).filter(({ step }) => step.with?.command);
     expect(steps.length).toBeGreaterThan(0);
     for (const { step } of steps) {
       expect(step.with).toMatchObject({ policyPacks: "policy" });
-      expect(step.with.policyPackConfigs).toMatch(/^policy\/config\/\$\{\{ *(matrix\.stack|env\.STACK) *\}\}\.json$|^policy\/config\/(dev|prod)\.json$/);
+      expect(step.with.policyPackConfigs).toMatch(
+        /^policy\/config\/\$\{\{ *(matrix\.stack|env\.STACK) *\}\}\.json$|^policy\/config\/(dev|prod)\.json$/,
+      );
     }
   });
 });

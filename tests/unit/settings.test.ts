@@ -18,7 +18,11 @@ function base(): Record<string, Record<string, unknown>> {
 
 function input(cfg: Record<string, unknown>, secretKeys: string[] = [], files: string[] = []): SettingsInput {
   return {
-    config: Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined).map(([k, v]) => [`${P}:${k}`, typeof v === "string" ? v : JSON.stringify(v)])),
+    config: Object.fromEntries(
+      Object.entries(cfg)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => [`${P}:${k}`, typeof v === "string" ? v : JSON.stringify(v)]),
+    ),
     secretKeys: secretKeys.map((k) => `${P}:${k}`),
     projectDir: "/work/project",
     fileExists: (p) => files.includes(p),
@@ -45,15 +49,27 @@ describe("valid settings", () => {
   test("the minimal config gets the documented defaults", () => {
     const s = parseSettings(input(base()));
     expect(s.builder).toEqual({
-      kind: "ec2", enabled: true, instanceType: "c6i.2xlarge", spot: false, volumeSize: 100,
-      sshCidrs: ["198.51.100.24/32"], allowSshFromAnywhere: false, maxJobs: "auto", idleMinutes: 30, cache: true,
+      kind: "ec2",
+      enabled: true,
+      instanceType: "c6i.2xlarge",
+      spot: false,
+      volumeSize: 100,
+      sshCidrs: ["198.51.100.24/32"],
+      allowSshFromAnywhere: false,
+      maxJobs: "auto",
+      idleMinutes: 30,
+      cache: true,
     });
     expect(s.image.attr).toBe("image-x86_64");
     expect(s.registry).toEqual({ kind: "ecr", repository: "neko", keepImages: 10, scanOnPush: true, forceDelete: false });
     expect(s.host).toMatchObject({ kind: "ec2", gpu: false, instanceType: "t3.xlarge", volumeSize: 30 });
     expect(s.neko).toMatchObject({
-      httpPort: 8080, screen: "1920x1080@30", iceLite: true, videoCodec: "vp8",
-      webrtc: { mode: "epr", epr: "52000-52100" }, portRange: { low: 52000, high: 52100 },
+      httpPort: 8080,
+      screen: "1920x1080@30",
+      iceLite: true,
+      videoCodec: "vp8",
+      webrtc: { mode: "epr", epr: "52000-52100" },
+      portRange: { low: 52000, high: 52100 },
     });
   });
 
@@ -116,37 +132,101 @@ const BAD: [string, Record<string, unknown>, string][] = [
   ["empty image section", { ...base(), image: undefined }, `${P}:image.flake: required`],
   ["CIDR that does not parse", edit((c) => (c.builder.sshCidrs = ["198.51.100.300/32"])), `${P}:builder.sshCidrs.0: not a CIDR`],
   ["CIDR without prefix", edit((c) => (c.host.clientCidrs = ["198.51.100.7"])), `${P}:host.clientCidrs.0: not a CIDR`],
-  ["SSH open to the world", edit((c) => (c.builder.sshCidrs = ["0.0.0.0/0"])), `${P}:builder.sshCidrs: 0.0.0.0/0 opens SSH to the whole internet`],
-  ["host SSH open to the world (IPv6)", edit((c) => (c.host.sshCidrs = ["::/0"])), `${P}:host.sshCidrs: ::/0 opens SSH to the whole internet`],
+  [
+    "SSH open to the world",
+    edit((c) => (c.builder.sshCidrs = ["0.0.0.0/0"])),
+    `${P}:builder.sshCidrs: 0.0.0.0/0 opens SSH to the whole internet`,
+  ],
+  [
+    "host SSH open to the world (IPv6)",
+    edit((c) => (c.host.sshCidrs = ["::/0"])),
+    `${P}:host.sshCidrs: ::/0 opens SSH to the whole internet`,
+  ],
   ["no SSH networks for an ec2 builder", edit((c) => (c.builder.sshCidrs = [])), `${P}:builder.sshCidrs: required for kind ec2`],
   ["no client networks for an ec2 host", edit((c) => delete c.host.clientCidrs), `${P}:host.clientCidrs: required`],
-  ["arm64 builder", edit((c) => (c.builder.instanceType = "c7g.2xlarge")), `${P}:builder.instanceType: c7g.2xlarge is an arm64 (Graviton) type`],
+  [
+    "arm64 builder",
+    edit((c) => (c.builder.instanceType = "c7g.2xlarge")),
+    `${P}:builder.instanceType: c7g.2xlarge is an arm64 (Graviton) type`,
+  ],
   ["arm64 x86 host", edit((c) => (c.host.instanceType = "t4g.large")), `${P}:host.instanceType: t4g.large is an arm64 (Graviton) type`],
-  ["AMD GPU host", edit((c) => Object.assign(c.host, { gpu: true, instanceType: "g4ad.xlarge" })), `${P}:host.instanceType: g4ad.xlarge has an AMD GPU`],
-  ["GPU host without a GPU", edit((c) => Object.assign(c.host, { gpu: true, instanceType: "c6i.xlarge" })), `${P}:host.instanceType: c6i.xlarge has no NVIDIA GPU`],
-  ["GPU type without gpu: true", edit((c) => (c.host.instanceType = "g5.xlarge")), `${P}:host.instanceType: g5.xlarge is a GPU type but host.gpu is false`],
-  ["GPU volume too small", edit((c) => Object.assign(c.host, { gpu: true, volumeSize: 50 })), `${P}:host.volumeSize: 50 GB is below the 75 GB`],
+  [
+    "AMD GPU host",
+    edit((c) => Object.assign(c.host, { gpu: true, instanceType: "g4ad.xlarge" })),
+    `${P}:host.instanceType: g4ad.xlarge has an AMD GPU`,
+  ],
+  [
+    "GPU host without a GPU",
+    edit((c) => Object.assign(c.host, { gpu: true, instanceType: "c6i.xlarge" })),
+    `${P}:host.instanceType: c6i.xlarge has no NVIDIA GPU`,
+  ],
+  [
+    "GPU type without gpu: true",
+    edit((c) => (c.host.instanceType = "g5.xlarge")),
+    `${P}:host.instanceType: g5.xlarge is a GPU type but host.gpu is false`,
+  ],
+  [
+    "GPU volume too small",
+    edit((c) => Object.assign(c.host, { gpu: true, volumeSize: 50 })),
+    `${P}:host.volumeSize: 50 GB is below the 75 GB`,
+  ],
   ["not an instance type", edit((c) => (c.builder.instanceType = "large")), `${P}:builder.instanceType: not an EC2 instance type`],
-  ["UDP range low > high", edit((c) => (c.neko.webrtc = { epr: "52100-52000" })), `${P}:neko.webrtc.epr: 52100-52000 has its low port above its high port`],
-  ["UDP range overlapping HTTP", edit((c) => Object.assign(c.neko, { httpPort: 52050 })), `${P}:neko.webrtc.epr: 52000-52100 overlaps neko.httpPort 52050`],
+  [
+    "UDP range low > high",
+    edit((c) => (c.neko.webrtc = { epr: "52100-52000" })),
+    `${P}:neko.webrtc.epr: 52100-52000 has its low port above its high port`,
+  ],
+  [
+    "UDP range overlapping HTTP",
+    edit((c) => Object.assign(c.neko, { httpPort: 52050 })),
+    `${P}:neko.webrtc.epr: 52000-52100 overlaps neko.httpPort 52050`,
+  ],
   ["UDP range not a range", edit((c) => (c.neko.webrtc = { epr: "52000:52100" })), `${P}:neko.webrtc.epr: not a port range`],
   ["UDP range too wide", edit((c) => (c.neko.webrtc = { epr: "20000-40000" })), `${P}:neko.webrtc.epr: 20000-40000 spans 20001 ports`],
-  ["mux port on the HTTP port", edit((c) => (c.neko.webrtc = { mode: "mux", udpMux: 8080 })), `${P}:neko.webrtc.udpMux: 8080 is also neko.httpPort`],
+  [
+    "mux port on the HTTP port",
+    edit((c) => (c.neko.webrtc = { mode: "mux", udpMux: 8080 })),
+    `${P}:neko.webrtc.udpMux: 8080 is also neko.httpPort`,
+  ],
   ["port out of range", edit((c) => (c.neko.httpPort = 70000)), `${P}:neko.httpPort: Too big`],
   ["bad screen", edit((c) => (c.neko.screen = "1080p")), `${P}:neko.screen: not a screen mode`],
   ["v2 env name", edit((c) => (c.neko.env = { NEKO_SCREEN: "1280x720@30" })), `${P}:neko.env.NEKO_SCREEN: a neko v2 name`],
   ["managed env name", edit((c) => (c.neko.env = { NEKO_WEBRTC_EPR: "1-2" })), `${P}:neko.env.NEKO_WEBRTC_EPR: set by neko-infra`],
   ["credential in env", edit((c) => (c.neko.env = { TURN_PASSWORD: "x" })), `${P}:neko.env.TURN_PASSWORD: looks like a credential`],
-  ["registry password in plain text", edit((c) => (c.registry = { kind: "oci", url: "r.example.com/neko", username: "u", password: "p4ssw0rd!" })), `${P}:registry.password: given in plain text; store it as a secret: pulumi config set --secret --path 'registry.password'`],
+  [
+    "registry password in plain text",
+    edit((c) => (c.registry = { kind: "oci", url: "r.example.com/neko", username: "u", password: "p4ssw0rd!" })),
+    `${P}:registry.password: given in plain text; store it as a secret: pulumi config set --secret --path 'registry.password'`,
+  ],
   ["neko password in plain text", edit((c) => (c.neko.adminPassword = "correct horse")), `${P}:neko.adminPassword: given in plain text`],
-  ["ssh builder key in plain text", edit((c) => (c.builder = { kind: "ssh", host: "h", privateKey: KEY, hostKey: HOSTKEY })), `${P}:builder.privateKey: given in plain text`],
+  [
+    "ssh builder key in plain text",
+    edit((c) => (c.builder = { kind: "ssh", host: "h", privateKey: KEY, hostKey: HOSTKEY })),
+    `${P}:builder.privateKey: given in plain text`,
+  ],
   ["ssh builder without host key", edit((c) => (c.builder = { kind: "ssh", host: "h" })), `${P}:builder.hostKey: required`],
-  ["registry URL with scheme", edit((c) => (c.registry = { kind: "oci", url: "https://r.example.com/neko" })), `${P}:registry.url: not a repository URL`],
-  ["username without password", edit((c) => (c.registry = { kind: "oci", url: "r.example.com/neko", username: "u" })), `${P}:registry.username: username and password go together`],
+  [
+    "registry URL with scheme",
+    edit((c) => (c.registry = { kind: "oci", url: "https://r.example.com/neko" })),
+    `${P}:registry.url: not a repository URL`,
+  ],
+  [
+    "username without password",
+    edit((c) => (c.registry = { kind: "oci", url: "r.example.com/neko", username: "u" })),
+    `${P}:registry.username: username and password go together`,
+  ],
   ["bad ECR name", edit((c) => (c.registry.repository = "Neko")), `${P}:registry.repository: not an ECR repository name`],
   ["half a user key pair", edit((c) => (c.builder.publicKey = HOSTKEY)), `${P}:builder.publicKey: publicKey and privateKey go together`],
-  ["bad builders line", edit((c) => (c.builder = { kind: "local", remoteBuilders: "builder.example.com x86_64-linux" })), `${P}:builder.remoteBuilders: not a Nix builders line`],
-  ["field of another kind", edit((c) => (c.builder = { kind: "local", instanceType: "c6i.large" })), `${P}:builder.instanceType: unknown key`],
+  [
+    "bad builders line",
+    edit((c) => (c.builder = { kind: "local", remoteBuilders: "builder.example.com x86_64-linux" })),
+    `${P}:builder.remoteBuilders: not a Nix builders line`,
+  ],
+  [
+    "field of another kind",
+    edit((c) => (c.builder = { kind: "local", instanceType: "c6i.large" })),
+    `${P}:builder.instanceType: unknown key`,
+  ],
   ["wrong type", edit((c) => (c.builder.spot = "yes")), `${P}:builder.spot: Invalid input: expected boolean`],
 ];
 
@@ -155,7 +235,8 @@ describe("bad settings", () => {
 
   test.each(BAD)("%s", (_what, cfg, expected) => {
     const found = problems(cfg, []);
-    if (!found.some((p) => p.startsWith(expected))) throw new Error(`expected a problem starting\n  ${expected}\ngot\n  ${found.join("\n  ")}`);
+    if (!found.some((p) => p.startsWith(expected)))
+      throw new Error(`expected a problem starting\n  ${expected}\ngot\n  ${found.join("\n  ")}`);
   });
 
   test("every problem is reported at once, each on its own line naming its key", () => {
@@ -175,27 +256,44 @@ describe("bad settings", () => {
     expect(err).toBeInstanceOf(SettingsError);
     // host.instanceType (t3.large with gpu: true) is not among them: a section's cross-field
     // rules run once its fields parse, and host.clientCidrs does not.
-    expect(err!.problems.map((p) => p.split(": ")[0]).sort()).toEqual([
-      `${P}:bogus`,
-      `${P}:builder.instanceType`,
-      `${P}:builder.sshCidrs`,
-      `${P}:host.clientCidrs.0`,
-      `${P}:neko.webrtc.epr`,
-      `${P}:neko.env.NEKO_PASSWORD`,
-    ].sort());
+    expect(err!.problems.map((p) => p.split(": ")[0]).sort()).toEqual(
+      [
+        `${P}:bogus`,
+        `${P}:builder.instanceType`,
+        `${P}:builder.sshCidrs`,
+        `${P}:host.clientCidrs.0`,
+        `${P}:neko.webrtc.epr`,
+        `${P}:neko.env.NEKO_PASSWORD`,
+      ].sort(),
+    );
     expect(err!.message).toMatch(/^invalid stack configuration \(6 problems\):\n {2}- neko-infra:bogus/);
   });
 });
 
 describe("helpers", () => {
   test.each([
-    ["10.0.0.0/8", true], ["203.0.113.7/32", true], ["0.0.0.0/0", true], ["2001:db8::/32", true], ["::/0", true],
-    ["fe80::1:2:3:4:5:6/64", true], ["10.0.0.0", false], ["10.0.0.256/8", false], ["10.0.0.0/33", false],
-    ["2001:db8::/129", false], ["1:2:3:4:5:6:7:8:9/64", false], ["a::b::c/64", false], ["example.com/24", false],
+    ["10.0.0.0/8", true],
+    ["203.0.113.7/32", true],
+    ["0.0.0.0/0", true],
+    ["2001:db8::/32", true],
+    ["::/0", true],
+    ["fe80::1:2:3:4:5:6/64", true],
+    ["10.0.0.0", false],
+    ["10.0.0.256/8", false],
+    ["10.0.0.0/33", false],
+    ["2001:db8::/129", false],
+    ["1:2:3:4:5:6:7:8:9/64", false],
+    ["a::b::c/64", false],
+    ["example.com/24", false],
   ])("isCidr(%s) = %s", (value, ok) => expect(isCidr(value)).toBe(ok));
 
   test.each([
-    ["./neko", "/p/neko"], ["../neko", "/neko"], ["/abs/neko", "/abs/neko"], ["path:./x", "/p/x"], [".", "/p"],
-    ["github:G-structure/neko", undefined], ["git+https://example.com/neko.git", undefined],
+    ["./neko", "/p/neko"],
+    ["../neko", "/neko"],
+    ["/abs/neko", "/abs/neko"],
+    ["path:./x", "/p/x"],
+    [".", "/p"],
+    ["github:G-structure/neko", undefined],
+    ["git+https://example.com/neko.git", undefined],
   ])("localFlakePath(%s)", (flake, expected) => expect(localFlakePath(flake, "/p")).toBe(expected));
 });
