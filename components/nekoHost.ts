@@ -3,20 +3,18 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import * as tls from "@pulumi/tls";
 import { CONTAINER_NAME, containerSpec, healthBudgetSeconds, HEALTHCHECK, nekoPorts } from "../lib/neko";
-import { ALL_EGRESS, nekoIngress, sshIngress } from "../lib/network";
-import { EC2_ASSUME_ROLE, ecrHostOfArn, pullPolicy } from "../lib/registry";
+import { nekoIngress, sshIngress } from "../lib/network";
+import { ecrHostOfArn, pullPolicy } from "../lib/registry";
 import { HostSettings, NekoSettings } from "../lib/settings";
 import { scriptCommand } from "../lib/shell";
-import { sshFilesDir, writeSshFiles } from "../lib/sshFiles";
+import { SshConnection, sshFilesDir, writeSshFiles } from "../lib/sshFiles";
 import { hostUserData } from "../lib/userdata";
-import { SshConnection } from "./nixBuilder";
+import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
 
 /** Deep Learning Base OSS NVIDIA driver AMI (AL2023): driver and container toolkit preinstalled. */
 export const GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id";
 export const X86_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
-const EC2_USER = "ec2-user";
 
 export interface NekoHostArgs {
   settings: Exclude<HostSettings, { kind: "none" }>;
@@ -53,73 +51,35 @@ export class NekoHost extends pulumi.ComponentResource {
     let publicIp: pulumi.Output<string>;
     let waitFor: pulumi.Resource[] = [];
     if (s.kind === "ec2") {
-      const hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, { parent: this });
-      const sshKey = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this });
-      const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", tags }, { parent: this });
-      const keyPair = new aws.ec2.KeyPair(
-        `${name}-key`,
-        { publicKey: sshKey.publicKeyOpenssh.apply((k) => k.trim()), tags },
-        { parent: this },
-      );
-      const sg = new aws.ec2.SecurityGroup(
-        `${name}-sg`,
-        {
-          description: "neko-infra host: neko from the client networks, SSH from the admin networks",
-          ingress: [sshIngress(s.sshCidrs), ...nekoIngress(ports, s.clientCidrs)],
-          egress: ALL_EGRESS,
-          tags,
-        },
-        { parent: this },
-      );
-      const role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: EC2_ASSUME_ROLE, tags }, { parent: this });
+      const identity = machineIdentity(name, this, tags);
+      const ecrRegistry = args.repositoryArn === undefined ? undefined : pulumi.output(args.repositoryArn).apply(ecrHostOfArn);
+      const machine = ec2Machine(name, this, {
+        identity,
+        tags,
+        description: "neko-infra host: neko from the client networks, SSH from the admin networks",
+        ingress: [sshIngress(s.sshCidrs), ...nekoIngress(ports, s.clientCidrs)],
+        amiParameter: s.gpu ? GPU_AMI_PARAMETER : X86_AMI_PARAMETER,
+        instanceType: s.instanceType,
+        volumeSize: s.volumeSize,
+        userData: pulumi
+          .all([identity.hostKey, ecrRegistry])
+          .apply(([hostKey, registry]) => hostUserData({ hostKey, sshUser: EC2_USER, gpu: s.gpu, ecrRegistry: registry })),
+      });
       new aws.iam.RolePolicyAttachment(
         `${name}-ssm`,
-        { role: role.name, policyArn: "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" },
+        { role: machine.role.name, policyArn: "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" },
         { parent: this },
       );
       if (args.repositoryArn !== undefined) {
         new aws.iam.RolePolicy(
           `${name}-ecr-pull`,
-          { role: role.id, policy: pulumi.output(args.repositoryArn).apply(pullPolicy) },
+          { role: machine.role.id, policy: pulumi.output(args.repositoryArn).apply(pullPolicy) },
           { parent: this },
         );
       }
-      const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name, tags }, { parent: this });
-      const ami = aws.ssm.getParameterOutput({ name: s.gpu ? GPU_AMI_PARAMETER : X86_AMI_PARAMETER }, { parent: this });
-      const ecrRegistry = args.repositoryArn === undefined ? undefined : pulumi.output(args.repositoryArn).apply(ecrHostOfArn);
-      const instance = new aws.ec2.Instance(
-        `${name}-instance`,
-        {
-          ami: ami.value,
-          instanceType: s.instanceType,
-          keyName: keyPair.keyName,
-          vpcSecurityGroupIds: [sg.id],
-          iamInstanceProfile: profile.name,
-          userData: pulumi
-            .all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh, ecrRegistry])
-            .apply(([priv, pub, registry]) =>
-              hostUserData({ hostKey: { privateKey: priv, publicKey: pub.trim() }, sshUser: EC2_USER, gpu: s.gpu, ecrRegistry: registry }),
-            ),
-          metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 },
-          rootBlockDevice: { encrypted: true, volumeSize: s.volumeSize, volumeType: "gp3", deleteOnTermination: true },
-          tags,
-          volumeTags: tags,
-        },
-        { parent: this, ignoreChanges: ["ami"] },
-      );
-      waitFor = [
-        new aws.ec2.EipAssociation(`${name}-eip-assoc`, { allocationId: eip.allocationId, instanceId: instance.id }, { parent: this }),
-      ];
-      publicIp = eip.publicIp;
-      connection = pulumi.secret(
-        pulumi.all([eip.publicIp, sshKey.privateKeyOpenssh, hostKey.publicKeyOpenssh]).apply(([host, key, hk]) => ({
-          host,
-          port: 22,
-          user: EC2_USER,
-          privateKey: key,
-          hostKey: hk.trim(),
-        })),
-      );
+      waitFor = [machine.association];
+      publicIp = identity.eip.publicIp;
+      connection = identity.connection;
     } else {
       publicIp = pulumi.output(s.publicAddress ?? s.host);
       connection = pulumi.secret(pulumi.output({ host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey }));

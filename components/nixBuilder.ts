@@ -1,31 +1,21 @@
 import * as aws from "@pulumi/aws";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import * as tls from "@pulumi/tls";
-import { EC2_ASSUME_ROLE } from "../lib/registry";
+import { sshIngress } from "../lib/network";
 import { BuilderSettings } from "../lib/settings";
 import { ScriptCommand, scriptCommand } from "../lib/shell";
+import { SshConnection } from "../lib/sshFiles";
 import { builderUserData } from "../lib/userdata";
-import { ALL_EGRESS, sshIngress } from "../lib/network";
+import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
 
 /** Latest Amazon Linux 2023 for x86_64 (neko images are built for x86_64-linux only). */
 export const AL2023_X86_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
-const EC2_USER = "ec2-user";
 
 export interface NixBuilderArgs {
   settings: BuilderSettings;
   /** How long a fresh builder may take to answer `nix --version` (installing Nix takes minutes). */
   readyTimeoutSeconds?: number;
   tags?: Record<string, string>;
-}
-
-export interface SshConnection {
-  host: string;
-  port: number;
-  user: string;
-  privateKey: string;
-  /** Pinned public host key line: any other key is refused. */
-  hostKey: string;
 }
 
 export interface RunArgs {
@@ -65,82 +55,40 @@ export class NixBuilder extends pulumi.ComponentResource {
     this.kind = s.kind;
 
     if (s.kind === "ec2") {
-      const tags = { ...args.tags, Name: `${name}`, "neko-infra:role": "builder" };
-      const hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, { parent: this });
-      const generated =
-        s.privateKey === undefined ? new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this }) : undefined;
-      const privateKey = generated ? generated.privateKeyOpenssh : pulumi.secret(s.privateKey!);
-      const publicKey = generated ? generated.publicKeyOpenssh.apply((k) => k.trim()) : pulumi.output(s.publicKey!);
-      const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", tags }, { parent: this });
-      this.address = eip.publicIp;
-      this.connection = pulumi.secret(
-        pulumi.all([eip.publicIp, privateKey, hostKey.publicKeyOpenssh]).apply(([host, key, hk]) => ({
-          host,
-          port: 22,
-          user: EC2_USER,
-          privateKey: key,
-          hostKey: hk.trim(),
-        })),
+      const tags = { ...args.tags, Name: name, "neko-infra:role": "builder" };
+      const identity = machineIdentity(
+        name,
+        this,
+        tags,
+        s.privateKey === undefined ? undefined : { privateKey: s.privateKey, publicKey: s.publicKey! },
       );
+      this.address = identity.eip.publicIp;
+      this.connection = identity.connection;
 
       if (s.enabled) {
-        const keyPair = new aws.ec2.KeyPair(`${name}-key`, { publicKey, tags }, { parent: this });
-        const sg = new aws.ec2.SecurityGroup(
-          `${name}-sg`,
-          {
-            description: "neko-infra Nix builder: SSH from the configured networks only",
-            ingress: [sshIngress(s.sshCidrs)],
-            egress: ALL_EGRESS,
-            tags,
-          },
-          { parent: this },
-        );
-        this.role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: EC2_ASSUME_ROLE, tags }, { parent: this });
-        const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: this.role.name, tags }, { parent: this });
-        const ami = aws.ssm.getParameterOutput({ name: AL2023_X86_AMI_PARAMETER }, { parent: this });
-        const userData = pulumi.all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh]).apply(([priv, pub]) =>
-          builderUserData({
-            hostKey: { privateKey: priv, publicKey: pub.trim() },
-            sshUser: EC2_USER,
-            maxJobs: s.maxJobs,
-            idleMinutes: s.idleMinutes,
-          }),
-        );
-        const instance = new aws.ec2.Instance(
-          `${name}-instance`,
-          {
-            ami: ami.value,
-            instanceType: s.instanceType,
-            keyName: keyPair.keyName,
-            vpcSecurityGroupIds: [sg.id],
-            iamInstanceProfile: profile.name,
-            userData,
-            // The idle timer powers off; that must stop the instance, not terminate it.
-            instanceInitiatedShutdownBehavior: "stop",
-            metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 },
-            rootBlockDevice: { encrypted: true, volumeSize: s.volumeSize, volumeType: "gp3", deleteOnTermination: true },
-            instanceMarketOptions: s.spot
-              ? { marketType: "spot", spotOptions: { spotInstanceType: "persistent", instanceInterruptionBehavior: "stop" } }
-              : undefined,
-            tags,
-            volumeTags: tags,
-          },
-          // A newer AMI is published every few weeks: it must not replace a working builder.
-          { parent: this, ignoreChanges: ["ami"] },
-        );
-        const association = new aws.ec2.EipAssociation(
-          `${name}-eip-assoc`,
-          { allocationId: eip.allocationId, instanceId: instance.id },
-          { parent: this },
-        );
+        const machine = ec2Machine(name, this, {
+          identity,
+          tags,
+          description: "neko-infra Nix builder: SSH from the configured networks only",
+          ingress: [sshIngress(s.sshCidrs)],
+          amiParameter: AL2023_X86_AMI_PARAMETER,
+          instanceType: s.instanceType,
+          volumeSize: s.volumeSize,
+          userData: identity.hostKey.apply((hostKey) =>
+            builderUserData({ hostKey, sshUser: EC2_USER, maxJobs: s.maxJobs, idleMinutes: s.idleMinutes }),
+          ),
+          spot: s.spot,
+          stopOnShutdown: true, // the idle timer powers off: that must stop, not terminate
+        });
+        this.role = machine.role;
         // A builder that stopped itself when idle is started again by the next `up` (the AWS
         // provider files this resource under ec2transitgateway).
         const running = new aws.ec2transitgateway.InstanceState(
           `${name}-running`,
-          { instanceId: instance.id, state: "running" },
+          { instanceId: machine.instance.id, state: "running" },
           { parent: this },
         );
-        this.ready = this.waitForNix(name, timeout, [association, running]);
+        this.ready = this.waitForNix(name, timeout, [machine.association, running]);
       }
     } else if (s.kind === "ssh") {
       this.address = pulumi.output(s.host);

@@ -15,6 +15,11 @@ export interface SshTarget {
 }
 
 /** NEKO_INFRA_SSH_DIR moves the files elsewhere (CI runners, tests). */
+/** How a Command reaches a machine over SSH. */
+export interface SshConnection extends SshTarget {
+  user: string;
+}
+
 export function sshFilesDir(stack: string, name: string): string {
   const base = process.env.NEKO_INFRA_SSH_DIR ?? path.join(os.homedir(), ".ssh", "neko-infra");
   return path.join(base, `${stack}-${name}`);

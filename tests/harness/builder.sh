@@ -61,30 +61,6 @@ load_names() {
   fi
 }
 
-subnet_in_use() {
-  ipv4_in_use "10.231.$1."
-}
-
-pick_subnet() {
-  if [[ -n $subnet ]]; then
-    if ! [[ $subnet =~ ^[0-9]+$ ]] || ((subnet < 1 || subnet > 254)); then
-      die "BUILDER_SUBNET must be 1..254, got '$subnet'"
-    fi
-    ! subnet_in_use "$subnet" || die "10.231.$subnet.0/24 is already in use (BUILDER_SUBNET=$subnet)"
-    return
-  fi
-  local start i n
-  start=$((16#$(short_hash "$state") % 200 + 20))
-  for ((i = 0; i < 254; i++)); do
-    n=$(((start - 1 + i) % 254 + 1))
-    if ! subnet_in_use "$n"; then
-      subnet=$n
-      return
-    fi
-  done
-  die "no free 10.231.N.0/24 subnet"
-}
-
 do_stop() {
   load_names
   local pid
@@ -204,7 +180,7 @@ do_start() {
 
   (
     flock -w 30 9 || die "timed out waiting for $lock"
-    pick_subnet
+    pick_subnet 10.231 BUILDER_SUBNET "$state"
     if netns_exists "$netns"; then
       die "netns $netns already exists (another harness with the same BUILDER_NETNS_NAME?)"
     fi

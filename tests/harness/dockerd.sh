@@ -48,30 +48,6 @@ load_names() {
   fi
 }
 
-subnet_in_use() {
-  ipv4_in_use "10.232.$1."
-}
-
-pick_subnet() {
-  if [[ -n $subnet ]]; then
-    if ! [[ $subnet =~ ^[0-9]+$ ]] || ((subnet < 1 || subnet > 254)); then
-      die "DOCKERD_SUBNET must be 1..254, got '$subnet'"
-    fi
-    ! subnet_in_use "$subnet" || die "10.232.$subnet.0/24 is already in use (DOCKERD_SUBNET=$subnet)"
-    return
-  fi
-  local start i n
-  start=$((16#$(short_hash "$state") % 200 + 20))
-  for ((i = 0; i < 254; i++)); do
-    n=$(((start - 1 + i) % 254 + 1))
-    if ! subnet_in_use "$n"; then
-      subnet=$n
-      return
-    fi
-  done
-  die "no free 10.232.M.0/24 subnet"
-}
-
 # After dockerd died without a shutdown (SIGKILL, crash), its containers live
 # on under containerd-shim processes of its containerd namespace: find them by
 # that namespace (unique to this STATE_DIR) and kill them and their children.
@@ -177,7 +153,7 @@ do_start() {
 
   (
     flock -w 30 9 || die "timed out waiting for $lock"
-    pick_subnet
+    pick_subnet 10.232 DOCKERD_SUBNET "$state"
     printf 'bridge=%q\nexec_root=%q\nsubnet=%q\nrunning_insecure=%q\n' \
       "$bridge" "$exec_root" "$subnet" "$insecure" >"$state/dockerd.state"
     ip link add "$bridge" type bridge

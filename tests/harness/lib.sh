@@ -116,6 +116,29 @@ ipv4_in_use() {
   grep -q -- "^${1//./\\.}" <<<"$list"
 }
 
+# pick_subnet PREFIX ENVNAME SEED: sets $subnet to a free N of PREFIX.N.0/24: the
+# one asked for through ENVNAME (already in $subnet), or the first free one from
+# a start derived from SEED (the state dir), so concurrent harnesses spread out.
+pick_subnet() {
+  local prefix=$1 envname=$2 seed=$3 start i n
+  if [[ -n $subnet ]]; then
+    if ! [[ $subnet =~ ^[0-9]+$ ]] || ((subnet < 1 || subnet > 254)); then
+      die "$envname must be 1..254, got '$subnet'"
+    fi
+    ! ipv4_in_use "$prefix.$subnet." || die "$prefix.$subnet.0/24 is already in use ($envname=$subnet)"
+    return
+  fi
+  start=$((16#$(short_hash "$seed") % 200 + 20))
+  for ((i = 0; i < 254; i++)); do
+    n=$(((start - 1 + i) % 254 + 1))
+    if ! ipv4_in_use "$prefix.$n."; then
+      subnet=$n
+      return
+    fi
+  done
+  die "no free $prefix.N.0/24 subnet"
+}
+
 # ipv4_is_local IP: true if IP is an address of this host.
 ipv4_is_local() {
   local list
