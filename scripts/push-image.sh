@@ -73,11 +73,12 @@ fi
 if ! skopeo copy --quiet "${creds[@]}" "${tls[@]}" --digestfile "$tmp/digest" \
   "docker-archive:$store_path" "docker://$repo:$tag" 2>"$tmp/err"; then
   err=$(cat "$tmp/err")
+  # Reachability first: an address or port can itself contain "401".
   case $err in
-    *unauthorized* | *"authentication required"* | *denied* | *401*)
-      die "the registry $registry refused the credentials (${auth} auth): $(tail -n1 <<<"$err")" ;;
     *"connection refused"* | *"no such host"* | *timeout* | *"no route"*)
       die "the registry $registry is unreachable: $(tail -n1 <<<"$err")" ;;
+    *unauthorized* | *"authentication required"* | *denied* | *"status code 401"* | *"401 Unauthorized"*)
+      die "the registry $registry refused the credentials (${auth} auth): $(tail -n1 <<<"$err")" ;;
     *) die "pushing $store_path to $repo:$tag failed: $(tail -n3 <<<"$err")" ;;
   esac
 fi

@@ -4,6 +4,7 @@
  * cause; a push that fails must leave nothing in the registry.
  */
 import * as fs from "fs";
+import * as net from "net";
 import * as path from "path";
 import { pushEnv } from "../../lib/registry";
 import { scriptCommand } from "../../lib/shell";
@@ -254,8 +255,12 @@ describe("push", () => {
   });
 
   test("the registry down: named unreachable", async () => {
-    // A registry of its own, stopped: its address then refuses connections.
-    const addr = `${b.HOST_SIDE_ADDR}:${await freeTcpPort(b.HOST_SIDE_ADDR)}`;
+    // A registry of its own, stopped: its address then refuses connections. Its port holds "401"
+    // (once misread as an HTTP 401): pick a free one of 40100-40199.
+    let port = 0;
+    for (let p = 40100; p < 40200 && !port; p++) if (await tcpPortFree(b.HOST_SIDE_ADDR, p)) port = p;
+    expect(port).toBeGreaterThan(0);
+    const addr = `${b.HOST_SIDE_ADDR}:${port}`;
     await svc.registry("registry-down", addr);
     await svc.stop("registry-down");
     const r0 = registrySettings(reg.REGISTRY_PASSWORD, addr);
@@ -294,3 +299,11 @@ describe("push", () => {
     expect(r.stderr).toMatch(new RegExp(`^push-image: no image archive at ${reEscape(missing)} on \\S+ `, "m"));
   });
 });
+
+function tcpPortFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
