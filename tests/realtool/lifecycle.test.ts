@@ -3,6 +3,7 @@
  * an unchanged image instead of rebuilding it) and the idle check (busy while a Nix build or an
  * SSH session runs, stops the machine once idle).
  */
+import { spawn } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -158,6 +159,44 @@ describe("idle check", () => {
       await run("pkill", ["-KILL", "-f", `: ${tag}$`]); // the sandboxed builder, should it outlive its client
       expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).toBe("");
     }
+  });
+
+  test("an idle nix-daemon does not keep it up; a build through the daemon does", async () => {
+    const daemon = spawn("nix-daemon", [], { stdio: "ignore", detached: true });
+    const tag = uniqueMarker("daemon").replace(/[^a-z0-9-]/g, "");
+    let build: ReturnType<typeof run> | undefined;
+    try {
+      const socket = "/nix/var/nix/daemon-socket/socket";
+      const deadline = Date.now() + 10_000;
+      while ((await run("nix", ["store", "ping", "--store", "daemon"], { timeoutMs: 5_000 })).code !== 0 && Date.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      expect(fs.existsSync(socket)).toBe(true);
+      ok(await run("nix", ["store", "ping", "--store", "daemon"], { timeoutMs: 5_000 }), "nix store ping (daemon)");
+      const s1 = stamp();
+      await idle(s1, `${s1}.stopped`); // first run
+      expect((await idle(s1, `${s1}.stopped`)).stdout).toContain("stopping");
+
+      const s2 = stamp();
+      await idle(s2, `${s2}.stopped`);
+      build = run("nix", ["build", "--impure", "--no-link", `path:${FIXTURE}#slow`], {
+        env: { SLOW_TAG: tag, NIX_REMOTE: "daemon" },
+        timeoutMs: 30_000,
+      });
+      const until = Date.now() + 15_000;
+      while (!(await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim() && Date.now() < until)
+        await new Promise((res) => setTimeout(res, 200));
+      expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).not.toBe("");
+      const r = await idle(s2, `${s2}.stopped`);
+      expect(r.stdout).toContain("busy (nix/skopeo running)");
+      expect(fs.existsSync(`${s2}.stopped`)).toBe(false);
+    } finally {
+      await run("pkill", ["-TERM", "-f", `^nix build --impure --no-link path:${FIXTURE}#slow$`]);
+      if (build) await build;
+      await run("pkill", ["-KILL", "-f", `: ${tag}$`]);
+      process.kill(-daemon.pid!, "SIGTERM"); // the daemon and its workers: the group this test started
+    }
+    expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).toBe("");
   });
 
   test("an open SSH session keeps it up", async () => {
