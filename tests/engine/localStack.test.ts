@@ -30,7 +30,8 @@ const env: NodeJS.ProcessEnv = {
   NEKO_INFRA_SSH_DIR: path.join(work, "ssh"),
 };
 let harness: Record<string, string> = {};
-const timings: Record<string, number[]> = { up: [], preview: [], destroy: [] };
+/** Wall seconds per kind of run: `up` that creates everything, `up` with nothing to do, and so on. */
+const timings: Record<string, number[]> = { "up (create)": [], "up (no change)": [], "preview (no change)": [], destroy: [] };
 
 interface Run {
   status: number;
@@ -81,9 +82,9 @@ function summary(r: Run): Record<string, number> {
   return JSON.parse(line).summaryEvent.resourceChanges;
 }
 
-function up(what: string): Run {
+function up(what: string, kind?: "up (create)" | "up (no change)"): Run {
   const r = must(pulumi(["up", "--yes", "--skip-preview", "--json"]), what);
-  timings.up.push(r.seconds);
+  if (kind) timings[kind].push(r.seconds);
   return r;
 }
 
@@ -177,7 +178,7 @@ afterAll(() => {
 let firstRef = "";
 
 test("a. up builds on the builder and pushes; imageRef carries the digest skopeo sees", () => {
-  const r = up("first up");
+  const r = up("first up", "up (create)");
   expect(summary(r)).toEqual({ create: 8 }); // the stack and the seven below
   expect(changed(r)).toEqual({
     builder: "create",
@@ -199,10 +200,10 @@ test("a. up builds on the builder and pushes; imageRef carries the digest skopeo
 
 test("b. right after, preview expects no changes and a second up runs no command", () => {
   const p = pulumi(["preview", "--expect-no-changes"]);
-  timings.preview.push(p.seconds);
+  timings["preview (no change)"].push(p.seconds);
   must(p, "preview --expect-no-changes");
-  for (let i = 0; i < 2; i++) timings.preview.push(must(pulumi(["preview", "--expect-no-changes"]), "preview").seconds);
-  const r = up("second up");
+  for (let i = 0; i < 2; i++) timings["preview (no change)"].push(must(pulumi(["preview", "--expect-no-changes"]), "preview").seconds);
+  const r = up("second up", "up (no change)");
   expect(changed(r)).toEqual({});
   expect(Object.keys(summary(r))).toEqual(["same"]);
 });
@@ -215,7 +216,7 @@ test("c. changing the flake's content rebuilds and pushes exactly once, nothing 
   const ref = outputs().imageRef;
   expect(ref).not.toBe(firstRef);
   expect(skopeoDigest(ref).digest).toBe(ref.split("@")[1]);
-  expect(changed(up("up after that"))).toEqual({});
+  expect(changed(up("up after that", "up (no change)"))).toEqual({});
   firstRef = ref;
 });
 
@@ -269,8 +270,9 @@ test("f. destroy leaves an empty stack and no process behind", () => {
   expect(resourceCount()).toBe(0);
   // NEKO_INFRA_BENCH_CYCLES=N (tools/bench-engine.sh) repeats create, no-op preview and destroy.
   for (let i = 1; i < Number(process.env.NEKO_INFRA_BENCH_CYCLES ?? 1); i++) {
-    up("benchmark up");
-    timings.preview.push(must(pulumi(["preview", "--expect-no-changes"]), "benchmark preview").seconds);
+    up("benchmark up", "up (create)");
+    up("benchmark no-op up", "up (no change)");
+    timings["preview (no change)"].push(must(pulumi(["preview", "--expect-no-changes"]), "benchmark preview").seconds);
     timings.destroy.push(must(pulumi(["destroy", "--yes", "--skip-preview"]), "benchmark destroy").seconds);
   }
   stopServices();
