@@ -9,6 +9,7 @@ import * as path from "path";
 import { pushEnv } from "../../lib/registry";
 import { scriptCommand } from "../../lib/shell";
 import {
+  BUILDER_AND_REGISTRY_TOOLS,
   BuilderEnv,
   buildersLine,
   countUploads,
@@ -46,20 +47,7 @@ let deadAddr: string;
 let dropAddr: string;
 
 beforeAll(async () => {
-  requireTools([
-    "nix",
-    "/bin/busybox",
-    "ssh",
-    "ssh-keygen",
-    "/usr/sbin/sshd",
-    "ip",
-    "unshare",
-    "/usr/bin/docker-registry",
-    "htpasswd",
-    "skopeo",
-    "curl",
-    "bash",
-  ]);
+  requireTools([...BUILDER_AND_REGISTRY_TOOLS]);
   b = await svc.builder();
   reg = await svc.registry("registry", `${b.HOST_SIDE_ADDR}:${await freeTcpPort(b.HOST_SIDE_ADDR)}`);
   wrongKey = path.join(svc.dir, "wrong_ed25519");

@@ -12,6 +12,8 @@ import { Settings } from "../../lib/settings";
 import { pushEnv } from "../../lib/registry";
 import { scriptCommand } from "../../lib/shell";
 import {
+  BUILDER_AND_REGISTRY_TOOLS,
+  DOCKERD_TOOLS,
   BuilderEnv,
   buildersLine,
   DockerEnv,
@@ -53,23 +55,7 @@ const need = (k: string): string => {
 const localOutputs: string[] = [];
 
 beforeAll(async () => {
-  requireTools([
-    "nix",
-    "/bin/busybox",
-    "ssh",
-    "ssh-keygen",
-    "/usr/sbin/sshd",
-    "ip",
-    "unshare",
-    "/usr/bin/docker-registry",
-    "htpasswd",
-    "skopeo",
-    "/usr/sbin/dockerd",
-    "/usr/bin/docker",
-    "/usr/sbin/docker-proxy",
-    "curl",
-    "bash",
-  ]);
+  requireTools([...BUILDER_AND_REGISTRY_TOOLS, ...DOCKERD_TOOLS]);
   b = await svc.builder();
   reg = await svc.registry("registry", `${b.HOST_SIDE_ADDR}:${await freeTcpPort(b.HOST_SIDE_ADDR)}`);
   dk = await svc.dockerd("docker", reg.REGISTRY_ADDR);

@@ -57,6 +57,24 @@ function isExecutable(p: string): boolean {
  * Throws (so every test of the suite fails, loudly) when a tool is missing or we are not root.
  * Real-tool tests never skip: a missing tool is a broken CI machine, not a reason to pass.
  */
+/** What a builder plus a registry from the harness need. */
+export const BUILDER_AND_REGISTRY_TOOLS = [
+  "nix",
+  "/bin/busybox",
+  "ssh",
+  "ssh-keygen",
+  "/usr/sbin/sshd",
+  "ip",
+  "unshare",
+  "/usr/bin/docker-registry",
+  "htpasswd",
+  "skopeo",
+  "curl",
+  "bash",
+];
+/** ... and a dockerd. */
+export const DOCKERD_TOOLS = ["/usr/sbin/dockerd", "/usr/bin/docker", "/usr/sbin/docker-proxy"];
+
 export function requireTools(cmds: string[], needRoot = true): void {
   for (const c of cmds) if (!(c in TOOLS)) throw new Error(`requireTools: unknown tool ${c}`);
   const missing = cmds.filter((c) => !onPath(c));
