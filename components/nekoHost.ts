@@ -1,5 +1,4 @@
 import * as aws from "@pulumi/aws";
-import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
@@ -11,6 +10,7 @@ import { scriptCommand } from "../lib/shell";
 import { SshConnection, sshFilesDir, writeSshFiles } from "../lib/sshFiles";
 import { hostUserData } from "../lib/userdata";
 import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
+import { configuredConnection, runScript } from "./runScript";
 
 /** Deep Learning Base OSS NVIDIA driver AMI (AL2023): driver and container toolkit preinstalled. */
 export const GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id";
@@ -82,28 +82,14 @@ export class NekoHost extends pulumi.ComponentResource {
       connection = identity.connection;
     } else {
       publicIp = pulumi.output(s.publicAddress ?? s.host);
-      connection = pulumi.secret(pulumi.output({ host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey }));
+      connection = configuredConnection(s);
     }
 
-    const run = (
-      id: string,
-      script: pulumi.Input<{ command: string; stdin: string }>,
-      more: Partial<command.remote.CommandArgs>,
-      ro: pulumi.CustomResourceOptions,
-    ) => {
-      const sc = pulumi.output(script);
-      return new command.remote.Command(
-        `${name}-${id}`,
-        { connection, create: sc.command, stdin: sc.stdin, addPreviousOutputInEnv: false, ...more },
-        { parent: this, ...ro },
-      );
-    };
-
-    const ready = run(
-      "ready",
-      scriptCommand("wait-for-docker.sh", ["600"]),
-      { connection: connection.apply((c) => ({ ...c, dialErrorLimit: -1, perDialTimeout: 10 })) },
-      { dependsOn: waitFor, customTimeouts: { create: "20m" } },
+    const ready = runScript(
+      `${name}-ready`,
+      connection,
+      { script: scriptCommand("wait-for-docker.sh", ["600"]), timeoutMinutes: 20 },
+      { parent: this, dependsOn: waitFor, waitForHost: true },
     );
 
     const pullEnv = args.registryCredentials
@@ -113,11 +99,15 @@ export class NekoHost extends pulumi.ComponentResource {
             .apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p })),
         )
       : pulumi.output<Record<string, string>>({});
-    const pull = run(
-      "pull",
-      pulumi.all([args.imageRef, pullEnv]).apply(([ref, env]) => scriptCommand("pull-image.sh", [ref], env)),
-      { logging: args.registryCredentials ? "none" : undefined },
-      { dependsOn: [ready], customTimeouts: { create: "30m", update: "30m" } },
+    const pull = runScript(
+      `${name}-pull`,
+      connection,
+      {
+        script: pulumi.all([args.imageRef, pullEnv]).apply(([ref, env]) => scriptCommand("pull-image.sh", [ref], env)),
+        logging: args.registryCredentials ? "none" : undefined,
+        timeoutMinutes: 30,
+      },
+      { parent: this, dependsOn: [ready] },
     );
 
     this.userPassword = password(this, `${name}-user-password`, neko.userPassword);
@@ -169,11 +159,15 @@ export class NekoHost extends pulumi.ComponentResource {
       { parent: this, provider, dependsOn: [pull], additionalSecretOutputs: ["envs"] },
     );
 
-    run(
-      "healthy",
-      scriptCommand("wait-healthy.sh", [CONTAINER_NAME, String(healthBudgetSeconds())]),
-      { triggers: [this.container.id] },
-      { dependsOn: [this.container], customTimeouts: { create: "15m", update: "15m" } },
+    runScript(
+      `${name}-healthy`,
+      connection,
+      {
+        script: scriptCommand("wait-healthy.sh", [CONTAINER_NAME, String(healthBudgetSeconds())]),
+        triggers: [this.container.id],
+        timeoutMinutes: 15,
+      },
+      { parent: this, dependsOn: [this.container] },
     );
 
     this.publicIp = publicIp;

@@ -1,12 +1,12 @@
 import * as aws from "@pulumi/aws";
-import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { sshIngress } from "../lib/network";
 import { BuilderSettings } from "../lib/settings";
-import { ScriptCommand, scriptCommand } from "../lib/shell";
+import { scriptCommand } from "../lib/shell";
 import { SshConnection } from "../lib/sshFiles";
 import { builderUserData } from "../lib/userdata";
 import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
+import { configuredConnection, RunArgs, RunOptions, runScript, ScriptResource } from "./runScript";
 
 /** Latest Amazon Linux 2023 for x86_64 (neko images are built for x86_64-linux only). */
 export const AL2023_X86_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
@@ -17,17 +17,6 @@ export interface NixBuilderArgs {
   readyTimeoutSeconds?: number;
   tags?: Record<string, string>;
 }
-
-export interface RunArgs {
-  script: pulumi.Input<ScriptCommand>;
-  /** Values whose change re-runs the command although its text did not change. */
-  triggers?: pulumi.Input<unknown>[];
-  /** "none" for commands whose output or errors could show a secret. */
-  logging?: "stdout" | "stderr" | "stdoutAndStderr" | "none";
-  timeoutMinutes?: number;
-}
-
-type ScriptResource = pulumi.Resource & { stdout: pulumi.Output<string> };
 
 /**
  * Where x86_64-linux Nix builds run: an EC2 instance this component manages (`ec2`), an existing
@@ -92,9 +81,7 @@ export class NixBuilder extends pulumi.ComponentResource {
       }
     } else if (s.kind === "ssh") {
       this.address = pulumi.output(s.host);
-      this.connection = pulumi.secret(
-        pulumi.output({ host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey }),
-      );
+      this.connection = configuredConnection(s);
       if (s.enabled) this.ready = this.waitForNix(name, timeout, []);
     } else if (s.enabled) {
       this.ready = this.waitForNix(name, timeout, []);
@@ -112,32 +99,8 @@ export class NixBuilder extends pulumi.ComponentResource {
   }
 
   /** Runs a script from `scripts/` on the builder as a Command resource parented to `opts.parent`. */
-  run(
-    name: string,
-    args: RunArgs,
-    opts: { parent: pulumi.Resource; dependsOn?: pulumi.Resource[]; waitForHost?: boolean },
-  ): ScriptResource {
-    const script = pulumi.output(args.script);
-    const common = {
-      create: script.command,
-      stdin: script.stdin,
-      triggers: args.triggers,
-      // Outputs stay small (a store path, a digest) and are not fed back into the next run.
-      addPreviousOutputInEnv: false,
-      logging: args.logging,
-    };
-    const resourceOpts: pulumi.CustomResourceOptions = {
-      parent: opts.parent,
-      dependsOn: [...(opts.dependsOn ?? []), ...(this.ready && !opts.waitForHost ? [this.ready] : [])],
-      customTimeouts: { create: `${args.timeoutMinutes ?? 60}m`, update: `${args.timeoutMinutes ?? 60}m` },
-    };
-    if (this.connection === undefined) {
-      return new command.local.Command(name, common, resourceOpts);
-    }
-    // A fresh instance refuses SSH for a while: only the readiness step keeps dialing.
-    const connection = opts.waitForHost
-      ? this.connection.apply((c) => ({ ...c, dialErrorLimit: -1, perDialTimeout: 10 }))
-      : this.connection;
-    return new command.remote.Command(name, { ...common, connection }, resourceOpts);
+  run(name: string, args: RunArgs, opts: RunOptions): ScriptResource {
+    const ready = this.ready && !opts.waitForHost ? [this.ready] : [];
+    return runScript(name, this.connection, args, { ...opts, dependsOn: [...(opts.dependsOn ?? []), ...ready] });
   }
 }
