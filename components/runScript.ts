@@ -1,61 +1,111 @@
 /**
- * One way to run a script from `scripts/` as a Command resource, used by the builder and the host:
- * `command.remote.Command` over SSH when there is a connection, `command.local.Command` otherwise.
- * A wiring helper, not a component.
+ * How a script from `scripts/` runs on a machine, as Command resources: a wiring helper shared by
+ * the builder and the host, not a component.
+ *
+ * Every step that needs a machine is preceded by a wake step: a local Command (scripts/wake.js) with
+ * the step's own inputs as triggers. It runs exactly when the step will run, wakes the machine if it
+ * sleeps, tells connection failures apart within seconds, and waits for the machine's bootstrap to
+ * finish. A no-op `up` runs neither; a sleeping machine is never part of the desired state, so it
+ * causes no diff, with or without `--refresh`.
  */
+import * as crypto from "crypto";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { ScriptCommand } from "../lib/shell";
-import { SshConnection } from "../lib/sshFiles";
+import { commandLine, readScript, ScriptName, scriptInput } from "../lib/shell";
+import { SshConnection } from "../lib/sshConnection";
 
-export interface RunArgs {
-  script: pulumi.Input<ScriptCommand>;
-  /** Values whose change re-runs the command although its text did not change. */
-  triggers?: pulumi.Input<unknown>[];
-  /** "none" for commands whose output or errors could show a secret. */
-  logging?: "stdout" | "stderr" | "stdoutAndStderr" | "none";
-  timeoutMinutes?: number;
+export interface Machine {
+  /** Wake steps are named `<name>-wake-<step>` and are children of `parent`. */
+  name: string;
+  parent: pulumi.Resource;
+  /** SSH connection; undefined: the machine running `pulumi up`. Secret (it holds the key). */
+  connection?: pulumi.Output<SshConnection>;
+  /** scripts/wake.js's environment (WAKE_FOR is added per step). Secret when it holds the key. */
+  wakeEnv: pulumi.Output<Record<string, string>>;
+  /** Seconds the wake step may take: the machine's readiness timeout and some margin. */
+  wakeSeconds: number;
+  /** What the wake step waits for (the instance and its Elastic IP association). */
+  dependsOn?: pulumi.Resource[];
 }
 
-export interface RunOptions {
+export interface StepArgs {
+  script: ScriptName;
+  /** Plain arguments: shown in previews. */
+  args: pulumi.Input<pulumi.Input<string>[]>;
+  /** Environment, passed on standard input: secrets go here. */
+  env?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+  /** What needs the machine, for the wake step's messages. */
+  purpose: pulumi.Input<string>;
+  /** Seconds the step may run; enforced on the machine for remote steps. */
+  budgetSeconds: number;
+  /** Values whose change re-runs the step (replacing it) although its command did not change. */
+  triggers?: pulumi.Input<unknown>[];
+  /** Run on this machine although the step needs the remote one (e.g. copying a flake to it). */
+  runHere?: boolean;
+  /** A command (no secrets) run when the step is deleted, e.g. to remove a container. */
+  onDelete?: string;
+}
+
+export interface Step {
+  command: command.local.Command | command.remote.Command;
+  wake: command.local.Command;
+  stdout: pulumi.Output<string>;
+}
+
+export interface StepOptions {
   parent: pulumi.Resource;
   dependsOn?: pulumi.Resource[];
-  /** The machine may be fresh: keep dialing until it answers (readiness steps only). */
-  waitForHost?: boolean;
 }
 
-export type ScriptResource = pulumi.Resource & { stdout: pulumi.Output<string> };
+export function runStep(name: string, machine: Machine, args: StepArgs, opts: StepOptions): Step {
+  const remote = machine.connection !== undefined && !args.runHere;
+  const create = pulumi.output(args.args).apply((a) => commandLine({ args: a, budgetSeconds: args.budgetSeconds }, remote));
+  const stdin = pulumi.output(args.env ?? {}).apply((env) => scriptInput({ script: args.script, env }));
+  const triggers = args.triggers ?? [];
 
-/** The SSH connection of an existing host given in the stack config. Secret: it holds the key. */
-export function configuredConnection(s: SshConnection): pulumi.Output<SshConnection> {
-  return pulumi.secret(pulumi.output({ host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey }));
-}
+  const wake = new command.local.Command(
+    `${machine.name}-wake-${name}`,
+    {
+      create: `node - # wake ${machine.name} and wait until it is ready for ${name}`,
+      // Only a change of the step's own inputs (the triggers) runs it again: then the step runs too.
+      update: ":",
+      stdin: readScript("wake.js"),
+      environment: pulumi.all([machine.wakeEnv, args.purpose]).apply(([env, purpose]) => ({ ...env, WAKE_FOR: purpose })),
+      triggers: [pulumi.all([create, stdin, ...triggers]).apply((parts) => fingerprint(parts))],
+      addPreviousOutputInEnv: false,
+    },
+    {
+      parent: machine.parent,
+      dependsOn: [...(machine.dependsOn ?? []), ...(opts.dependsOn ?? [])],
+      customTimeouts: { create: `${machine.wakeSeconds + 60}s` },
+    },
+  );
 
-export function runScript(
-  name: string,
-  connection: pulumi.Output<SshConnection> | undefined,
-  args: RunArgs,
-  opts: RunOptions,
-): ScriptResource {
-  const script = pulumi.output(args.script);
   const common = {
-    create: script.command,
-    stdin: script.stdin,
+    create,
+    stdin,
     triggers: args.triggers,
+    delete: args.onDelete,
     // Outputs stay small (a store path, a digest) and are not fed back into the next run.
     addPreviousOutputInEnv: false,
-    logging: args.logging,
   };
-  const minutes = `${args.timeoutMinutes ?? 60}m`;
   const resourceOpts: pulumi.CustomResourceOptions = {
     parent: opts.parent,
-    dependsOn: opts.dependsOn ?? [],
-    customTimeouts: { create: minutes, update: minutes },
+    dependsOn: [wake, ...(opts.dependsOn ?? [])],
+    customTimeouts: { create: `${args.budgetSeconds + 60}s`, update: `${args.budgetSeconds + 60}s` },
   };
-  if (connection === undefined) {
-    return new command.local.Command(name, common, resourceOpts);
-  }
-  // A fresh instance refuses SSH for a while: only readiness steps keep dialing.
-  const conn = opts.waitForHost ? connection.apply((c) => ({ ...c, dialErrorLimit: -1, perDialTimeout: 10 })) : connection;
-  return new command.remote.Command(name, { ...common, connection: conn }, resourceOpts);
+  const cmd = remote
+    ? new command.remote.Command(
+        name,
+        // The wake step has just reached the machine: a few dials are plenty.
+        { ...common, connection: machine.connection!.apply((c) => ({ ...c, dialErrorLimit: 4, perDialTimeout: 15 })) },
+        resourceOpts,
+      )
+    : new command.local.Command(name, common, resourceOpts);
+  return { command: cmd, wake, stdout: cmd.stdout };
+}
+
+/** A digest of a step's inputs: the wake step's trigger. Secret when any part is. */
+export function fingerprint(parts: unknown[]): string {
+  return crypto.createHash("sha256").update(JSON.stringify(parts)).digest("hex");
 }

@@ -1,7 +1,12 @@
 /**
- * Shell command lines for the scripts in `scripts/`. Every Command resource runs a script the same
- * way, locally or over SSH: `VAR='value' bash -s -- 'arg' ...` with the script on standard input.
- * The real-tool tests build their command lines with these same functions.
+ * Command lines for the scripts in `scripts/`. Every Command runs a script the same way, locally or
+ * over SSH: `bash -s -- 'arg' ...` with the script on standard input, preceded by `export NAME=...`
+ * lines for its environment. Secrets therefore live only on standard input, never in a command
+ * line: a preview shows the command (what is built, where it goes) and hides only the input.
+ *
+ * Remote commands are wrapped in `timeout`: the command provider does not stop a remote command
+ * when its own timeout passes, so the machine bounds it. The real-tool tests build their command
+ * lines with these same functions.
  */
 import * as fs from "fs";
 import * as path from "path";
@@ -9,20 +14,30 @@ import * as path from "path";
 export const SCRIPTS_DIR = path.join(__dirname, "..", "scripts");
 
 export type ScriptName =
-  | "wait-for-nix.sh"
   | "ship-flake.sh"
   | "nix-build.sh"
   | "push-image.sh"
-  | "wait-for-docker.sh"
-  | "pull-image.sh"
-  | "wait-healthy.sh"
-  | "builder-idle-stop.sh";
+  | "docker-load.sh"
+  | "neko-rollout.sh"
+  | "neko-remove.sh"
+  | "tls-front.sh"
+  | "turn-relay.sh";
 
 export interface ScriptCommand {
-  /** What the shell runs. Holds credentials when `env` does: keep it a Pulumi secret then. */
+  /** What the shell runs: no secret in it. */
   command: string;
-  /** The script itself, fed on standard input. */
+  /** `export` lines for the environment (may hold secrets), then the script. */
   stdin: string;
+}
+
+export interface ScriptRun {
+  script: ScriptName;
+  /** Plain arguments, shown in previews. */
+  args: string[];
+  /** Environment, passed on standard input (secrets belong here). */
+  env?: Record<string, string>;
+  /** Seconds the machine lets the script run before it stops it (remote commands). */
+  budgetSeconds?: number;
 }
 
 /** Single-quote a word for POSIX shells. */
@@ -31,16 +46,31 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-export function readScript(name: ScriptName): string {
+export function readScript(name: ScriptName | "wake.js"): string {
   return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
 }
 
-/** The command line that runs `script` with `args`, `env` given inline (sshd needs no AcceptEnv). */
-export function scriptCommand(script: ScriptName, args: string[], env: Record<string, string> = {}): ScriptCommand {
-  for (const name of Object.keys(env)) {
-    if (!/^[A-Z_][A-Z0-9_]*$/.test(name)) throw new Error(`scriptCommand: bad environment name ${name}`);
-  }
-  const assignments = Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)}`);
-  const command = [...assignments, "bash", "-s", "--", ...args.map(shellQuote)].join(" ");
-  return { command, stdin: readScript(script) };
+/** `export NAME='value'` lines; names are checked so nothing but an assignment can be written. */
+export function envPreamble(env: Record<string, string>): string {
+  return Object.entries(env)
+    .map(([k, v]) => {
+      if (!/^[A-Z_][A-Z0-9_]*$/.test(k)) throw new Error(`envPreamble: bad environment name ${k}`);
+      return `export ${k}=${shellQuote(v)}\n`;
+    })
+    .join("");
+}
+
+/** The command line only (it holds no secret); `remote` adds the machine-side time bound. */
+export function commandLine(run: Pick<ScriptRun, "args" | "budgetSeconds">, remote: boolean): string {
+  const bound = remote && run.budgetSeconds ? ["timeout", "-k", "15s", `${run.budgetSeconds}s`] : [];
+  return [...bound, "bash", "-s", "--", ...run.args.map(shellQuote)].join(" ");
+}
+
+/** The standard input: the environment, then the script. */
+export function scriptInput(run: Pick<ScriptRun, "script" | "env">): string {
+  return envPreamble(run.env ?? {}) + readScript(run.script);
+}
+
+export function scriptCommand(run: ScriptRun, remote = false): ScriptCommand {
+  return { command: commandLine(run, remote), stdin: scriptInput(run) };
 }
