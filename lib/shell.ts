@@ -21,7 +21,9 @@ export type ScriptName =
   | "neko-rollout.sh"
   | "neko-remove.sh"
   | "tls-front.sh"
-  | "turn-relay.sh";
+  | "turn-relay.sh"
+  | "builder-idle-stop.sh"
+  | "host-idle-stop.sh";
 
 export interface ScriptCommand {
   /** What the shell runs: no secret in it. */
