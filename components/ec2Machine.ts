@@ -6,14 +6,17 @@
  *   generates and every connection pins), so that tearing an instance down and bringing it back
  *   changes no connection;
  * - `ec2Machine`: the instance itself with its key pair, security group, role and profile, IMDSv2
- *   required and an encrypted gp3 root volume.
+ *   required and an encrypted gp3 root volume; for spot, a guard that cancels the persistent spot
+ *   request before the instance is deleted.
  */
 import * as aws from "@pulumi/aws";
+import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { ALL_EGRESS, IngressRule } from "../lib/network";
 import { EC2_ASSUME_ROLE } from "../lib/registry";
-import { SshConnection } from "../lib/sshFiles";
+import { readScript } from "../lib/shell";
+import { SshConnection } from "../lib/sshConnection";
 import { HostKey } from "../lib/userdata";
 
 /** The login user of Amazon Linux 2023 AMIs (and of the NVIDIA AL2023 AMI). */
@@ -68,9 +71,13 @@ export interface MachineArgs {
   instanceType: string;
   volumeSize: number;
   userData: pulumi.Input<string>;
+  /** A subnet of the operator's; default: the region's default VPC. */
+  subnetId?: string;
+  /** The availability zone (to meet an EBS volume there); ignored when a subnet is given. */
+  availabilityZone?: pulumi.Input<string>;
   /** Persistent spot request, stopped (not terminated) on interruption. */
   spot?: boolean;
-  /** Powering off stops the instance (the builder's idle timer relies on it). */
+  /** Powering off stops the instance (the idle timers rely on it). */
   stopOnShutdown?: boolean;
 }
 
@@ -85,9 +92,10 @@ export interface Machine {
 export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs): Machine {
   const { tags } = a;
   const keyPair = new aws.ec2.KeyPair(`${name}-key`, { publicKey: a.identity.publicKey, tags }, { parent });
+  const vpcId = a.subnetId === undefined ? undefined : aws.ec2.getSubnetOutput({ id: a.subnetId }, { parent }).vpcId;
   const sg = new aws.ec2.SecurityGroup(
     `${name}-sg`,
-    { description: a.description, ingress: a.ingress, egress: ALL_EGRESS, tags },
+    { description: a.description, vpcId, ingress: a.ingress, egress: ALL_EGRESS, tags },
     { parent },
   );
   const role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: EC2_ASSUME_ROLE, tags }, { parent });
@@ -99,6 +107,8 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
       ami: ami.value,
       instanceType: a.instanceType,
       keyName: keyPair.keyName,
+      subnetId: a.subnetId,
+      availabilityZone: a.subnetId === undefined ? a.availabilityZone : undefined,
       vpcSecurityGroupIds: [sg.id],
       iamInstanceProfile: profile.name,
       userData: a.userData,
@@ -114,10 +124,42 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
     // A newer AMI is published every few weeks: it must not replace a working machine.
     { parent, ignoreChanges: ["ami"] },
   );
+  if (a.spot) spotRequestGuard(name, parent, instance);
   const association = new aws.ec2.EipAssociation(
     `${name}-eip-assoc`,
     { allocationId: a.identity.eip.allocationId, instanceId: instance.id },
     { parent },
   );
   return { instance, role, association };
+}
+
+/**
+ * A persistent spot request outlives its instance: deleting the instance leaves the request, which
+ * launches a new, untracked instance (terraform-provider-aws issue 38142). This guard depends on the
+ * instance, so Pulumi deletes it first (on destroy, `enabled: false`, and after a replacement), and
+ * its delete cancels the request; then the instance is terminated for good. Its trigger is the
+ * request ID: a new instance gets a new guard, and the old guard cancels the old request.
+ */
+export function spotRequestGuard(
+  name: string,
+  parent: pulumi.Resource,
+  instance: { spotInstanceRequestId: pulumi.Output<string> } & pulumi.Resource,
+  region: string = aws.config.region ?? "",
+): command.local.Command {
+  return new command.local.Command(
+    `${name}-spot-request`,
+    {
+      create: ":",
+      // The script travels in the environment: what a delete runs is stored with the resource.
+      delete: 'node -e "$SPOT_CANCEL_SCRIPT"',
+      environment: {
+        SPOT_CANCEL_SCRIPT: readScript("spot-cancel.js"),
+        SPOT_REQUEST_ID: instance.spotInstanceRequestId,
+        EC2_REGION: region,
+      },
+      triggers: [instance.spotInstanceRequestId],
+      addPreviousOutputInEnv: false,
+    },
+    { parent, dependsOn: [instance] },
+  );
 }

@@ -2,7 +2,6 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { lifecyclePolicy, pushEnv, pushPolicy } from "../lib/registry";
 import { RegistrySettings } from "../lib/settings";
-import { scriptCommand } from "../lib/shell";
 import { NixBuilder } from "./nixBuilder";
 
 export interface ImageRegistryArgs {
@@ -12,6 +11,9 @@ export interface ImageRegistryArgs {
   storePath: pulumi.Input<string>;
   tags?: Record<string, string>;
 }
+
+/** The tag of images loaded into the local Docker engine (registry kind docker). */
+export const LOCAL_IMAGE_NAME = "neko-infra/neko";
 
 /**
  * An ECR repository (or a generic OCI registry) and the push of the image into it, done from the
@@ -64,25 +66,39 @@ export class ImageRegistry extends pulumi.ComponentResource {
       this.repositoryUrl = repo.repositoryUrl;
       this.repositoryArn = repo.arn;
       env = pulumi.output(pushEnv(s));
-    } else {
+    } else if (s.kind === "oci") {
       this.repositoryUrl = pulumi.output(s.url);
       env = s.password !== undefined ? pulumi.secret(pushEnv(s)) : pulumi.output(pushEnv(s));
+    } else {
+      // The local stack: `docker load` into this machine's engine; the reference is the image ID.
+      this.repositoryUrl = pulumi.output(LOCAL_IMAGE_NAME);
+      const load = args.builder.run(
+        `${name}-load`,
+        {
+          script: "docker-load.sh",
+          args: pulumi.output(args.storePath).apply((p) => [p, LOCAL_IMAGE_NAME]),
+          purpose: "loading the image into this machine's Docker engine",
+          budgetSeconds: 1800,
+        },
+        { parent: this },
+      );
+      this.imageRef = load.stdout.apply((out) => out.trim());
+      this.registerOutputs({ repositoryUrl: this.repositoryUrl, imageRef: this.imageRef });
+      return;
     }
 
     const push = args.builder.run(
       `${name}-push`,
       {
-        script: pulumi
-          .all([args.storePath, this.repositoryUrl, env])
-          .apply(([path, url, e]) => scriptCommand("push-image.sh", [path, url], e)),
-        // Its command line may hold the registry password: keep output out of the logs.
-        logging: s.kind === "oci" && s.password !== undefined ? "none" : undefined,
-        timeoutMinutes: 60,
+        script: "push-image.sh",
+        args: pulumi.all([args.storePath, this.repositoryUrl]).apply(([p, url]) => [p, url]),
+        env,
+        purpose: pulumi.interpolate`pushing the image to ${this.repositoryUrl}`,
+        budgetSeconds: 3600,
       },
       { parent: this, dependsOn },
     );
-    // A digest is not a secret, though the command that printed it held the password.
-    this.imageRef = pulumi.unsecret(push.stdout.apply((out) => out.trim()));
+    this.imageRef = push.stdout.apply((out) => out.trim());
     this.registerOutputs({ repositoryUrl: this.repositoryUrl, imageRef: this.imageRef });
   }
 }

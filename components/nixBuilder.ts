@@ -2,46 +2,60 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { sshIngress } from "../lib/network";
 import { BuilderSettings } from "../lib/settings";
-import { scriptCommand } from "../lib/shell";
-import { SshConnection } from "../lib/sshFiles";
+import { SshConnection } from "../lib/sshConnection";
 import { builderUserData } from "../lib/userdata";
+import { WakeSpec, wakeEnvironment } from "../lib/wake";
 import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
-import { configuredConnection, RunArgs, RunOptions, runScript, ScriptResource } from "./runScript";
+import { Machine, runStep, Step, StepArgs, StepOptions } from "./runScript";
 
 /** Latest Amazon Linux 2023 for x86_64 (neko images are built for x86_64-linux only). */
 export const AL2023_X86_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
 
 export interface NixBuilderArgs {
   settings: BuilderSettings;
-  /** How long a fresh builder may take to answer `nix --version` (installing Nix takes minutes). */
-  readyTimeoutSeconds?: number;
+  /** `<project>/<stack>`: tags the instance, and finds it again to wake it. */
+  stackTag: string;
   tags?: Record<string, string>;
 }
 
 /**
  * Where x86_64-linux Nix builds run: an EC2 instance this component manages (`ec2`), an existing
- * host over SSH (`ssh`), or the operator's own Nix (`local`). Scripts run on it through `run`.
+ * host over SSH (`ssh`), or the operator's own Nix (`local`). Steps run on it through `run`, each
+ * after a wake step that starts a sleeping builder and waits until it is ready.
  *
  * The connection of an `ec2` builder depends only on resources that outlive `enabled: false` (its
- * Elastic IP and keys), so tearing the builder down and bringing it back changes no command that
- * ran on it: nothing is rebuilt or re-pushed.
+ * Elastic IP and keys), so tearing the builder down and bringing it back changes no step that ran
+ * on it: nothing is rebuilt or re-pushed.
  */
 export class NixBuilder extends pulumi.ComponentResource {
   readonly kind: BuilderSettings["kind"];
-  /** SSH connection to the builder (not for `local`). Secret: it holds the private key. */
-  readonly connection?: pulumi.Output<SshConnection>;
   /** Public address, when the builder is a remote host. */
   readonly address?: pulumi.Output<string>;
-  /** IAM role of a running EC2 builder: the registry grants it push rights to its repository. */
+  /** IAM role of an enabled EC2 builder: the registry and the cache grant it access. */
   readonly role?: aws.iam.Role;
-  /** Done once the builder answers `nix --version`; commands on the builder wait for it. */
-  readonly ready?: pulumi.Resource;
+  /** The builder as the steps see it. */
+  readonly machine: Machine;
 
   constructor(name: string, args: NixBuilderArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neko-infra:build:NixBuilder", name, {}, opts);
     const s = args.settings;
-    const timeout = args.readyTimeoutSeconds ?? 900;
     this.kind = s.kind;
+    const disabled = s.enabled
+      ? undefined
+      : `the builder is disabled (builder.enabled: false), so nothing can be built or pushed; turn it back on first: npm run builder:up -- ${pulumi.getStack()}`;
+    const spec = (target: WakeSpec["target"]): Omit<WakeSpec, "target"> & { target: WakeSpec["target"] } => ({
+      machine: "the builder",
+      target,
+      method: { kind: "none" },
+      ready: "nix",
+      readyTimeoutSeconds: 300,
+      disabled,
+    });
+
+    let connection: pulumi.Output<SshConnection> | undefined;
+    let wakeEnv: pulumi.Output<Record<string, string>>;
+    let readyTimeout = 300;
+    let dependsOn: pulumi.Resource[] = [];
 
     if (s.kind === "ec2") {
       const tags = { ...args.tags, Name: name, "neko-infra:role": "builder" };
@@ -52,8 +66,9 @@ export class NixBuilder extends pulumi.ComponentResource {
         s.privateKey === undefined ? undefined : { privateKey: s.privateKey, publicKey: s.publicKey! },
       );
       this.address = identity.eip.publicIp;
-      this.connection = identity.connection;
-
+      const conn = identity.connection;
+      connection = conn;
+      readyTimeout = s.readyTimeout;
       if (s.enabled) {
         const machine = ec2Machine(name, this, {
           identity,
@@ -63,6 +78,7 @@ export class NixBuilder extends pulumi.ComponentResource {
           amiParameter: AL2023_X86_AMI_PARAMETER,
           instanceType: s.instanceType,
           volumeSize: s.volumeSize,
+          subnetId: s.subnetId,
           userData: identity.hostKey.apply((hostKey) =>
             builderUserData({ hostKey, sshUser: EC2_USER, maxJobs: s.maxJobs, idleMinutes: s.idleMinutes }),
           ),
@@ -70,37 +86,38 @@ export class NixBuilder extends pulumi.ComponentResource {
           stopOnShutdown: true, // the idle timer powers off: that must stop, not terminate
         });
         this.role = machine.role;
-        // A builder that stopped itself when idle is started again by the next `up` (the AWS
-        // provider files this resource under ec2transitgateway).
-        const running = new aws.ec2transitgateway.InstanceState(
-          `${name}-running`,
-          { instanceId: machine.instance.id, state: "running" },
-          { parent: this },
-        );
-        this.ready = this.waitForNix(name, timeout, [machine.association, running]);
+        dependsOn = [machine.association];
       }
+      wakeEnv = conn.apply((c) =>
+        wakeEnvironment({
+          ...spec({ kind: "ssh", connection: c }),
+          method: { kind: "ec2", region: aws.config.region ?? "", stackTag: args.stackTag, role: "builder" },
+          ready: "marker",
+          readyTimeoutSeconds: s.readyTimeout,
+        }),
+      );
     } else if (s.kind === "ssh") {
       this.address = pulumi.output(s.host);
-      this.connection = configuredConnection(s);
-      if (s.enabled) this.ready = this.waitForNix(name, timeout, []);
-    } else if (s.enabled) {
-      this.ready = this.waitForNix(name, timeout, []);
+      const c = { host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey };
+      connection = pulumi.secret(c);
+      readyTimeout = s.readyTimeout;
+      wakeEnv = pulumi.secret(
+        wakeEnvironment({
+          ...spec({ kind: "ssh", connection: c }),
+          method: s.wakeCommand ? { kind: "command", command: s.wakeCommand } : { kind: "none" },
+          readyTimeoutSeconds: s.readyTimeout,
+        }),
+      );
+    } else {
+      wakeEnv = pulumi.output(wakeEnvironment(spec({ kind: "local" })));
     }
 
-    this.registerOutputs({ address: this.address, ready: this.ready?.urn });
+    this.machine = { name, parent: this, connection, wakeEnv, wakeSeconds: readyTimeout + 180, dependsOn };
+    this.registerOutputs({ address: this.address });
   }
 
-  private waitForNix(name: string, timeoutSeconds: number, dependsOn: pulumi.Resource[]): pulumi.Resource {
-    return this.run(
-      `${name}-ready`,
-      { script: scriptCommand("wait-for-nix.sh", [String(timeoutSeconds)]), timeoutMinutes: Math.ceil(timeoutSeconds / 60) + 5 },
-      { parent: this, dependsOn, waitForHost: true },
-    );
-  }
-
-  /** Runs a script from `scripts/` on the builder as a Command resource parented to `opts.parent`. */
-  run(name: string, args: RunArgs, opts: RunOptions): ScriptResource {
-    const ready = this.ready && !opts.waitForHost ? [this.ready] : [];
-    return runScript(name, this.connection, args, { ...opts, dependsOn: [...(opts.dependsOn ?? []), ...ready] });
+  /** Runs a script from `scripts/` on the builder (after its wake step), parented to `opts.parent`. */
+  run(name: string, args: StepArgs, opts: StepOptions): Step {
+    return runStep(name, this.machine, args, opts);
   }
 }

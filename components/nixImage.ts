@@ -1,8 +1,6 @@
-import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { hashDirectory } from "../lib/flakeSource";
 import { ImageSettings } from "../lib/settings";
-import { scriptCommand } from "../lib/shell";
 import { BinaryCache } from "./binaryCache";
 import { NixBuilder } from "./nixBuilder";
 
@@ -14,6 +12,9 @@ export interface NixImageArgs {
   /** Extra Nix `builders` line(s) for a `local` builder (sends the build to a remote machine). */
   remoteBuilders?: string;
 }
+
+/** Two hours: neko's first build from scratch takes tens of minutes on a c6i.2xlarge. */
+const BUILD_BUDGET_SECONDS = 7200;
 
 /**
  * `nix build <flake>#<attr>` on the builder. Runs again only when the flake ref, the attr or (for a
@@ -29,67 +30,69 @@ export class NixImage extends pulumi.ComponentResource {
   constructor(name: string, args: NixImageArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neko-infra:build:NixImage", name, {}, opts);
     const { settings, builder } = args;
-    const dir = settings.localPath;
-    const contentHash = dir === undefined ? undefined : hashDirectory(dir);
+    const connection = builder.machine.connection;
+    const purpose = `the build of ${settings.flake}#${settings.attr}`;
+    // A local flake is named as configured (e.g. ./neko): command lines are the same on every
+    // machine; its content hash decides when it is built again.
+    const dir = settings.localPath === undefined ? undefined : localDirArgument(settings.flake);
+    const contentHash = settings.localPath === undefined ? undefined : hashDirectory(settings.localPath);
 
     let flakeRef: pulumi.Output<string>;
     if (dir === undefined) {
       flakeRef = pulumi.output(settings.flake);
-    } else if (builder.connection === undefined) {
+    } else if (connection === undefined) {
       flakeRef = pulumi.output(`path:${dir}`);
     } else {
-      // A flake on this machine is copied into the builder's store first; the copy's store path
-      // is content-addressed, so the build below re-runs exactly when the content changed.
-      const ship = new command.local.Command(
+      // Copied into the builder's store first; the copy's store path is content-addressed, so the
+      // build below re-runs exactly when the content changed.
+      const target = pulumi.unsecret(connection.apply((c) => ({ login: `${c.user}@${c.host}`, port: String(c.port) })));
+      const ship = builder.run(
         `${name}-ship`,
         {
-          create: builder.connection.apply(
-            (c) =>
-              scriptCommand("ship-flake.sh", [dir, `${c.user}@${c.host}`, String(c.port)], {
-                SSH_PRIVATE_KEY: c.privateKey,
-                SSH_HOST_KEY: c.hostKey,
-              }).command,
-          ),
-          stdin: scriptCommand("ship-flake.sh", []).stdin,
+          script: "ship-flake.sh",
+          args: [dir, target.login, target.port],
+          env: pulumi.secret(connection.apply((c) => ({ SSH_PRIVATE_KEY: c.privateKey, SSH_HOST_KEY: c.hostKey }))),
+          purpose: `copying ${settings.flake} to it`,
+          budgetSeconds: 1800,
           triggers: [contentHash],
-          addPreviousOutputInEnv: false,
+          runHere: true,
         },
-        { parent: this, dependsOn: builder.ready ? [builder.ready] : [] },
+        { parent: this },
       );
-      // A store path is not a secret, though the command that printed it held the SSH key.
-      flakeRef = pulumi.unsecret(ship.stdout.apply((p) => `path:${p.trim()}`));
+      flakeRef = ship.stdout.apply((p) => `path:${p.trim()}`);
     }
 
     const build = builder.run(
       `${name}-build`,
       {
-        script: pulumi.all([flakeRef, cacheEnv(args.cache)]).apply(([ref, cache]) =>
-          scriptCommand("nix-build.sh", [ref, settings.attr], {
-            ...(args.remoteBuilders ? { NIX_BUILDERS: args.remoteBuilders } : {}),
-            ...cache,
-          }),
-        ),
-        logging: args.cache ? "stderr" : undefined, // stdout is only the store path; the cache key is in the command line
-        triggers: builder.connection === undefined && contentHash ? [contentHash] : undefined,
-        timeoutMinutes: 120,
+        script: "nix-build.sh",
+        args: pulumi.all([flakeRef]).apply(([ref]) => [ref, settings.attr]),
+        env: cacheEnv(args.cache, args.remoteBuilders),
+        purpose,
+        budgetSeconds: BUILD_BUDGET_SECONDS,
+        triggers: connection === undefined && contentHash ? [contentHash] : undefined,
       },
       { parent: this },
     );
     this.flakeRef = flakeRef;
-    // A store path is not a secret, though the command that printed it may hold the cache key.
-    this.storePath = pulumi.unsecret(build.stdout.apply((s) => s.trim()));
+    this.storePath = build.stdout.apply((s) => s.trim());
     this.registerOutputs({ storePath: this.storePath, flakeRef: this.flakeRef });
   }
 }
 
-/** nix-build.sh's cache settings; secret when there is a cache (the signing key). */
-function cacheEnv(cache: BinaryCache | undefined): pulumi.Output<Record<string, string>> {
-  if (cache === undefined) return pulumi.output<Record<string, string>>({});
-  return pulumi.secret(
-    pulumi.all([cache.uri, cache.publicKey, cache.secretKey]).apply(([uri, pub, secret]): Record<string, string> => ({
-      NIX_CACHE: uri,
-      NIX_CACHE_PUBLIC_KEY: pub,
-      NIX_CACHE_SECRET_KEY: secret,
-    })),
-  );
+/** `./neko`, `path:./neko?x=1` -> `./neko`: the directory as configured, without `path:` and query. */
+export function localDirArgument(flake: string): string {
+  return (flake.startsWith("path:") ? flake.slice("path:".length) : flake).split(/[?#]/)[0];
+}
+
+/** nix-build.sh's environment; secret when there is a cache (the signing key). */
+function cacheEnv(cache: BinaryCache | undefined, remoteBuilders: string | undefined): pulumi.Output<Record<string, string>> {
+  const builders: Record<string, string> = remoteBuilders ? { NIX_BUILDERS: remoteBuilders } : {};
+  if (cache === undefined) return pulumi.output(builders);
+  return pulumi.all([cache.uri, cache.publicKey, cache.secretKey]).apply(([uri, pub, secret]): Record<string, string> => ({
+    ...builders,
+    NIX_CACHE: uri,
+    NIX_CACHE_PUBLIC_KEY: pub,
+    NIX_CACHE_SECRET_KEY: secret,
+  }));
 }

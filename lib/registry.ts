@@ -11,7 +11,7 @@ import { RegistrySettings } from "./settings";
  * push-image.sh's environment: ECR logs in on the builder with its own role, an OCI registry with
  * the configured credentials (secret: hold the result as a Pulumi secret when it has a password).
  */
-export function pushEnv(r: RegistrySettings): Record<string, string> {
+export function pushEnv(r: Exclude<RegistrySettings, { kind: "docker" }>): Record<string, string> {
   if (r.kind === "ecr") return { REGISTRY_AUTH: "ecr" };
   const env: Record<string, string> =
     r.username !== undefined

@@ -48,7 +48,7 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-export function readScript(name: ScriptName | "wake.js"): string {
+export function readScript(name: ScriptName | "wake.js" | "spot-cancel.js"): string {
   return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
 }
 

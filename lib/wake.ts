@@ -1,0 +1,51 @@
+/**
+ * The environment of scripts/wake.js for one machine: how to reach it, how to wake it, what
+ * "ready" means there. Pure: the components turn settings into this, the tests read it.
+ */
+import { SshConnection } from "./sshConnection";
+
+export type WakeTarget = { kind: "local" } | { kind: "ssh"; connection: SshConnection };
+
+export type WakeMethod =
+  | { kind: "none" }
+  | { kind: "command"; command: string }
+  /** Start the stopped instance tagged with this stack and role. */
+  | { kind: "ec2"; region: string; stackTag: string; role: "builder" | "host" };
+
+export interface WakeSpec {
+  /** For messages: "the builder", "the host". */
+  machine: string;
+  target: WakeTarget;
+  method: WakeMethod;
+  /** marker: our bootstrap's marker file; nix / docker: the tools answer (machines we did not set up). */
+  ready: "marker" | "nix" | "docker";
+  readyTimeoutSeconds: number;
+  /** Set when the machine is switched off in the settings: the wake step fails with this text. */
+  disabled?: string;
+}
+
+/** Where the bootstraps write their marker, and cloud-init its log. */
+export const BOOTSTRAP_MARKER = "/var/lib/neko-infra/bootstrap.status";
+export const BOOTSTRAP_LOG = "/var/log/cloud-init-output.log";
+
+export function wakeEnvironment(w: WakeSpec): Record<string, string> {
+  const env: Record<string, string> = {
+    WAKE_MACHINE: w.machine,
+    TARGET: w.target.kind,
+    WAKE: w.method.kind,
+    READY: w.ready,
+    READY_TIMEOUT: String(w.readyTimeoutSeconds),
+  };
+  if (w.ready === "marker") Object.assign(env, { READY_MARKER: BOOTSTRAP_MARKER, READY_LOG: BOOTSTRAP_LOG });
+  if (w.target.kind === "ssh") {
+    const c = w.target.connection;
+    Object.assign(env, { SSH_HOST: c.host, SSH_PORT: String(c.port), SSH_USER: c.user, SSH_HOST_KEY: c.hostKey, SSH_PRIVATE_KEY: c.privateKey });
+  }
+  if (w.method.kind === "command") env.WAKE_COMMAND = w.method.command;
+  if (w.method.kind === "ec2") {
+    // A booting instance refuses connections for a while before sshd listens.
+    Object.assign(env, { EC2_REGION: w.method.region, EC2_STACK_TAG: w.method.stackTag, EC2_ROLE_TAG: w.method.role, REFUSED_GRACE: "180" });
+  }
+  if (w.disabled) env.DISABLED = w.disabled;
+  return env;
+}
