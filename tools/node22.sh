@@ -44,7 +44,7 @@ die() {
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/neko-infra"
 dir="$cache_root/node-$node_version"
 # Written last, after every check passed: a directory without it is never used.
-stamp="node $node_version npm $npm_version"
+stamp="node $node_version npm $npm_version wrappers 2"
 
 cached() {
   [[ -f $dir/.complete && $(<"$dir/.complete") == "$stamp" ]]
@@ -101,11 +101,19 @@ tar -xzf "$npm_tgz" -C "$root/lib/node_modules/npm" --strip-components=1 --no-sa
 # The package's own manifest and notes: this directory is a Node installation, not a package.
 rm -f "$node_tgz" "$npm_tgz" "$root/package.json" "$root/README.md" "$root/CHANGELOG.md"
 
-# npm and npx run by the node next to them, whatever `node` PATH would find.
+# npm and npx run by the node next to them, whatever `node` PATH would find. They read the
+# machine npm's global npmrc (registry, cafile, proxy: e.g. Debian's /usr/etc/npmrc), as the npm
+# they stand in for does; their own prefix has none.
+globalconfig=$(npm config get globalconfig 2>/dev/null || true)
+use_globalconfig=""
+if [[ $globalconfig == /* && -f $globalconfig ]]; then
+  use_globalconfig="export npm_config_globalconfig=\"\${npm_config_globalconfig:-$globalconfig}\""
+fi
 for tool in npm npx; do
   cat >"$root/bin/$tool" <<EOF
 #!/bin/sh
 # $tool $npm_version run by the node next to this file (written by tools/node22.sh)
+$use_globalconfig
 here=\$(dirname "\$(readlink -f "\$0")")
 exec "\$here/node" "\$here/../lib/node_modules/npm/bin/$tool-cli.js" "\$@"
 EOF
