@@ -22,6 +22,9 @@ fi
 
 log "Debian packages"
 bash tools/install-deps.sh
+# The suites' own Nix settings (flakes, no substituters, no build users, /bin/busybox in the
+# sandbox): Nix reads them instead of the machine's /etc/nix/nix.conf.
+export NIX_CONF_DIR="$PWD/tests/harness/nix"
 
 log "npm ci"
 npm ci --no-audit --no-fund --loglevel=error >/dev/null

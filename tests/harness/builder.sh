@@ -11,6 +11,8 @@
 #                       of STATE_DIR; chosen under a lock so concurrent starts
 #                       differ)
 #   BUILDER_READY_TIMEOUT  seconds to wait for an ssh login (default 10)
+#   NIX_CONF_DIR        the directory whose nix.conf Nix on the builder reads
+#                       (default: tests/harness/nix); copied to STATE_DIR/nix-conf
 # (Neither input is written to STATE_DIR/env, so sourcing one builder's env
 # does not steer the next start.)
 #
@@ -20,8 +22,10 @@
 #   STATE_DIR/containers-run on /run/containers (skopeo/podman login auth.json)
 # (STATE_DIR itself stays visible at its path, even when under /root or /tmp)
 # and execs sshd (key-only, root login by key, UsePAM no). The rest of the
-# file system is the host's: Nix and skopeo on the builder are the host's
-# /usr/bin binaries with /etc/nix/nix.conf.
+# file system is the host's:
+# Nix and skopeo on the builder are the host's /usr/bin binaries. Every ssh
+# session gets NIX_CONF_DIR=STATE_DIR/nix-conf (sshd's SetEnv), so Nix on the
+# builder reads the test configuration, not the machine's /etc/nix/nix.conf.
 #
 # start writes STATE_DIR/env (sourceable):
 #   BUILDER_ADDR BUILDER_PORT BUILDER_USER BUILDER_KEY BUILDER_HOST_KEY
@@ -97,7 +101,12 @@ do_stop() {
 }
 
 write_configs() {
-  local addr=$1
+  local addr=$1 nix_conf=${NIX_CONF_DIR:-$here/nix}/nix.conf
+  # A copy inside STATE_DIR: NIX_CONF_DIR may lie under /root or /tmp, which the
+  # builder's mount namespace covers.
+  [[ -f $nix_conf ]] || die "no $nix_conf (NIX_CONF_DIR=${NIX_CONF_DIR:-unset}): the builder's Nix needs its configuration"
+  mkdir -p "$state/nix-conf"
+  cp "$nix_conf" "$state/nix-conf/nix.conf"
   [[ -f $state/ssh_host_ed25519_key ]] ||
     ssh-keygen -q -t ed25519 -N '' -C neko-test-builder-host -f "$state/ssh_host_ed25519_key"
   [[ -f $state/client_ed25519 ]] ||
@@ -119,6 +128,8 @@ UsePAM no
 StrictModes no
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
+# Nix in every session (ssh-ng builds, scripts) reads this configuration.
+SetEnv NIX_CONF_DIR=$state/nix-conf
 EOF
   local hostkey
   hostkey=$(cut -d' ' -f1,2 "$state/ssh_host_ed25519_key.pub")
