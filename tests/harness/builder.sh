@@ -21,8 +21,9 @@
 #   STATE_DIR/containers-lib on /var/lib/containers (skopeo's blob-info cache),
 #   STATE_DIR/containers-run on /run/containers (skopeo/podman login auth.json)
 # (STATE_DIR itself stays visible at its path, even when under /root or /tmp)
-# and execs sshd (key-only, root login by key, UsePAM no). The rest of the
-# file system is the host's:
+# and execs sshd (key-only, root login by key, UsePAM no). /nix is created on
+# the host first when missing (a new machine has none until Nix first runs; a
+# bind mount needs a mount point). The rest of the file system is the host's:
 # Nix and skopeo on the builder are the host's /usr/bin binaries. Every ssh
 # session gets NIX_CONF_DIR=STATE_DIR/nix-conf (sshd's SetEnv), so Nix on the
 # builder reads the test configuration, not the machine's /etc/nix/nix.conf.
@@ -215,6 +216,11 @@ do_start() {
   chmod 700 "$state/home"
   chmod 1777 "$state/tmp"
   : >"$state/sshd.log"
+  # The mount point for STATE_DIR/nix (like the mount points above, made when missing).
+  if [[ ! -d /nix ]]; then
+    log "creating /nix (mount point of the builder's store; this machine has no Nix store yet)"
+    mkdir -p /nix
+  fi
 
   # ip netns exec, unshare (no --fork) and sh's exec all replace themselves,
   # so $! is sshd's own pid.
