@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  nix-bin busybox-static git jq
+  nix-bin busybox-static git
   openssh-server openssh-client iproute2
   docker-registry apache2-utils skopeo docker.io
   shellcheck cloud-init curl procps
