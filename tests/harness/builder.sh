@@ -13,7 +13,7 @@
 #   BUILDER_READY_TIMEOUT  seconds to wait for an ssh login (default 10)
 #   NIX_CONF_DIR        the directory whose nix.conf Nix on the builder reads
 #                       (default: tests/harness/nix); copied to STATE_DIR/nix-conf
-# (Neither input is written to STATE_DIR/env, so sourcing one builder's env
+# (No input is written to STATE_DIR/env, so sourcing one builder's env
 # does not steer the next start.)
 #
 # Inside the netns, `unshare -m --propagation private` bind-mounts
