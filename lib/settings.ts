@@ -471,7 +471,7 @@ export function parseSettings(input: SettingsInput): Settings {
 
 function unknownTopLevel(name: string): string {
   const hint = didYouMean(name, CONFIG_KEYS);
-  return `${keyOf(name)}: unknown key${hint}; neko-infra reads ${CONFIG_KEYS.map((k) => keyOf(k)).join(", ")}`;
+  return `${keyOf(name)}: unknown key${hint || `; neko-infra reads ${CONFIG_KEYS.map((k) => keyOf(k)).join(", ")}`}`;
 }
 
 function kindOf(section: ConfigKey, value: unknown): string | undefined {

@@ -44,9 +44,21 @@ const AMIS: Record<string, string> = {
 
 export { ACCOUNT, AMIS, EIP, ROOT };
 
-/** The `config:` map of a stack file, as Pulumi hands it to the program (objects as JSON). */
-export function stackConfig(stack: string): Record<string, string> {
-  const doc = parse(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")) as { config: Record<string, unknown> };
+/**
+ * The `config:` map of a stack file, as Pulumi hands it to the program (objects as JSON).
+ * `realAddresses` swaps the documentation-range examples (which the settings refuse) for
+ * carrier-grade NAT and ULA networks, as an operator edits them.
+ */
+export function stackConfig(stack: string, opts: { realAddresses?: boolean } = {}): Record<string, string> {
+  let text = fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8");
+  if (opts.realAddresses) {
+    text = text
+      .replace(/198\.51\.100\./g, "100.64.100.")
+      .replace(/203\.0\.113\./g, "100.64.113.")
+      .replace(/192\.0\.2\./g, "100.64.2.")
+      .replace(/2001:db8:/g, "fd00:db8:");
+  }
+  const doc = parse(text) as { config: Record<string, unknown> };
   return Object.fromEntries(Object.entries(doc.config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
 }
 
@@ -97,26 +109,78 @@ function fakeState(type: string, name: string, inputs: Record<string, any>): Rec
 /** What each script prints on success (told apart by its usage line), so outputs flow on as in a real run. */
 function fakeStdout(inputs: Record<string, any>): string {
   const stdin = String(inputs.stdin ?? "");
+  const create = String(inputs.create ?? "");
+  if (create === ":") return "";
   const args =
-    String(inputs.create ?? "")
+    create
       .split(" -- ")[1]
       ?.split(" ")
       .map((w) => w.replace(/^'|'$/g, "")) ?? [];
   const nixHash = (text: string) => crypto.createHash("sha256").update(text).digest("hex").slice(0, 32);
+  const digest = (text: string) => crypto.createHash("sha256").update(text).digest("hex");
+  if (create.startsWith("node - ")) return "ready: the machine\n";
   if (stdin.includes("usage: nix-build.sh")) return `/nix/store/${nixHash(args.join(" "))}-docker-image-neko.tar.gz\n`;
   // content-addressed, like `nix flake archive`: the trigger carries the flake's content hash
   if (stdin.includes("usage: ship-flake.sh")) return `/nix/store/${nixHash(args[0] + JSON.stringify(inputs.triggers))}-source\n`;
-  if (stdin.includes("usage: push-image.sh")) {
-    return `${args[1]}@sha256:${crypto.createHash("sha256").update(args[0]).digest("hex")}\n`;
+  if (stdin.includes("usage: push-image.sh")) return `${args[1]}@sha256:${digest(args[0])}\n`;
+  if (stdin.includes("usage: docker-load.sh")) return `sha256:${digest(args[0])}\n`;
+  if (stdin.includes("usage: neko-rollout.sh")) return `neko runs ${args[0]}\n`;
+  if (stdin.includes("usage: tls-front.sh")) return `https://${args[1]}/ serves a certificate\n`;
+  if (stdin.includes("usage: turn-relay.sh")) return "turn relay running\n";
+  throw new Error(`mock: a command runs a script the mocks do not know: ${create}`);
+}
+
+export interface FakeAccount {
+  /** false: the region has no default VPC. */
+  defaultVpc?: boolean;
+  /** vCPU quota values by code (default 64); null: reading it is denied. */
+  quotas?: Record<string, number | null>;
+}
+
+const VCPUS: Record<string, number> = {
+  "c6i.xlarge": 4,
+  "c6i.2xlarge": 8,
+  "c6i.4xlarge": 16,
+  "t3.xlarge": 4,
+  "g4dn.xlarge": 4,
+  "g5.xlarge": 4,
+  "g5.2xlarge": 8,
+};
+
+/** Answers the invokes the program makes, like AWS would; undefined for any other. */
+function fakeInvoke(token: string, inputs: Record<string, any>, account: FakeAccount): Record<string, any> | undefined {
+  switch (token) {
+    case "aws:ssm/getParameter:getParameter": {
+      const value = AMIS[inputs.name];
+      if (!value) throw new Error(`unexpected SSM parameter ${inputs.name}`);
+      return { ...inputs, value, type: "String" };
+    }
+    case "aws:ec2/getVpc:getVpc":
+      if (!inputs.default) throw new Error(`unexpected VPC look-up ${JSON.stringify(inputs)}`);
+      if (account.defaultVpc === false) throw new Error("no matching EC2 VPC found");
+      return { ...inputs, id: "vpc-0default0000000000", cidrBlock: "172.31.0.0/16" };
+    case "aws:ec2/getInstanceType:getInstanceType": {
+      const vcpus = VCPUS[inputs.instanceType];
+      if (vcpus === undefined) throw new Error(`mock: no vCPU count for ${inputs.instanceType}`);
+      return { ...inputs, defaultVcpus: vcpus };
+    }
+    case "aws:servicequotas/getServiceQuota:getServiceQuota": {
+      const value = account.quotas?.[inputs.quotaCode];
+      if (value === null) throw new Error("AccessDeniedException: not authorized to perform servicequotas:GetServiceQuota");
+      return { ...inputs, value: value ?? 64, adjustable: true };
+    }
+    case "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+      return { ...inputs, locations: ["eu-central-1b", "eu-central-1a"], locationTypes: ["availability-zone"], instanceTypes: [] };
+    case "aws:ec2/getSubnet:getSubnet":
+      return { ...inputs, vpcId: "vpc-0given000000000000", availabilityZone: "eu-central-1c" };
+    default:
+      return undefined;
   }
-  if (stdin.includes("usage: pull-image.sh")) return `sha256:${crypto.createHash("sha256").update(args[0]).digest("hex")}\n`;
-  if (stdin.includes("usage: wait-")) return "ok\n";
-  throw new Error(`mock: a command runs a script the mocks do not know: ${inputs.create}`);
 }
 
 export async function runStack(
   config: Record<string, string>,
-  opts: { secretKeys?: string[]; stack?: string; preview?: boolean; sshDir?: string } = {},
+  opts: { secretKeys?: string[]; stack?: string; preview?: boolean; sshDir?: string; account?: FakeAccount } = {},
 ): Promise<StackRun> {
   const resources: Registered[] = [];
   const secretInputs: Record<string, string[]> = {};
@@ -139,13 +203,12 @@ export async function runStack(
             return { id: `${args.name}-id`, state };
           },
           call(args) {
-            if (args.token === "aws:ssm/getParameter:getParameter") {
-              const value = AMIS[args.inputs.name];
-              if (!value) throw new Error(`unexpected SSM parameter ${args.inputs.name}`);
-              return { ...args.inputs, value, type: "String" };
+            const answer = fakeInvoke(args.token, args.inputs, opts.account ?? {});
+            if (answer === undefined) {
+              invokeErrors.push(args.token);
+              throw new Error(`unexpected invoke ${args.token}`);
             }
-            invokeErrors.push(args.token);
-            throw new Error(`unexpected invoke ${args.token}`);
+            return answer;
           },
         },
         "neko-infra",
@@ -178,7 +241,8 @@ export async function runStack(
           cb(err, resp);
         });
       };
-      exports = require("../../index");
+      const program = require("../../index");
+      exports = typeof program === "function" ? await program() : program;
     });
     for (const [key, value] of Object.entries(exports)) {
       if (pulumi.Output.isInstance(value)) {

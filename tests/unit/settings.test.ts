@@ -8,10 +8,10 @@ const HOSTKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9nDl2ZH6Tz5R5bLPMbUE6EaF7
 /** A valid minimal config; each bad case below changes one thing. */
 function base(): Record<string, Record<string, unknown>> {
   return {
-    builder: { kind: "ec2", sshCidrs: ["198.51.100.24/32"] },
+    builder: { kind: "ec2", sshCidrs: ["100.64.7.9/32"] },
     image: { flake: "github:G-structure/neko/8bd6b3bd1674044d0cba441214e04118268bc1cc" },
     registry: { kind: "ecr" },
-    host: { kind: "ec2", sshCidrs: ["198.51.100.24/32"], clientCidrs: ["0.0.0.0/0"] },
+    host: { kind: "ec2", sshCidrs: ["100.64.7.9/32"], clientCidrs: ["0.0.0.0/0"] },
     neko: {},
   };
 }
@@ -54,22 +54,38 @@ describe("valid settings", () => {
       instanceType: "c6i.2xlarge",
       spot: false,
       volumeSize: 100,
-      sshCidrs: ["198.51.100.24/32"],
+      sshCidrs: ["100.64.7.9/32"],
       allowSshFromAnywhere: false,
+      allowDocumentationRanges: false,
       maxJobs: "auto",
       idleMinutes: 30,
       cache: true,
+      readyTimeout: 1200,
     });
-    expect(s.image.attr).toBe("image-x86_64");
+    // G-structure/neko's image-x86_64 has no browser; chromium-x86_64 has one.
+    expect(s.image).toEqual({ flake: base().image.flake, attr: "chromium-x86_64", allowUnpinned: false });
     expect(s.registry).toEqual({ kind: "ecr", repository: "neko", keepImages: 10, scanOnPush: true, forceDelete: false });
-    expect(s.host).toMatchObject({ kind: "ec2", gpu: false, instanceType: "t3.xlarge", volumeSize: 30 });
+    expect(s.host).toMatchObject({
+      kind: "ec2",
+      gpu: false,
+      instanceType: "t3.xlarge",
+      volumeSize: 30,
+      idleMinutes: 30,
+      wakeOnVisit: true,
+      profileSize: 10,
+      tlsFront: { enabled: true, acmeServer: "https://acme-v02.api.letsencrypt.org/directory" },
+    });
     expect(s.neko).toMatchObject({
       httpPort: 8080,
       screen: "1920x1080@30",
       iceLite: true,
       videoCodec: "vp8",
+      nvencElement: "auto",
+      persistProfile: true,
+      profileDir: "/home/neko/.config/chromium",
       webrtc: { mode: "epr", epr: "52000-52100" },
       portRange: { low: 52000, high: 52100 },
+      turn: { enabled: false },
     });
   });
 
@@ -88,12 +104,59 @@ describe("valid settings", () => {
     expect(s.neko.videoCodec).toBe("h264");
   });
 
-  test.each(["dev", "prod"])("Pulumi.%s.yaml parses", (stack) => {
-    const cfg = stackConfig(stack);
+  test.each(["dev", "prod"])("Pulumi.%s.yaml parses once its example addresses are replaced", (stack) => {
+    const cfg = stackConfig(stack, { realAddresses: true });
     const s = parseSettings({ config: cfg, secretKeys: [], projectDir: "/p", fileExists: () => false });
     expect(s.host.kind).toBe("ec2");
     expect(s.host.kind === "ec2" && s.host.gpu).toBe(stack === "prod");
     expect(s.builder.kind === "ec2" && s.builder.spot).toBe(stack === "dev");
+  });
+
+  test.each(["dev", "prod"])("Pulumi.%s.yaml as shipped fails on its example addresses, naming each", (stack) => {
+    const e = (() => {
+      try {
+        parseSettings({ config: stackConfig(stack), secretKeys: [], projectDir: "/p", fileExists: () => false });
+      } catch (err) {
+        return err as SettingsError;
+      }
+      throw new Error("the unedited stack file parsed");
+    })();
+    expect(e.problems.length).toBeGreaterThan(0);
+    for (const p of e.problems) expect(p).toMatch(/^neko-infra:(builder|host)\.(sshCidrs|clientCidrs)\[\d+\]: \S+ lies in .*documentation range/);
+  });
+
+  test("Pulumi.local.yaml parses: local builder, docker registry, local host on loopback", () => {
+    const s = parseSettings({ config: stackConfig("local"), secretKeys: [], projectDir: "/p", fileExists: () => true });
+    expect([s.builder.kind, s.registry.kind, s.host.kind]).toEqual(["local", "docker", "local"]);
+    expect(s.host).toMatchObject({ bindAddress: "127.0.0.1", tlsFront: { enabled: false } });
+  });
+
+  test("documentation ranges pass when allowed explicitly", () => {
+    const c = edit((c) => Object.assign(c.host, { clientCidrs: ["203.0.113.0/24"], allowDocumentationRanges: true }));
+    expect(problems(c)).toEqual([]);
+  });
+
+  test("TURN turns ICE lite off, and takes `true` as shorthand", () => {
+    const s = parseSettings(input(edit((c) => (c.neko.turn = true))));
+    expect(s.neko.iceLite).toBe(false);
+    expect(s.neko.turn).toEqual({ enabled: true, port: 3478, tlsPort: 5349, relayPorts: { low: 49160, high: 49200 } });
+  });
+
+  test("an ssh host on a private address has no TLS by default; a domain or a public address turns it on", () => {
+    const ssh = (extra: object) =>
+      parseSettings(input(edit((c) => (c.host = { kind: "ssh", host: "10.0.0.5", privateKey: KEY, hostKey: HOSTKEY, ...extra })), ["host"])).host;
+    expect(ssh({})).toMatchObject({ tlsFront: { enabled: false } });
+    expect(ssh({ domain: "neko.example.com" })).toMatchObject({ tlsFront: { enabled: true, subject: "neko.example.com" } });
+    expect(ssh({ publicAddress: "100.100.100.100" })).toMatchObject({ tlsFront: { enabled: false } }); // CGNAT: private
+    expect(ssh({ publicAddress: "8.8.4.4" })).toMatchObject({ tlsFront: { enabled: true, subject: "8.8.4.4" } });
+  });
+
+  test("a github: flake pinned by commit or ?rev= is accepted; allowUnpinned accepts a branch", () => {
+    const rev = "8bd6b3bd1674044d0cba441214e04118268bc1cc";
+    for (const flake of [`github:o/neko/${rev}`, `github:o/neko?rev=${rev}`, `git+https://example.com/neko.git?rev=${rev}`]) {
+      expect(problems(edit((c) => (c.image.flake = flake)))).toEqual([]);
+    }
+    expect(problems(edit((c) => Object.assign(c.image, { flake: "github:o/neko/main", allowUnpinned: true })))).toEqual([]);
   });
 
   test("secrets given as secrets are accepted", () => {
@@ -123,24 +186,24 @@ describe("valid settings", () => {
 // One config key wrong at a time; each must be reported with its key and what is accepted.
 const BAD: [string, Record<string, unknown>, string][] = [
   ["unknown top-level key", { ...base(), hosts: {} }, `${P}:hosts: unknown key; neko-infra reads`],
-  ["unknown field", edit((c) => (c.builder.instanceTyp = "c6i.large")), `${P}:builder.instanceTyp: unknown key`],
+  ["unknown field", edit((c) => (c.builder.instanceTyp = "c6i.large")), `${P}:builder.instanceTyp: unknown key; did you mean 'instanceType'?`],
   ["section not an object", { ...base(), neko: "big" }, `${P}:neko: must be an object`],
   ["wrong builder kind", edit((c) => (c.builder.kind = "docker")), `${P}:builder.kind: must be one of ec2, ssh, local`],
-  ["wrong host kind", edit((c) => (c.host.kind = "k8s")), `${P}:host.kind: must be one of ec2, ssh, none`],
-  ["wrong registry kind", edit((c) => (c.registry.kind = "gcr")), `${P}:registry.kind: must be one of ecr, oci`],
+  ["wrong host kind", edit((c) => (c.host.kind = "k8s")), `${P}:host.kind: must be one of ec2, ssh, local, none`],
+  ["wrong registry kind", edit((c) => (c.registry.kind = "gcr")), `${P}:registry.kind: must be one of ecr, oci, docker`],
   ["missing flake ref", edit((c) => delete c.image.flake), `${P}:image.flake: required: a flake reference`],
   ["empty image section", { ...base(), image: undefined }, `${P}:image.flake: required`],
-  ["CIDR that does not parse", edit((c) => (c.builder.sshCidrs = ["198.51.100.300/32"])), `${P}:builder.sshCidrs.0: not a CIDR`],
-  ["CIDR without prefix", edit((c) => (c.host.clientCidrs = ["198.51.100.7"])), `${P}:host.clientCidrs.0: not a CIDR`],
+  ["CIDR that does not parse", edit((c) => (c.builder.sshCidrs = ["198.51.100.300/32"])), `${P}:builder.sshCidrs[0]: not a CIDR`],
+  ["CIDR without prefix", edit((c) => (c.host.clientCidrs = ["198.51.100.7"])), `${P}:host.clientCidrs[0]: not a CIDR`],
   [
     "SSH open to the world",
     edit((c) => (c.builder.sshCidrs = ["0.0.0.0/0"])),
-    `${P}:builder.sshCidrs: 0.0.0.0/0 opens SSH to the whole internet`,
+    `${P}:builder.sshCidrs[0]: 0.0.0.0/0 opens SSH to the whole internet`,
   ],
   [
     "host SSH open to the world (IPv6)",
     edit((c) => (c.host.sshCidrs = ["::/0"])),
-    `${P}:host.sshCidrs: ::/0 opens SSH to the whole internet`,
+    `${P}:host.sshCidrs[0]: ::/0 opens SSH to the whole internet`,
   ],
   ["no SSH networks for an ec2 builder", edit((c) => (c.builder.sshCidrs = [])), `${P}:builder.sshCidrs: required for kind ec2`],
   ["no client networks for an ec2 host", edit((c) => delete c.host.clientCidrs), `${P}:host.clientCidrs: required`],
@@ -177,16 +240,32 @@ const BAD: [string, Record<string, unknown>, string][] = [
     `${P}:neko.webrtc.epr: 52100-52000 has its low port above its high port`,
   ],
   [
-    "UDP range overlapping HTTP",
-    edit((c) => Object.assign(c.neko, { httpPort: 52050 })),
-    `${P}:neko.webrtc.epr: 52000-52100 overlaps neko.httpPort 52050`,
+    "neko's HTTP port on the HTTPS port of the TLS front",
+    edit((c) => Object.assign(c.neko, { httpPort: 443 })),
+    `${P}:host.tls: 443/tcp (HTTPS) clashes with neko's HTTP port (neko-infra:neko.httpPort)`,
   ],
+  [
+    "TURN port inside the WebRTC range",
+    edit((c) => (c.neko.turn = { port: 52010 })),
+    `${P}:neko.turn.port: 52010/udp (TURN) clashes with the WebRTC range (neko-infra:neko.webrtc.epr)`,
+  ],
+  [
+    "TURN relay range overlapping the WebRTC range",
+    edit((c) => (c.neko.turn = { relayPorts: "52050-52150" })),
+    `${P}:neko.turn.relayPorts: 52050-52150/udp (the TURN relay range) clashes with the WebRTC range`,
+  ],
+  [
+    "TURN with ICE lite given explicitly",
+    edit((c) => Object.assign(c.neko, { turn: true, iceLite: true })),
+    `${P}:neko.iceLite: ICE lite must be off with a TURN relay`,
+  ],
+  ["TURN without a host", edit((c) => Object.assign(c, { host: { kind: "none" }, neko: { turn: true } })), `${P}:neko.turn: a TURN relay needs a host`],
   ["UDP range not a range", edit((c) => (c.neko.webrtc = { epr: "52000:52100" })), `${P}:neko.webrtc.epr: not a port range`],
   ["UDP range too wide", edit((c) => (c.neko.webrtc = { epr: "20000-40000" })), `${P}:neko.webrtc.epr: 20000-40000 spans 20001 ports`],
   [
-    "mux port on the HTTP port",
-    edit((c) => (c.neko.webrtc = { mode: "mux", udpMux: 8080 })),
-    `${P}:neko.webrtc.udpMux: 8080 is also neko.httpPort`,
+    "TCP mux port on the HTTP port",
+    edit((c) => (c.neko.webrtc = { mode: "mux", tcpMux: 8080 })),
+    `${P}:neko.webrtc.tcpMux: 8080/tcp (the WebRTC TCP mux port) clashes with neko's HTTP port`,
   ],
   ["port out of range", edit((c) => (c.neko.httpPort = 70000)), `${P}:neko.httpPort: Too big`],
   ["bad screen", edit((c) => (c.neko.screen = "1080p")), `${P}:neko.screen: not a screen mode`],
@@ -225,9 +304,39 @@ const BAD: [string, Record<string, unknown>, string][] = [
   [
     "field of another kind",
     edit((c) => (c.builder = { kind: "local", instanceType: "c6i.large" })),
-    `${P}:builder.instanceType: unknown key`,
+    `${P}:builder.instanceType: applies to kind ec2, but builder.kind is local`,
   ],
-  ["wrong type", edit((c) => (c.builder.spot = "yes")), `${P}:builder.spot: Invalid input: expected boolean`],
+  ["text for a boolean", edit((c) => (c.builder.spot = "yes")), `${P}:builder.spot: "yes" is text; use true or false: pulumi config set --path 'builder.spot' true`],
+  ["documentation range in sshCidrs", edit((c) => (c.builder.sshCidrs = ["198.51.100.24/32"])), `${P}:builder.sshCidrs[0]: 198.51.100.24/32 lies in 198.51.100.0/24, a documentation range`],
+  [
+    "documentation range in clientCidrs (IPv6)",
+    edit((c) => (c.host.clientCidrs = ["0.0.0.0/0", "2001:db8:10::/48"])),
+    `${P}:host.clientCidrs[1]: 2001:db8:10::/48 lies in 2001:db8::/32, a documentation range`,
+  ],
+  ["unpinned github flake", edit((c) => (c.image.flake = "github:G-structure/neko")), `${P}:image.flake: github:G-structure/neko is not pinned to a commit`],
+  ["branch instead of a commit", edit((c) => (c.image.flake = "github:G-structure/neko/main")), `${P}:image.flake: github:G-structure/neko/main is not pinned`],
+  [
+    "RSA host key",
+    edit((c) => (c.builder = { kind: "ssh", host: "h", hostKey: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC" })),
+    `${P}:builder.hostKey: an RSA host key cannot be used`,
+  ],
+  ["dotted key set without --path", { ...base(), "host.gpu": "true" }, `${P}:host.gpu: set without --path, so it is a key of its own named 'host.gpu'; move it: pulumi config rm 'host.gpu' && pulumi config set --path 'host.gpu' <value>`],
+  ["misspelled top-level key", { ...base(), hots: {} }, `${P}:hots: unknown key; did you mean 'host'?`],
+  ["misspelled nested field", edit((c) => (c.neko.webrtc = { mdoe: "mux" })), `${P}:neko.webrtc.mdoe: unknown key; did you mean 'mode'?`],
+  ["field of another host kind", edit((c) => Object.assign(c.host, { bindAddress: "0.0.0.0" })), `${P}:host.bindAddress: applies to kind local, but host.kind is ec2`],
+  ["number given as text", edit((c) => (c.builder.volumeSize = "200")), `${P}:builder.volumeSize: "200" is text; give the number itself: pulumi config set --path 'builder.volumeSize' 200`],
+  [
+    "docker registry with a remote builder",
+    edit((c) => (c.registry = { kind: "docker" })),
+    `${P}:registry.kind: docker loads the image into this machine's Docker engine, so the image must be built here`,
+  ],
+  [
+    "TLS on an ssh host with a private address and no private ACME server",
+    edit((c) => (c.host = { kind: "ssh", host: "192.168.1.20", privateKey: KEY, hostKey: HOSTKEY, tls: true })),
+    `${P}:host.tls: 192.168.1.20 is a private address, which Let's Encrypt cannot reach`,
+  ],
+  ["bad domain", edit((c) => (c.host.domain = "Neko.Example")), `${P}:host.domain: not a DNS name`],
+  ["bad subnet", edit((c) => (c.host.subnetId = "subnet-xyz")), `${P}:host.subnetId: not a subnet ID`],
 ];
 
 describe("bad settings", () => {
@@ -260,8 +369,8 @@ describe("bad settings", () => {
       [
         `${P}:bogus`,
         `${P}:builder.instanceType`,
-        `${P}:builder.sshCidrs`,
-        `${P}:host.clientCidrs.0`,
+        `${P}:builder.sshCidrs[0]`,
+        `${P}:host.clientCidrs[0]`,
         `${P}:neko.webrtc.epr`,
         `${P}:neko.env.NEKO_PASSWORD`,
       ].sort(),
