@@ -65,7 +65,7 @@ export interface MachineArgs {
   tags: Record<string, string>;
   /** Security group description and its inbound rules (all outbound is allowed). */
   description: string;
-  ingress: IngressRule[];
+  ingress: pulumi.Input<IngressRule[]>;
   /** SSM parameter holding the AMI ID. */
   amiParameter: string;
   instanceType: string;

@@ -1,187 +1,114 @@
-import * as aws from "@pulumi/aws";
-import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { CONTAINER_NAME, containerSpec, healthBudgetSeconds, HEALTHCHECK, nekoPorts } from "../lib/neko";
-import { nekoIngress, sshIngress } from "../lib/network";
-import { ecrHostOfArn, pullPolicy } from "../lib/registry";
+import { CONTAINER_NAME, envFile, nekoEnv, nekoSecretEnv, NekoRuntime, rolloutEnv } from "../lib/neko";
 import { HostSettings, NekoSettings } from "../lib/settings";
-import { scriptCommand } from "../lib/shell";
-import { SshConnection, sshFilesDir, writeSshFiles } from "../lib/sshFiles";
-import { hostUserData } from "../lib/userdata";
-import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
-import { configuredConnection, runScript } from "./runScript";
-
-/** Deep Learning Base OSS NVIDIA driver AMI (AL2023): driver and container toolkit preinstalled. */
-export const GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id";
-export const X86_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+import { HostMachine, hostMachine } from "./hostMachine";
+import { runStep } from "./runScript";
+import { tlsFront } from "./tlsFront";
+import { turnRelay } from "./turnRelay";
+import { WakeOnVisit } from "./wakeOnVisit";
 
 export interface NekoHostArgs {
   settings: Exclude<HostSettings, { kind: "none" }>;
   neko: NekoSettings;
-  /** `repository@sha256:...` to run. */
+  /** `repository@sha256:...` (or a loaded image's `sha256:` ID) to run. */
   imageRef: pulumi.Input<string>;
   /** ECR repository the host may pull from (ecr registries). */
   repositoryArn?: pulumi.Input<string>;
   /** Credentials for pulling from a generic OCI registry. */
   registryCredentials?: { username: string; password: pulumi.Input<string> };
+  /** `<project>/<stack>`. */
+  stackTag: string;
   tags?: Record<string, string>;
 }
 
 /**
- * The machine neko runs on (an EC2 GPU or x86 instance, or an existing SSH host) and the neko
- * container on it, run through @pulumi/docker over SSH. `pulumi up` ends only when the container
- * reports healthy, or fails with its last log lines.
+ * The machine neko runs on (an EC2 GPU or x86 instance, an existing SSH host, or this machine) and
+ * neko on it: behind an HTTPS front where the address is public, with an optional TURN relay, a
+ * browser profile that survives updates, and a rollout that checks a new image beside the running
+ * one before it replaces it (and rolls back if the replacement fails). EC2 hosts stop themselves
+ * when nobody is connected, and a link wakes them.
  */
 export class NekoHost extends pulumi.ComponentResource {
-  readonly publicIp: pulumi.Output<string>;
+  readonly publicAddress: pulumi.Output<string>;
   readonly url: pulumi.Output<string>;
-  readonly sshCommand: pulumi.Output<string>;
+  readonly sshCommand?: pulumi.Output<string>;
   readonly userPassword: pulumi.Output<string>;
   readonly adminPassword: pulumi.Output<string>;
-  readonly container: docker.Container;
+  /** Opens neko, waking the host first (EC2 hosts with an idle stop). Secret. */
+  readonly wakeLink?: pulumi.Output<string>;
 
   constructor(name: string, args: NekoHostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neko-infra:host:NekoHost", name, {}, opts);
     const { settings: s, neko } = args;
     const tags = { ...args.tags, Name: name, "neko-infra:role": "host" };
-    const ports = nekoPorts(neko);
+    const host: HostMachine = hostMachine(name, this, { settings: s, neko, stackTag: args.stackTag, repositoryArn: args.repositoryArn, tags });
+    const rt = host.publicAddress.apply((ip): NekoRuntime => ({ publicAddress: ip, gpu: s.gpu, tls: s.tlsFront.enabled }));
 
-    let connection: pulumi.Output<SshConnection>;
-    let publicIp: pulumi.Output<string>;
-    let waitFor: pulumi.Resource[] = [];
-    if (s.kind === "ec2") {
-      const identity = machineIdentity(name, this, tags);
-      const ecrRegistry = args.repositoryArn === undefined ? undefined : pulumi.output(args.repositoryArn).apply(ecrHostOfArn);
-      const machine = ec2Machine(name, this, {
-        identity,
-        tags,
-        description: "neko-infra host: neko from the client networks, SSH from the admin networks",
-        ingress: [sshIngress(s.sshCidrs), ...nekoIngress(ports, s.clientCidrs)],
-        amiParameter: s.gpu ? GPU_AMI_PARAMETER : X86_AMI_PARAMETER,
-        instanceType: s.instanceType,
-        volumeSize: s.volumeSize,
-        userData: pulumi
-          .all([identity.hostKey, ecrRegistry])
-          .apply(([hostKey, registry]) => hostUserData({ hostKey, sshUser: EC2_USER, gpu: s.gpu, ecrRegistry: registry })),
-      });
-      new aws.iam.RolePolicyAttachment(
-        `${name}-ssm`,
-        { role: machine.role.name, policyArn: "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" },
-        { parent: this },
-      );
-      if (args.repositoryArn !== undefined) {
-        new aws.iam.RolePolicy(
-          `${name}-ecr-pull`,
-          { role: machine.role.id, policy: pulumi.output(args.repositoryArn).apply(pullPolicy) },
-          { parent: this },
-        );
-      }
-      waitFor = [machine.association];
-      publicIp = identity.eip.publicIp;
-      connection = identity.connection;
-    } else {
-      publicIp = pulumi.output(s.publicAddress ?? s.host);
-      connection = configuredConnection(s);
-    }
+    this.userPassword = generated(this, `${name}-user-password`, neko.userPassword, 24);
+    this.adminPassword = generated(this, `${name}-admin-password`, neko.adminPassword, 24);
+    const apiToken = generated(this, `${name}-api-token`, neko.apiToken, 40);
 
-    const ready = runScript(
-      `${name}-ready`,
-      connection,
-      { script: scriptCommand("wait-for-docker.sh", ["600"]), timeoutMinutes: 20 },
-      { parent: this, dependsOn: waitFor, waitForHost: true },
-    );
+    const front = s.tlsFront.enabled ? tlsFront(`${name}-tls`, this, host, { tls: s.tlsFront, nekoPort: neko.httpPort }) : undefined;
+    const relay = neko.turn.enabled
+      ? turnRelay(`${name}-turn`, this, host, {
+          turn: neko.turn,
+          tls: s.tlsFront.enabled ? s.tlsFront : undefined,
+          password: generated(this, `${name}-turn-password`, neko.turnPassword, 32),
+          dependsOn: front ? [front] : [],
+        })
+      : undefined;
 
-    const pullEnv = args.registryCredentials
-      ? pulumi.secret(
-          pulumi
-            .output(args.registryCredentials.password)
-            .apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p })),
-        )
-      : pulumi.output<Record<string, string>>({});
-    const pull = runScript(
-      `${name}-pull`,
-      connection,
-      {
-        script: pulumi.all([args.imageRef, pullEnv]).apply(([ref, env]) => scriptCommand("pull-image.sh", [ref], env)),
-        logging: args.registryCredentials ? "none" : undefined,
-        timeoutMinutes: 30,
-      },
-      { parent: this, dependsOn: [ready] },
-    );
+    const registryEnv = args.registryCredentials
+      ? pulumi.output(args.registryCredentials.password).apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p }))
+      : pulumi.output({});
+    const env = pulumi
+      .all([rt, this.userPassword, this.adminPassword, apiToken, relay?.iceServers ?? pulumi.output(undefined), registryEnv])
+      .apply(([r, userPassword, adminPassword, token, iceServers, registry]): Record<string, string> => ({
+        ...rolloutEnv(neko, r, {
+          bindAddress: s.kind === "local" ? s.bindAddress : "",
+          profile: host.profile,
+          stackTag: args.stackTag,
+          stateDir: host.stateDir,
+        }),
+        NEKO_ENV: envFile({ ...nekoEnv(neko, r), ...nekoSecretEnv({ userPassword, adminPassword, apiToken: token, iceServers }) }),
+        ...(host.stateDir ? { NEKO_API_TOKEN: token } : {}),
+        ...registry,
+      }));
 
-    this.userPassword = password(this, `${name}-user-password`, neko.userPassword);
-    this.adminPassword = password(this, `${name}-admin-password`, neko.adminPassword);
-
-    const dir = sshFilesDir(pulumi.getStack(), name);
-    const provider = new docker.Provider(
-      `${name}-docker`,
-      {
-        host: connection.apply((c) => `ssh://${c.user}@${c.host}:${c.port}`),
-        sshOpts: connection.apply((c) => writeSshFiles(dir, c)),
-      },
-      { parent: this, dependsOn: [ready] },
-    );
-
-    const spec = pulumi.all([publicIp, args.imageRef]).apply(([ip, ref]) => containerSpec(neko, { publicAddress: ip, gpu: s.gpu }, ref));
-    const envs = pulumi.secret(
-      pulumi
-        .all([spec, this.userPassword, this.adminPassword])
-        .apply(([sp, user, admin]) => [
-          ...Object.entries(sp.env).map(([k, v]) => `${k}=${v}`),
-          `NEKO_MEMBER_MULTIUSER_USER_PASSWORD=${user}`,
-          `NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD=${admin}`,
-        ]),
-    );
-    this.container = new docker.Container(
+    runStep(
       `${name}-neko`,
+      host.machine,
       {
-        name: spec.name,
-        // The image ID the pull printed: what the provider reads back, so it causes no diff.
-        image: pull.stdout.apply((id) => id.trim()),
-        platform: spec.platform,
-        ports: spec.ports,
-        envs,
-        shmSize: spec.shmSizeMb,
-        gpus: spec.gpus,
-        restart: spec.restart,
-        healthcheck: {
-          tests: spec.healthcheck,
-          interval: `${HEALTHCHECK.intervalSeconds}s`,
-          timeout: `${HEALTHCHECK.timeoutSeconds}s`,
-          retries: HEALTHCHECK.retries,
-          startPeriod: `${HEALTHCHECK.startPeriodSeconds}s`,
-        },
-        // wait-healthy below waits instead: on failure it shows the container's own log lines.
-        wait: false,
+        script: "neko-rollout.sh",
+        args: [args.imageRef],
+        env,
+        purpose: pulumi.interpolate`deploying ${args.imageRef}`,
+        budgetSeconds: 1800,
+        // A new EC2 instance starts empty: deploy again. (ssh and local hosts: an update in place.)
+        triggers: s.kind === "ec2" ? [host.generation] : undefined,
+        // ssh and local hosts outlive the stack: take neko off them (the profile stays).
+        onDelete: s.kind === "ec2" ? undefined : `docker rm -f ${CONTAINER_NAME} ${CONTAINER_NAME}-candidate ${CONTAINER_NAME}-previous >/dev/null 2>&1 || true`,
       },
-      // envs hold the passwords: secret in state too, not only as inputs
-      { parent: this, provider, dependsOn: [pull], additionalSecretOutputs: ["envs"] },
+      { parent: this, dependsOn: relay ? [relay.step] : front ? [front] : [] },
     );
 
-    runScript(
-      `${name}-healthy`,
-      connection,
-      {
-        script: scriptCommand("wait-healthy.sh", [CONTAINER_NAME, String(healthBudgetSeconds())]),
-        triggers: [this.container.id],
-        timeoutMinutes: 15,
-      },
-      { parent: this, dependsOn: [this.container] },
+    this.publicAddress = host.publicAddress;
+    const domain = s.tlsFront.enabled ? s.tlsFront.domain : undefined;
+    const loopbackOnly = s.kind === "local" && s.bindAddress === "127.0.0.1";
+    this.url = host.publicAddress.apply((a) =>
+      s.tlsFront.enabled ? `https://${domain ?? a}/` : `http://${loopbackOnly ? "localhost" : a}:${neko.httpPort}/`,
     );
-
-    this.publicIp = publicIp;
-    this.url = pulumi.interpolate`http://${publicIp}:${neko.httpPort}/`;
-    // Names the key file, not the key: no secret in it.
-    this.sshCommand = pulumi.unsecret(
-      connection.apply((c) => `ssh -i ${dir}/id -o UserKnownHostsFile=${dir}/known_hosts -p ${c.port} ${c.user}@${c.host}`),
-    );
-    this.registerOutputs({ url: this.url, publicIp: this.publicIp });
+    this.sshCommand = host.sshHint;
+    if (s.kind === "ec2" && s.idleMinutes > 0 && s.wakeOnVisit && host.instance) {
+      this.wakeLink = new WakeOnVisit(`${name}-wake`, { instance: host.instance, nekoUrl: this.url, tags }, { parent: this }).link;
+    }
+    this.registerOutputs({ url: this.url, publicAddress: this.publicAddress });
   }
 }
 
-function password(parent: pulumi.Resource, name: string, given: string | undefined): pulumi.Output<string> {
+/** A secret from the settings, or one Pulumi generates (and keeps) for this stack. */
+function generated(parent: pulumi.Resource, name: string, given: string | undefined, length: number): pulumi.Output<string> {
   if (given !== undefined) return pulumi.secret(given);
-  // Secret in state through the provider already; wrapped so it stays secret wherever it flows.
-  return pulumi.secret(new random.RandomPassword(name, { length: 24, special: false }, { parent }).result);
+  return pulumi.secret(new random.RandomPassword(name, { length, special: false }, { parent }).result);
 }

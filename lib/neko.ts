@@ -1,47 +1,28 @@
 /**
- * neko's side of the host: ports, environment and the container, all derived from one NekoSettings
- * so the security group, the published ports and neko's own configuration cannot disagree.
+ * neko's side of the host: its environment and how scripts/neko-rollout.sh runs it, all derived
+ * from one NekoSettings and the host's port list, so the security group, the published ports and
+ * neko's own configuration cannot disagree.
  */
+import { hostPorts, publishArgs } from "./ports";
 import { NekoSettings } from "./settings";
 
-export type Protocol = "tcp" | "udp";
-
-/** A port range neko listens on; `from === to` for a single port. */
-export interface PortSpec {
-  from: number;
-  to: number;
-  protocol: Protocol;
-  purpose: string;
-}
-
-/** Inside the container neko always listens on this port; it is published 1:1 as httpPort. */
-export function nekoPorts(n: NekoSettings): PortSpec[] {
-  const ports: PortSpec[] = [{ from: n.httpPort, to: n.httpPort, protocol: "tcp", purpose: "neko HTTP and WebSocket" }];
-  if (n.webrtc.mode === "epr") {
-    ports.push({ from: n.portRange.low, to: n.portRange.high, protocol: "udp", purpose: "WebRTC media (EPR)" });
-  } else {
-    ports.push({ from: n.webrtc.udpMux, to: n.webrtc.udpMux, protocol: "udp", purpose: "WebRTC media (UDP mux)" });
-    if (n.webrtc.tcpMux !== undefined) {
-      ports.push({ from: n.webrtc.tcpMux, to: n.webrtc.tcpMux, protocol: "tcp", purpose: "WebRTC media (TCP mux)" });
-    }
-  }
-  return ports;
-}
-
-/** Every published port, one entry per port and protocol, same number inside and outside (ICE needs it). */
-export function publishedPorts(specs: PortSpec[]): { internal: number; external: number; protocol: Protocol }[] {
-  return specs.flatMap((s) =>
-    Array.from({ length: s.to - s.from + 1 }, (_, i) => ({ internal: s.from + i, external: s.from + i, protocol: s.protocol })),
-  );
-}
+export const CONTAINER_NAME = "neko";
+/** Where a host keeps what the idle check and the TLS front need (the API token, neko's URL). */
+export const HOST_STATE_DIR = "/var/lib/neko-infra/host";
+/** The profile directory on EC2 and ssh hosts (on EC2 an EBS volume is mounted there). */
+export const HOST_PROFILE_DIR = "/var/lib/neko-infra/profile";
+/** Seconds each health wait of a rollout may take: neko's own check budget (8 tries, 10 s apart, 30 s start). */
+export const HEALTH_SECONDS = 150;
 
 export interface NekoRuntime {
   /** The address clients reach the host at: NEKO_WEBRTC_NAT1TO1. */
   publicAddress: string;
   gpu: boolean;
+  /** neko sits behind the TLS front: it trusts X-Forwarded-* headers. */
+  tls: boolean;
 }
 
-/** neko v3 environment, passwords excepted (they are secrets and added by the caller). */
+/** neko v3 environment without secrets (passwords, API token and TURN credentials come apart). */
 export function nekoEnv(n: NekoSettings, rt: NekoRuntime): Record<string, string> {
   const env: Record<string, string> = {
     NEKO_SERVER_BIND: `:${n.httpPort}`,
@@ -50,6 +31,7 @@ export function nekoEnv(n: NekoSettings, rt: NekoRuntime): Record<string, string
     NEKO_DESKTOP_SCREEN: n.screen,
     NEKO_CAPTURE_VIDEO_CODEC: n.videoCodec,
   };
+  if (rt.tls) env.NEKO_SERVER_PROXY = "true";
   if (n.webrtc.mode === "epr") {
     env.NEKO_WEBRTC_EPR = `${n.portRange.low}-${n.portRange.high}`;
   } else {
@@ -59,13 +41,43 @@ export function nekoEnv(n: NekoSettings, rt: NekoRuntime): Record<string, string
   if (rt.gpu) {
     env.NVIDIA_VISIBLE_DEVICES = "all";
     env.NVIDIA_DRIVER_CAPABILITIES = "all";
-    if (n.videoCodec === "h264") env.NEKO_CAPTURE_VIDEO_PIPELINE = nvencPipeline(n.nvencElement);
+    // The NVIDIA toolkit puts the driver's libraries (libcuda, libnvidia-encode) in /usr/lib64 (or
+    // the Debian path); a Nix-built GStreamer does not look there on its own.
+    env.LD_LIBRARY_PATH = "/usr/lib64:/usr/lib/x86_64-linux-gnu";
   }
   return { ...env, ...n.env };
 }
 
-/** Hardware H.264 through NVENC; `nvautogpuh264enc` is the element on drivers 590 and later. */
-export function nvencPipeline(element: NekoSettings["nvencElement"]): string {
+export interface NekoSecrets {
+  userPassword: string;
+  adminPassword: string;
+  /** neko's static admin API token: the idle check asks neko who is connected. */
+  apiToken: string;
+  /** ICE servers (a TURN relay with its credentials), as neko's JSON lists take them. */
+  iceServers?: IceServer[];
+}
+
+export interface IceServer {
+  urls: string[];
+  username: string;
+  credential: string;
+}
+
+export function nekoSecretEnv(s: NekoSecrets): Record<string, string> {
+  const env: Record<string, string> = {
+    NEKO_MEMBER_MULTIUSER_USER_PASSWORD: s.userPassword,
+    NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD: s.adminPassword,
+    NEKO_SESSION_API_TOKEN: s.apiToken,
+  };
+  if (s.iceServers?.length) {
+    env.NEKO_WEBRTC_ICESERVERS_FRONTEND = JSON.stringify(s.iceServers);
+    env.NEKO_WEBRTC_ICESERVERS_BACKEND = JSON.stringify(s.iceServers);
+  }
+  return env;
+}
+
+/** Hardware H.264 through NVENC; `nvautogpuh264enc` is the element for NVIDIA drivers 590 and later. */
+export function nvencPipeline(element: "nvh264enc" | "nvautogpuh264enc"): string {
   const encoder =
     element === "nvh264enc"
       ? "nvh264enc name=encoder preset=2 gop-size=25 spatial-aq=true temporal-aq=true bitrate=4096 vbv-buffer-size=4096 rc-mode=6"
@@ -77,59 +89,54 @@ export function nvencPipeline(element: NekoSettings["nvencElement"]): string {
   );
 }
 
-export const CONTAINER_NAME = "neko";
-/** neko's image runs its own check with these numbers; `pulumi up` waits the same budget. */
-export const HEALTHCHECK = { intervalSeconds: 10, timeoutSeconds: 5, retries: 8, startPeriodSeconds: 30 };
-
-export interface ContainerSpec {
-  name: string;
-  image: string;
-  platform: "linux/amd64";
-  ports: { internal: number; external: number; protocol: Protocol }[];
-  env: Record<string, string>;
-  shmSizeMb: number;
-  gpus?: "all";
-  restart: "unless-stopped";
-  healthcheck: string[];
-}
-
-/** The neko container, as the NekoHost runs it through @pulumi/docker (passwords not included). */
-export function containerSpec(n: NekoSettings, rt: NekoRuntime, image: string): ContainerSpec {
-  return {
-    name: CONTAINER_NAME,
-    image,
-    platform: "linux/amd64",
-    ports: publishedPorts(nekoPorts(n)),
-    env: nekoEnv(n, rt),
-    shmSizeMb: 2048, // browsers crash on docker's 64 MB default
-    gpus: rt.gpu ? "all" : undefined,
-    restart: "unless-stopped",
-    healthcheck: ["CMD-SHELL", `wget -q -O - http://127.0.0.1:${n.httpPort}/health || exit 1`],
-  };
-}
-
-/** Seconds `pulumi up` waits for the container to turn healthy: neko's own check budget. */
-export function healthBudgetSeconds(): number {
-  const h = HEALTHCHECK;
-  return h.startPeriodSeconds + h.retries * (h.intervalSeconds + h.timeoutSeconds);
+export interface RolloutSpec {
+  /** Publish neko's client ports on this address only (a local host), or everywhere (""). */
+  bindAddress: string;
+  /** A docker volume name or an absolute host directory; undefined: no persistent profile. */
+  profile?: string;
+  /** `<project>/<stack>`, as a label on the container. */
+  stackTag: string;
+  /** Record the API token for the host's idle check. */
+  stateDir?: string;
 }
 
 /**
- * The same container as a `docker run` argument list: for people debugging a host, and for tests.
- * `bindAddress` publishes on one address only (e.g. 127.0.0.1); the ports stay 1:1.
+ * scripts/neko-rollout.sh's environment (without NEKO_ENV's secrets, which the caller adds):
+ * what to publish, how to run the container, where the profile lives, which encoder to prove.
  */
-export function dockerRunArgs(spec: ContainerSpec, opts: { extraEnv?: Record<string, string>; bindAddress?: string } = {}): string[] {
-  const args = ["run", "--detach", "--name", spec.name, "--platform", spec.platform, "--restart", spec.restart];
-  args.push("--shm-size", `${spec.shmSizeMb}m`);
-  if (spec.gpus) args.push("--gpus", spec.gpus);
-  const bind = opts.bindAddress ? `${opts.bindAddress}:` : "";
-  for (const p of spec.ports) args.push("--publish", `${bind}${p.external}:${p.internal}/${p.protocol}`);
-  for (const [k, v] of Object.entries({ ...spec.env, ...opts.extraEnv })) args.push("--env", `${k}=${v}`);
-  const [kind, test] = spec.healthcheck;
-  if (kind !== "CMD-SHELL") throw new Error(`dockerRunArgs: unsupported healthcheck ${kind}`);
-  const h = HEALTHCHECK;
-  args.push("--health-cmd", test, "--health-interval", `${h.intervalSeconds}s`, "--health-timeout", `${h.timeoutSeconds}s`);
-  args.push("--health-retries", String(h.retries), "--health-start-period", `${h.startPeriodSeconds}s`);
-  args.push(spec.image);
-  return args;
+export function rolloutEnv(n: NekoSettings, rt: NekoRuntime, spec: RolloutSpec): Record<string, string> {
+  const runArgs = [
+    "--shm-size=2g", // browsers crash on docker's 64 MB default
+    "--hostname=neko", // Chromium ties its profile lock to the host name
+    "--restart=unless-stopped",
+    `--label=neko-infra.stack=${spec.stackTag}`,
+  ];
+  if (rt.gpu) runArgs.push("--gpus=all");
+  const env: Record<string, string> = {
+    NEKO_NAME: CONTAINER_NAME,
+    NEKO_PUBLISH: publishArgs(hostPorts(n, { tls: rt.tls }), spec.bindAddress).join("\n"),
+    NEKO_RUN_ARGS: runArgs.join("\n"),
+    NEKO_HTTP_PORT: String(n.httpPort),
+    NEKO_HEALTH_SECONDS: String(HEALTH_SECONDS),
+  };
+  if (spec.profile !== undefined && n.persistProfile) Object.assign(env, { NEKO_PROFILE: spec.profile, NEKO_PROFILE_DIR: n.profileDir });
+  if (spec.stateDir) env.NEKO_STATE_DIR = spec.stateDir;
+  if (rt.gpu && n.videoCodec === "h264") {
+    Object.assign(env, {
+      NEKO_NVENC: n.nvencElement,
+      NEKO_PIPELINE_NVH264ENC: nvencPipeline("nvh264enc"),
+      NEKO_PIPELINE_NVAUTOGPUH264ENC: nvencPipeline("nvautogpuh264enc"),
+    });
+  }
+  return env;
+}
+
+/** `NAME=value` lines for `docker run --env-file` (one line each: values must not hold newlines). */
+export function envFile(env: Record<string, string>): string {
+  return Object.entries(env)
+    .map(([k, v]) => {
+      if (/[\r\n]/.test(v)) throw new Error(`envFile: ${k} holds a line break, which an env file cannot carry`);
+      return `${k}=${v}\n`;
+    })
+    .join("");
 }

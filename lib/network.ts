@@ -1,5 +1,5 @@
-/** Security group rules, from the same port list the container publishes. */
-import { PortSpec } from "./neko";
+/** Security group rules, from the host's one port list (lib/ports.ts). */
+import { PortSpec } from "./ports";
 
 export interface IngressRule {
   protocol: "tcp" | "udp";
@@ -18,8 +18,12 @@ export function sshIngress(cidrs: string[]): IngressRule {
   return { protocol: "tcp", fromPort: 22, toPort: 22, ...split(cidrs), description: "SSH (Pulumi and admins)" };
 }
 
-export function nekoIngress(ports: PortSpec[], clientCidrs: string[]): IngressRule[] {
-  return ports.map((p) => ({ protocol: p.protocol, fromPort: p.from, toPort: p.to, ...split(clientCidrs), description: p.purpose }));
+/** Inbound rules for a host's ports; `selfAddress` is its public address (the TURN relay's hairpin). */
+export function hostIngress(ports: PortSpec[], clientCidrs: string[], selfAddress: string): IngressRule[] {
+  const who = { clients: clientCidrs, everyone: ["0.0.0.0/0", "::/0"], self: [`${selfAddress}/32`], loopback: [] as string[] };
+  return ports
+    .filter((p) => p.exposure !== "loopback")
+    .map((p) => ({ protocol: p.protocol, fromPort: p.from, toPort: p.to, ...split(who[p.exposure]), description: p.purpose }));
 }
 
 /** Builders and hosts fetch from Nix caches, package mirrors and the registry. */

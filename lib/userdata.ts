@@ -43,33 +43,46 @@ function readScript(name: string): string {
   return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
 }
 
-/** systemd units that run builder-idle-stop.sh every minute. */
-function idleStopFiles(idleMinutes: number): ExtraFile[] {
-  const script = `${BOOTSTRAP_DIR}/builder-idle-stop.sh`;
+type IdleRole = "builder" | "host";
+
+/** systemd units that run <role>-idle-stop.sh every minute. */
+function idleStopFiles(role: IdleRole, idleMinutes: number): ExtraFile[] {
+  const script = `${BOOTSTRAP_DIR}/${role}-idle-stop.sh`;
+  const what = role === "builder" ? "this Nix builder" : "this neko host";
   return [
-    { path: script, permissions: "0755", content: readScript("builder-idle-stop.sh") },
+    { path: script, permissions: "0755", content: readScript(`${role}-idle-stop.sh`) },
     {
-      path: "/etc/systemd/system/neko-builder-idle.service",
-      content: `[Unit]\nDescription=Stop this Nix builder when idle\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/bash ${script} ${idleMinutes}\n`,
+      path: `/etc/systemd/system/neko-${role}-idle.service`,
+      content: `[Unit]\nDescription=Stop ${what} when idle\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/bash ${script} ${idleMinutes}\n`,
     },
     {
-      path: "/etc/systemd/system/neko-builder-idle.timer",
-      content:
-        "[Unit]\nDescription=Check every minute whether the Nix builder is idle\n\n[Timer]\nOnBootSec=5min\nOnUnitActiveSec=1min\n\n[Install]\nWantedBy=timers.target\n",
+      path: `/etc/systemd/system/neko-${role}-idle.timer`,
+      content: `[Unit]\nDescription=Check every minute whether ${what} is idle\n\n[Timer]\nOnBootSec=5min\nOnUnitActiveSec=1min\n\n[Install]\nWantedBy=timers.target\n`,
     },
   ];
 }
 
-export function builderUserData(o: { hostKey: HostKey; sshUser: string; maxJobs: number | "auto"; idleMinutes: number }): string {
-  const idle = o.idleMinutes > 0;
-  return render(o.hostKey, "builder-bootstrap.sh", [o.sshUser, String(o.maxJobs)], {
-    files: idle ? idleStopFiles(o.idleMinutes) : [],
-    commands: idle ? [["systemctl", "enable", "--now", "neko-builder-idle.timer"]] : [],
-  });
+function idle(role: IdleRole, minutes: number): { files: ExtraFile[]; commands: string[][] } {
+  if (minutes <= 0) return { files: [], commands: [] };
+  return { files: idleStopFiles(role, minutes), commands: [["systemctl", "enable", "--now", `neko-${role}-idle.timer`]] };
 }
 
-export function hostUserData(o: { hostKey: HostKey; sshUser: string; gpu: boolean; ecrRegistry?: string }): string {
-  const args = [o.sshUser, o.gpu ? "1" : "0"];
-  if (o.ecrRegistry) args.push(o.ecrRegistry);
-  return render(o.hostKey, "host-bootstrap.sh", args);
+export function builderUserData(o: { hostKey: HostKey; sshUser: string; maxJobs: number | "auto"; idleMinutes: number }): string {
+  return render(o.hostKey, "builder-bootstrap.sh", [o.sshUser, String(o.maxJobs)], idle("builder", o.idleMinutes));
+}
+
+export interface HostUserDataArgs {
+  hostKey: HostKey;
+  sshUser: string;
+  gpu: boolean;
+  /** The ECR registry host the credential helper answers for. */
+  ecrRegistry?: string;
+  /** The EBS volume holding the browser profile: mounted at HOST_PROFILE_DIR. */
+  profileVolumeId?: string;
+  idleMinutes: number;
+}
+
+export function hostUserData(o: HostUserDataArgs): string {
+  const args = [o.sshUser, o.gpu ? "1" : "0", o.ecrRegistry ?? "-", o.profileVolumeId ?? "-"];
+  return render(o.hostKey, "host-bootstrap.sh", args, idle("host", o.idleMinutes));
 }

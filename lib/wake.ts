@@ -49,3 +49,14 @@ export function wakeEnvironment(w: WakeSpec): Record<string, string> {
   if (w.disabled) env.DISABLED = w.disabled;
   return env;
 }
+
+/** The wake-on-visit function's rights: describe any instance (EC2 allows no narrower resource), start and tag this one. */
+export function wakePolicy(instanceArn: string): string {
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      { Sid: "Describe", Effect: "Allow", Action: "ec2:DescribeInstances", Resource: "*" },
+      { Sid: "StartAndCount", Effect: "Allow", Action: ["ec2:StartInstances", "ec2:CreateTags"], Resource: instanceArn },
+    ],
+  });
+}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the real-tool and real-engine suites drive, and
-# writes the Nix settings those suites need on a machine without internet.
+# Installs the Debian packages the real-tool and real-engine suites drive (as root; tests/run.sh
+# calls it only for those suites). It writes no configuration: the suites' Nix settings are
+# tests/harness/nix/nix.conf, read through NIX_CONF_DIR, so /etc/nix/nix.conf stays the machine's.
 set -euo pipefail
 
 packages=(
-  nix-bin busybox-static git jq
+  nix-bin busybox-static git
   openssh-server openssh-client iproute2
   docker-registry apache2-utils skopeo docker.io
   shellcheck cloud-init curl procps
@@ -21,13 +22,4 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Nix: flakes on, no public cache (unreachable here: every build would wait on it),
-# no build users (single-user root), and a static shell for test derivations.
-mkdir -p /etc/nix
-cat >/etc/nix/nix.conf <<'CONF'
-experimental-features = nix-command flakes
-substituters =
-build-users-group =
-extra-sandbox-paths = /bin/sh=/bin/busybox /bin/busybox
-CONF
 echo "install-deps: ok" >&2

@@ -9,6 +9,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { stringify } from "yaml";
+import { fixtureCopy, uniqueMarker } from "../realtool/support";
 
 const ROOT = path.join(__dirname, "..", "..");
 const HARNESS = path.join(ROOT, "tests", "harness");
@@ -16,7 +17,8 @@ jest.setTimeout(600_000);
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-engine-"));
 const project = path.join(work, "project");
-const flake = path.join(work, "flake");
+// A store path no earlier run left in the local store (test a checks it is not there).
+const flake = fixtureCopy(work, uniqueMarker("engine"));
 const builderState = path.join(work, "builder");
 const registryState = path.join(work, "registry");
 const env: NodeJS.ProcessEnv = {
@@ -147,7 +149,6 @@ beforeAll(() => {
   for (const f of ["index.ts", "Pulumi.yaml", "package.json", "tsconfig.json"]) fs.copyFileSync(path.join(ROOT, f), path.join(project, f));
   for (const d of ["lib", "components", "scripts"]) fs.cpSync(path.join(ROOT, d), path.join(project, d), { recursive: true });
   fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(project, "node_modules"));
-  fs.cpSync(path.join(ROOT, "tests", "fixtures", "flake"), flake, { recursive: true });
 
   must(pulumi(["stack", "init"]), "stack init");
   writeStackConfig();

@@ -11,7 +11,9 @@
 #                       of STATE_DIR; chosen under a lock so concurrent starts
 #                       differ)
 #   BUILDER_READY_TIMEOUT  seconds to wait for an ssh login (default 10)
-# (Neither input is written to STATE_DIR/env, so sourcing one builder's env
+#   NIX_CONF_DIR        the directory whose nix.conf Nix on the builder reads
+#                       (default: tests/harness/nix); copied to STATE_DIR/nix-conf
+# (No input is written to STATE_DIR/env, so sourcing one builder's env
 # does not steer the next start.)
 #
 # Inside the netns, `unshare -m --propagation private` bind-mounts
@@ -19,9 +21,12 @@
 #   STATE_DIR/containers-lib on /var/lib/containers (skopeo's blob-info cache),
 #   STATE_DIR/containers-run on /run/containers (skopeo/podman login auth.json)
 # (STATE_DIR itself stays visible at its path, even when under /root or /tmp)
-# and execs sshd (key-only, root login by key, UsePAM no). The rest of the
-# file system is the host's: Nix and skopeo on the builder are the host's
-# /usr/bin binaries with /etc/nix/nix.conf.
+# and execs sshd (key-only, root login by key, UsePAM no). /nix is created on
+# the host first when missing (a new machine has none until Nix first runs; a
+# bind mount needs a mount point). The rest of the file system is the host's:
+# Nix and skopeo on the builder are the host's /usr/bin binaries. Every ssh
+# session gets NIX_CONF_DIR=STATE_DIR/nix-conf (sshd's SetEnv), so Nix on the
+# builder reads the test configuration, not the machine's /etc/nix/nix.conf.
 #
 # start writes STATE_DIR/env (sourceable):
 #   BUILDER_ADDR BUILDER_PORT BUILDER_USER BUILDER_KEY BUILDER_HOST_KEY
@@ -97,7 +102,12 @@ do_stop() {
 }
 
 write_configs() {
-  local addr=$1
+  local addr=$1 nix_conf=${NIX_CONF_DIR:-$here/nix}/nix.conf
+  # A copy inside STATE_DIR: NIX_CONF_DIR may lie under /root or /tmp, which the
+  # builder's mount namespace covers.
+  [[ -f $nix_conf ]] || die "no $nix_conf (NIX_CONF_DIR=${NIX_CONF_DIR:-unset}): the builder's Nix needs its configuration"
+  mkdir -p "$state/nix-conf"
+  cp "$nix_conf" "$state/nix-conf/nix.conf"
   [[ -f $state/ssh_host_ed25519_key ]] ||
     ssh-keygen -q -t ed25519 -N '' -C neko-test-builder-host -f "$state/ssh_host_ed25519_key"
   [[ -f $state/client_ed25519 ]] ||
@@ -119,6 +129,8 @@ UsePAM no
 StrictModes no
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
+# Nix in every session (ssh-ng builds, scripts) reads this configuration.
+SetEnv NIX_CONF_DIR=$state/nix-conf
 EOF
   local hostkey
   hostkey=$(cut -d' ' -f1,2 "$state/ssh_host_ed25519_key.pub")
@@ -204,6 +216,11 @@ do_start() {
   chmod 700 "$state/home"
   chmod 1777 "$state/tmp"
   : >"$state/sshd.log"
+  # The mount point for STATE_DIR/nix (like the mount points above, made when missing).
+  if [[ ! -d /nix ]]; then
+    log "creating /nix (mount point of the builder's store; this machine has no Nix store yet)"
+    mkdir -p /nix
+  fi
 
   # ip netns exec, unshare (no --fork) and sh's exec all replace themselves,
   # so $! is sshd's own pid.

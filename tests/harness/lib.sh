@@ -17,7 +17,7 @@ need() {
   local c
   for c in "$@"; do
     [[ -x "$c" ]] || command -v "$c" >/dev/null 2>&1 ||
-      die "required command '$c' not found (run .ci/install-deps.sh)"
+      die "required command '$c' not found (run tools/install-deps.sh)"
   done
 }
 

@@ -17,7 +17,7 @@ export const HARNESS = path.join(REPO, "tests", "harness");
 export const FIXTURE = path.join(REPO, "tests", "fixtures", "flake");
 export const SCRIPTS = path.join(REPO, "scripts");
 
-/** Commands the suites drive, and the Debian package of each (see .ci/install-deps.sh). */
+/** Commands the suites drive, and the Debian package of each (see tools/install-deps.sh). */
 const TOOLS: Record<string, string> = {
   nix: "nix-bin",
   "/bin/busybox": "busybox-static",
@@ -81,16 +81,39 @@ export function requireTools(cmds: string[], needRoot = true): void {
   const problems: string[] = [];
   if (missing.length) {
     const pkgs = [...new Set(missing.map((c) => TOOLS[c]))].join(" ");
-    problems.push(`missing ${missing.join(", ")}: run .ci/install-deps.sh (or apt-get install ${pkgs})`);
+    problems.push(`missing ${missing.join(", ")}: run tools/install-deps.sh (or apt-get install ${pkgs})`);
   }
   if (needRoot && process.getuid?.() !== 0) problems.push("must run as root (network namespaces, mounts, dockerd)");
-  if (cmds.includes("nix")) {
-    const conf = fs.existsSync("/etc/nix/nix.conf") ? fs.readFileSync("/etc/nix/nix.conf", "utf8") : "";
-    if (!/^\s*experimental-features\s*=.*\bflakes\b/m.test(conf) || !/^\s*extra-sandbox-paths\s*=.*\/bin\/busybox/m.test(conf)) {
-      problems.push("/etc/nix/nix.conf lacks the settings the fixture flake needs: run .ci/install-deps.sh");
-    }
-  }
+  if (cmds.includes("nix")) problems.push(...nixConfProblems());
   if (problems.length) throw new Error(`real-tool tests cannot run here:\n  - ${problems.join("\n  - ")}`);
+}
+
+/** The suites' own Nix configuration (tests/run.sh exports NIX_CONF_DIR to it). */
+export const NIX_CONF_DIR = path.join(HARNESS, "nix");
+
+/**
+ * Nix in these suites reads $NIX_CONF_DIR/nix.conf (never the machine's /etc/nix/nix.conf): what is
+ * wrong with it, each with the fix.
+ */
+function nixConfProblems(): string[] {
+  const fix = `run the suites through \`npm test\` (tests/run.sh exports it), or export NIX_CONF_DIR=${NIX_CONF_DIR}`;
+  const dir = process.env.NIX_CONF_DIR;
+  if (!dir) return [`NIX_CONF_DIR is not set, so Nix would read the machine's /etc/nix/nix.conf: ${fix}`];
+  const file = path.join(dir, "nix.conf");
+  if (!fs.existsSync(file)) return [`NIX_CONF_DIR=${dir} holds no nix.conf: ${fix}`];
+  const conf = fs.readFileSync(file, "utf8");
+  const needs: [RegExp, string][] = [
+    [/^[ \t]*experimental-features[ \t]*=.*[ \t]nix-command\b/m, "experimental-features = nix-command flakes"],
+    [/^[ \t]*experimental-features[ \t]*=.*[ \t]flakes\b/m, "experimental-features = nix-command flakes"],
+    [/^[ \t]*substituters[ \t]*=[ \t]*$/m, "substituters ="],
+    [/^[ \t]*build-users-group[ \t]*=[ \t]*$/m, "build-users-group ="],
+    [
+      /^[ \t]*extra-sandbox-paths[ \t]*=(?=.*[ \t]\/bin\/sh=\/bin\/busybox\b)(?=.*[ \t]\/bin\/busybox\b)/m,
+      "extra-sandbox-paths = /bin/sh=/bin/busybox /bin/busybox",
+    ],
+  ];
+  const missing = [...new Set(needs.filter(([re]) => !re.test(conf)).map(([, line]) => line))];
+  return missing.length ? [`${file} lacks ${missing.map((l) => `\`${l}\``).join(", ")}: ${fix}`] : [];
 }
 
 export interface Result {

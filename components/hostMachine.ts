@@ -1,0 +1,175 @@
+/**
+ * The machine neko runs on, as the host's steps see it: an EC2 instance this program manages (with
+ * an Elastic IP, a profile volume and an idle timer that outlive or survive it), an existing SSH
+ * host, or this machine's own Docker engine. A wiring function, not a component.
+ */
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { HOST_PROFILE_DIR, HOST_STATE_DIR } from "../lib/neko";
+import { hostIngress, sshIngress } from "../lib/network";
+import { hostPorts } from "../lib/ports";
+import { ecrHostOfArn, pullPolicy } from "../lib/registry";
+import { HostSettings, NekoSettings } from "../lib/settings";
+import { hostUserData } from "../lib/userdata";
+import { WakeSpec, wakeEnvironment } from "../lib/wake";
+import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
+import { Machine } from "./runScript";
+
+/** Deep Learning Base OSS NVIDIA driver AMI (AL2023): driver and container toolkit preinstalled. */
+export const GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id";
+export const X86_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+
+export interface HostMachineArgs {
+  settings: Exclude<HostSettings, { kind: "none" }>;
+  neko: NekoSettings;
+  /** `<project>/<stack>`: tags the instance, finds it again to wake it, labels containers. */
+  stackTag: string;
+  /** ECR repository the host may pull from (ecr registries). */
+  repositoryArn?: pulumi.Input<string>;
+  tags: Record<string, string>;
+}
+
+export interface HostMachine {
+  machine: Machine;
+  /** What clients reach: an Elastic IP, the configured address, or this machine's. */
+  publicAddress: pulumi.Output<string>;
+  /** Where the browser profile lives on the host (a directory, or a docker volume name). */
+  profile: string;
+  /** Where the host's idle check reads neko's API token (EC2 hosts only). */
+  stateDir?: string;
+  /** Changes when the machine is replaced: what runs on it must run again. */
+  generation: pulumi.Input<string>;
+  /** The instance (EC2 hosts), for the wake-on-visit link. */
+  instance?: aws.ec2.Instance;
+  /** The SSH connection a person can use (no secret in it). */
+  sshHint?: pulumi.Output<string>;
+}
+
+export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachineArgs): HostMachine {
+  const s = a.settings;
+  const base = (target: WakeSpec["target"]): WakeSpec => ({
+    machine: "the host",
+    target,
+    method: { kind: "none" },
+    ready: "docker",
+    readyTimeoutSeconds: 300,
+  });
+
+  if (s.kind === "local") {
+    return {
+      machine: { name, parent, wakeEnv: pulumi.output(wakeEnvironment(base({ kind: "local" }))), wakeSeconds: 480 },
+      publicAddress: pulumi.output(s.publicAddress),
+      profile: `neko-infra-${pulumi.getStack()}-profile`,
+      generation: "local",
+    };
+  }
+
+  if (s.kind === "ssh") {
+    const c = { host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey };
+    const method: WakeSpec["method"] = s.wakeCommand ? { kind: "command", command: s.wakeCommand } : { kind: "none" };
+    return {
+      machine: {
+        name,
+        parent,
+        connection: pulumi.secret(c),
+        wakeEnv: pulumi.secret(wakeEnvironment({ ...base({ kind: "ssh", connection: c }), method, readyTimeoutSeconds: s.readyTimeout })),
+        wakeSeconds: s.readyTimeout + 180,
+      },
+      publicAddress: pulumi.output(s.publicAddress ?? s.host),
+      profile: "neko-infra-profile",
+      generation: `${s.user}@${s.host}:${s.port}`,
+      sshHint: pulumi.output(`ssh -p ${s.port} ${s.user}@${s.host}`),
+    };
+  }
+
+  // EC2: the Elastic IP, keys and profile volume outlive the instance.
+  const identity = machineIdentity(name, parent, a.tags);
+  const tls = s.tlsFront.enabled;
+  const ports = hostPorts(a.neko, { tls });
+  const profileVolume = new aws.ebs.Volume(
+    `${name}-profile`,
+    { availabilityZone: profileZone(name, parent, s), size: s.profileSize, type: "gp3", encrypted: true, tags: { ...a.tags, Name: `${name}-profile` } },
+    // The zone is chosen once: the instance follows the volume, never the other way round.
+    { parent, ignoreChanges: ["availabilityZone"] },
+  );
+  const ecrRegistry = a.repositoryArn === undefined ? undefined : pulumi.output(a.repositoryArn).apply(ecrHostOfArn);
+  const machine = ec2Machine(name, parent, {
+    identity,
+    tags: a.tags,
+    description: "neko-infra host: neko from the client networks, SSH from the admin networks",
+    ingress: pulumi
+      .all([identity.eip.publicIp])
+      .apply(([ip]) => [sshIngress(s.sshCidrs), ...hostIngress(ports, s.clientCidrs, ip)]),
+    amiParameter: s.gpu ? GPU_AMI_PARAMETER : X86_AMI_PARAMETER,
+    instanceType: s.instanceType,
+    volumeSize: s.volumeSize,
+    subnetId: s.subnetId,
+    availabilityZone: profileVolume.availabilityZone,
+    stopOnShutdown: true, // the idle timer powers off: that must stop, not terminate
+    userData: pulumi.all([identity.hostKey, ecrRegistry, profileVolume.id]).apply(([hostKey, registry, volumeId]) =>
+      hostUserData({
+        hostKey,
+        sshUser: EC2_USER,
+        gpu: s.gpu,
+        ecrRegistry: registry,
+        profileVolumeId: volumeId,
+        idleMinutes: s.idleMinutes,
+      }),
+    ),
+  });
+  const attachment = new aws.ec2.VolumeAttachment(
+    `${name}-profile-attach`,
+    { instanceId: machine.instance.id, volumeId: profileVolume.id, deviceName: "/dev/sdf", stopInstanceBeforeDetaching: true },
+    // One instance at a time may hold the volume: detach from the old before attaching to the new.
+    { parent, deleteBeforeReplace: true },
+  );
+  new aws.iam.RolePolicyAttachment(
+    `${name}-ssm`,
+    { role: machine.role.name, policyArn: "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" },
+    { parent },
+  );
+  if (a.repositoryArn !== undefined) {
+    new aws.iam.RolePolicy(`${name}-ecr-pull`, { role: machine.role.id, policy: pulumi.output(a.repositoryArn).apply(pullPolicy) }, { parent });
+  }
+  const wakeEnv = identity.connection.apply((c) =>
+    wakeEnvironment({
+      ...base({ kind: "ssh", connection: c }),
+      method: { kind: "ec2", region: aws.config.region ?? "", stackTag: a.stackTag, role: "host" },
+      ready: "marker",
+      readyTimeoutSeconds: s.readyTimeout,
+    }),
+  );
+  return {
+    machine: {
+      name,
+      parent,
+      connection: identity.connection,
+      wakeEnv,
+      wakeSeconds: s.readyTimeout + 180,
+      dependsOn: [machine.association, attachment],
+    },
+    publicAddress: identity.eip.publicIp,
+    profile: HOST_PROFILE_DIR,
+    stateDir: HOST_STATE_DIR,
+    generation: machine.instance.id,
+    instance: machine.instance,
+    sshHint: identity.eip.publicIp.apply((ip) => `ssh ${EC2_USER}@${ip}  (npm run ssh -- ${pulumi.getStack()} host)`),
+  };
+}
+
+/**
+ * The zone of the profile volume (and so of the instance): the subnet's, or the first zone (by
+ * name) that offers the instance type.
+ */
+function profileZone(name: string, parent: pulumi.Resource, s: Extract<HostSettings, { kind: "ec2" }>): pulumi.Output<string> {
+  if (s.subnetId !== undefined) return aws.ec2.getSubnetOutput({ id: s.subnetId }, { parent }).availabilityZone;
+  const offers = aws.ec2.getInstanceTypeOfferingsOutput(
+    { locationType: "availability-zone", filters: [{ name: "instance-type", values: [s.instanceType] }] },
+    { parent },
+  );
+  return offers.locations.apply((zones) => {
+    const zone = [...zones].sort()[0];
+    if (!zone) throw new Error(`${name}: ${s.instanceType} is offered in no availability zone of ${aws.config.region}; choose another host.instanceType`);
+    return zone;
+  });
+}

@@ -1,0 +1,39 @@
+/**
+ * The HTTPS front of a host: Caddy in its own container (host network), answering ACME's HTTP
+ * challenge on port 80, redirecting HTTP to HTTPS, and proxying HTTPS (WebSockets included) to neko
+ * on 127.0.0.1. The certificate is for the host's domain, or for its IP address (Let's Encrypt's
+ * short-lived IP certificates); Caddy renews it itself. A wiring function, not a component.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { caddyfile, TLS_IMAGE } from "../lib/caddy";
+import { TlsSettings } from "../lib/settings";
+import { HostMachine } from "./hostMachine";
+import { runStep } from "./runScript";
+
+export interface TlsFrontArgs {
+  tls: Extract<TlsSettings, { enabled: true }>;
+  /** neko's HTTP port on 127.0.0.1. */
+  nekoPort: number;
+}
+
+export function tlsFront(name: string, parent: pulumi.Resource, host: HostMachine, a: TlsFrontArgs): pulumi.Resource {
+  const subject = host.publicAddress.apply((ip) => a.tls.domain ?? ip);
+  const step = runStep(
+    name,
+    host.machine,
+    {
+      script: "tls-front.sh",
+      args: pulumi.all([subject]).apply(([sub]) => [TLS_IMAGE, sub]),
+      env: pulumi.all([subject, host.publicAddress]).apply(([sub, address]) => ({
+        TLS_CADDYFILE: caddyfile({ subject: sub, email: a.tls.email, acmeServer: a.tls.acmeServer, privateRoot: a.tls.acmeRootCert !== undefined, nekoPort: a.nekoPort }),
+        ...(a.tls.acmeRootCert ? { TLS_ROOT_CERT: a.tls.acmeRootCert } : {}),
+        ...(a.tls.domain ? { TLS_EXPECT_ADDRESS: address } : {}),
+      })),
+      purpose: pulumi.interpolate`the HTTPS front for ${subject}`,
+      budgetSeconds: 600,
+      triggers: [host.generation],
+    },
+    { parent },
+  );
+  return step.command;
+}

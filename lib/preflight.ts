@@ -1,0 +1,72 @@
+/**
+ * Checks before anything is created, from facts the program looks up in the AWS account (see
+ * components/preflight.ts): a VPC to launch into, and vCPU quota for the instance types. Pure:
+ * facts in, problems out, each naming the setting to change and how to fix the account.
+ */
+import { instanceFamily } from "./instanceTypes";
+import { keyOf } from "./settingsMessages";
+
+export interface Ec2Need {
+  /** `builder` or `host`: the settings section. */
+  section: "builder" | "host";
+  instanceType: string;
+  spot: boolean;
+  subnetId?: string;
+}
+
+export interface Quota {
+  code: string;
+  name: string;
+}
+
+/** EC2's vCPU quotas that the builder and the host count against. */
+export function quotaFor(instanceType: string, spot: boolean): Quota {
+  const gpu = /^(g|vt)\d/.test(instanceFamily(instanceType));
+  if (gpu) return spot ? { code: "L-3819A6DF", name: "All G and VT Spot Instance Requests" } : { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances" };
+  return spot
+    ? { code: "L-34B43A08", name: "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests" }
+    : { code: "L-1216C47A", name: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" };
+}
+
+export interface PreflightFacts {
+  region: string;
+  /** Whether the region has a default VPC (looked up only when a machine has no subnet). */
+  defaultVpc?: boolean;
+  /** vCPUs per instance type. */
+  vcpus: Record<string, number>;
+  /** Quota values by code; undefined when it could not be read (then it is not checked). */
+  quotas: Record<string, number | undefined>;
+}
+
+export function preflightProblems(needs: Ec2Need[], facts: PreflightFacts): string[] {
+  const problems: string[] = [];
+  const withoutSubnet = needs.filter((n) => n.subnetId === undefined);
+  if (withoutSubnet.length && facts.defaultVpc === false) {
+    for (const n of withoutSubnet) {
+      problems.push(
+        `${keyOf(`${n.section}.subnetId`)}: ${facts.region} has no default VPC to launch the ${n.section} into; create one (aws ec2 create-default-vpc --region ${facts.region}) or set ${n.section}.subnetId to a public subnet of yours`,
+      );
+    }
+  }
+  // Machines counting against the same quota add up.
+  const byQuota = new Map<string, { quota: Quota; needs: Ec2Need[] }>();
+  for (const n of needs) {
+    const quota = quotaFor(n.instanceType, n.spot);
+    const entry = byQuota.get(quota.code) ?? { quota, needs: [] };
+    entry.needs.push(n);
+    byQuota.set(quota.code, entry);
+  }
+  for (const { quota, needs: users } of byQuota.values()) {
+    const limit = facts.quotas[quota.code];
+    if (limit === undefined) continue;
+    const wanted = users.reduce((sum, n) => sum + (facts.vcpus[n.instanceType] ?? 0), 0);
+    if (wanted <= limit) continue;
+    const who = users.map((n) => `${n.section} ${n.instanceType} (${facts.vcpus[n.instanceType]} vCPUs)`).join(" + ");
+    problems.push(
+      `${keyOf(`${users[0].section}.instanceType`)}: ${who} need ${wanted} vCPUs of the EC2 quota "${quota.name}" (${quota.code}), which is ${limit} in ${facts.region}` +
+        ` (new accounts often start at 0); ask for more: aws service-quotas request-service-quota-increase --service-code ec2 --quota-code ${quota.code} --desired-value ${wanted} --region ${facts.region}` +
+        " (or in the Service Quotas console), or choose a smaller type",
+    );
+  }
+  return problems;
+}
