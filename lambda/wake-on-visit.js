@@ -5,7 +5,7 @@
  * (scripts/host-idle-stop.sh): it starts the instance if it sleeps, shows a page that says so and
  * refreshes itself every 5 s, and sends the browser on to neko once neko's /health answers.
  *
- * Handler: `wake-on-visit.handler`. Env:
+ * Handler: the export `handler` (components/wakeOnVisit.ts ships this file as index.js: `index.handler`). Env:
  *   INSTANCE_ID   the host (i-...)
  *   NEKO_URL      https://<address>/ : where the browser goes, and whose <NEKO_URL>health is checked (3 s)
  *   TOKEN_SHA256  hex sha256 of the link's token (?t=...); the token itself is not in this config
