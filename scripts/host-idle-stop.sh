@@ -99,6 +99,12 @@ if [[ ! -e $stamp ]] || (($(stat -c %Y "$stamp") < $(boot_time))); then
   echo "host-idle-stop: busy (first run after boot)"
   exit 0
 fi
+if (($(stat -c %Y "$stamp") > now + 60)); then
+  # the clock was set back: such a stamp would keep the host up until the clock catches up
+  touch "$stamp"
+  echo "host-idle-stop: busy (last-busy stamp was in the future; reset)"
+  exit 0
+fi
 ask_neko
 find_busy_reason
 if [[ -n $reason ]]; then

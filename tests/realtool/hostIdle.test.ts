@@ -121,7 +121,7 @@ async function idleStop(h: Host, minutes: string, o: { prelude?: string; env?: R
 }
 
 describe("host-idle-stop.sh", () => {
-  test("first run counts as busy, also with a stamp left from before the last boot", async () => {
+  test("first run counts as busy, also with a stamp left from before the last boot; a stamp in the future is reset", async () => {
     const h = host();
     expect(await idleStop(h, "1")).toBe("host-idle-stop: busy (first run after boot)");
     expect(fs.existsSync(h.stamp)).toBe(true);
@@ -129,6 +129,9 @@ describe("host-idle-stop.sh", () => {
     fs.utimesSync(h.stamp, btime - 60, btime - 60); // the host stopped an hour ago, was just woken
     expect(await idleStop(h, "1")).toBe("host-idle-stop: busy (first run after boot)");
     expect(stampAge(h)).toBeLessThan(5);
+    stampAgo(h, -3600); // the clock was set back an hour
+    expect(await idleStop(h, "1")).toBe("host-idle-stop: busy (last-busy stamp was in the future; reset)");
+    expect(Math.abs(stampAge(h))).toBeLessThan(5);
     expect(fs.existsSync(h.marker)).toBe(false);
   });
 
