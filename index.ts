@@ -62,11 +62,13 @@ export = async () => {
     imageRef: registry.imageRef,
     storePath: image.storePath,
     ...(builder.address ? { builderIp: builder.address } : {}),
+    ...(settings.builder.kind === "ec2" ? { builderSsh: builder.machine.connection } : {}),
     ...(host
       ? {
           url: host.url,
           hostIp: host.publicAddress,
           ...(host.sshCommand ? { sshCommand: host.sshCommand } : {}),
+          ...(host.sshAccess ? { hostSsh: host.sshAccess } : {}),
           ...(host.wakeLink ? { wakeLink: host.wakeLink } : {}),
           userPassword: host.userPassword,
           adminPassword: host.adminPassword,

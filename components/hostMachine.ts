@@ -10,6 +10,7 @@ import { hostIngress, sshIngress } from "../lib/network";
 import { hostPorts } from "../lib/ports";
 import { ecrHostOfArn, pullPolicy } from "../lib/registry";
 import { HostSettings, NekoSettings } from "../lib/settings";
+import { SshConnection } from "../lib/sshConnection";
 import { hostUserData } from "../lib/userdata";
 import { WakeSpec, wakeEnvironment } from "../lib/wake";
 import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
@@ -41,8 +42,10 @@ export interface HostMachine {
   generation: pulumi.Input<string>;
   /** The instance (EC2 hosts), for the wake-on-visit link. */
   instance?: aws.ec2.Instance;
-  /** The SSH connection a person can use (no secret in it). */
+  /** How a person gets a shell there (no secret in it). */
   sshHint?: pulumi.Output<string>;
+  /** The generated login of an EC2 host, for `npm run ssh`. Secret. */
+  sshAccess?: pulumi.Output<SshConnection>;
 }
 
 export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachineArgs): HostMachine {
@@ -153,7 +156,8 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     stateDir: HOST_STATE_DIR,
     generation: machine.instance.id,
     instance: machine.instance,
-    sshHint: identity.eip.publicIp.apply((ip) => `ssh ${EC2_USER}@${ip}  (npm run ssh -- ${pulumi.getStack()} host)`),
+    sshHint: pulumi.output(`npm run ssh -- ${pulumi.getStack()} host`),
+    sshAccess: identity.connection,
   };
 }
 

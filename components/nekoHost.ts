@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { CONTAINER_NAME, envFile, nekoEnv, nekoSecretEnv, NekoRuntime, rolloutEnv } from "../lib/neko";
 import { HostSettings, NekoSettings } from "../lib/settings";
+import { SshConnection } from "../lib/sshConnection";
 import { HostMachine, hostMachine } from "./hostMachine";
 import { runStep } from "./runScript";
 import { tlsFront } from "./tlsFront";
@@ -33,6 +34,8 @@ export class NekoHost extends pulumi.ComponentResource {
   readonly publicAddress: pulumi.Output<string>;
   readonly url: pulumi.Output<string>;
   readonly sshCommand?: pulumi.Output<string>;
+  /** The generated login of an EC2 host (`npm run ssh -- <stack> host`). Secret. */
+  readonly sshAccess?: pulumi.Output<SshConnection>;
   readonly userPassword: pulumi.Output<string>;
   readonly adminPassword: pulumi.Output<string>;
   /** Opens neko, waking the host first (EC2 hosts with an idle stop). Secret. */
@@ -100,6 +103,7 @@ export class NekoHost extends pulumi.ComponentResource {
       s.tlsFront.enabled ? `https://${domain ?? a}/` : `http://${loopbackOnly ? "localhost" : a}:${neko.httpPort}/`,
     );
     this.sshCommand = host.sshHint;
+    this.sshAccess = host.sshAccess;
     if (s.kind === "ec2" && s.idleMinutes > 0 && s.wakeOnVisit && host.instance) {
       this.wakeLink = new WakeOnVisit(`${name}-wake`, { instance: host.instance, nekoUrl: this.url, tags }, { parent: this }).link;
     }

@@ -63,7 +63,7 @@ export function preflightProblems(needs: Ec2Need[], facts: PreflightFacts): stri
     if (wanted <= limit) continue;
     const who = users.map((n) => `${n.section} ${n.instanceType} (${facts.vcpus[n.instanceType]} vCPUs)`).join(" + ");
     problems.push(
-      `${keyOf(`${users[0].section}.instanceType`)}: ${who} need ${wanted} vCPUs of the EC2 quota "${quota.name}" (${quota.code}), which is ${limit} in ${facts.region}` +
+      `${keyOf(`${users[0].section}.instanceType`)}: ${who} need${users.length === 1 ? "s" : ""} ${wanted} vCPUs of the EC2 quota "${quota.name}" (${quota.code}), which is ${limit} in ${facts.region}` +
         ` (new accounts often start at 0); ask for more: aws service-quotas request-service-quota-increase --service-code ec2 --quota-code ${quota.code} --desired-value ${wanted} --region ${facts.region}` +
         " (or in the Service Quotas console), or choose a smaller type",
     );

@@ -9,9 +9,3 @@ export interface SshConnection {
   /** The machine's public host key line: the only key accepted. */
   hostKey: string;
 }
-
-/** A known_hosts line for exactly this host key. */
-export function knownHostsLine(t: Pick<SshConnection, "host" | "port" | "hostKey">): string {
-  const who = t.port === 22 ? t.host : `[${t.host}]:${t.port}`;
-  return `${who} ${t.hostKey.trim()}\n`;
-}

@@ -8,8 +8,7 @@ import { hashDirectory } from "../../lib/flakeSource";
 import { nixSigningKeys, s3CacheUri } from "../../lib/nixCache";
 import { gpuInstanceProblem, isArmInstanceType } from "../../lib/instanceTypes";
 import { ecrHostOfArn, lifecyclePolicy, pullPolicy, pushPolicy } from "../../lib/registry";
-import { scriptCommand, shellQuote } from "../../lib/shell";
-import { knownHostsLine, sshOptions, writeSshFiles } from "../../lib/sshFiles";
+import { commandLine, envPreamble, scriptCommand, shellQuote } from "../../lib/shell";
 import { builderUserData, hostUserData } from "../../lib/userdata";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-unit-"));
@@ -23,16 +22,39 @@ describe("shell command lines", () => {
     },
   );
 
-  test("scriptCommand runs the script from stdin with args and inline env", () => {
-    const cmd = scriptCommand("wait-for-nix.sh", ["a b", "c"], { REGISTRY_PASSWORD: "p'w $x" });
-    expect(cmd.command).toBe(`REGISTRY_PASSWORD='p'\\''w $x' bash -s -- 'a b' c`);
-    expect(cmd.stdin).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/wait-for-nix.sh"), "utf8"));
-    const echo = execFileSync("/bin/sh", ["-c", cmd.command], { input: 'printf "%s|%s|%s" "$1" "$2" "$REGISTRY_PASSWORD"' }).toString();
-    expect(echo).toBe("a b|c|p'w $x");
+  test("the environment goes on stdin, never in the command line; the script runs after it", () => {
+    const run = { script: "push-image.sh" as const, args: ["a b", "c"], env: { REGISTRY_PASSWORD: "p'w $x" }, budgetSeconds: 60 };
+    const cmd = scriptCommand(run);
+    expect(cmd.command).toBe("bash -s -- 'a b' c");
+    expect(cmd.command).not.toContain("p'w");
+    expect(cmd.stdin.startsWith(`export REGISTRY_PASSWORD='p'\\''w $x'\n`)).toBe(true);
+    expect(cmd.stdin.endsWith(fs.readFileSync(path.join(__dirname, "../../scripts/push-image.sh"), "utf8"))).toBe(true);
+    // what a real shell makes of it: the preamble, then a stand-in script that prints what it got
+    const input = envPreamble(run.env) + 'printf "%s|%s|%s" "$1" "$2" "$REGISTRY_PASSWORD"';
+    expect(execFileSync("/bin/sh", ["-c", cmd.command], { input }).toString()).toBe("a b|c|p'w $x");
   });
 
-  test("scriptCommand refuses an environment name a shell would misread", () => {
-    expect(() => scriptCommand("wait-for-nix.sh", [], { "A;rm": "x" })).toThrow(/bad environment name/);
+  test("a remote command is bounded by timeout(1) on the machine; a local one is not", () => {
+    expect(commandLine({ args: ["x"], budgetSeconds: 90 }, true)).toBe("timeout -k 15s 90s bash -s -- x");
+    expect(commandLine({ args: ["x"], budgetSeconds: 90 }, false)).toBe("bash -s -- x");
+  });
+
+  test("timeout(1) really stops a remote-style command at its budget", () => {
+    const started = Date.now();
+    const r = (() => {
+      try {
+        execFileSync("/bin/sh", ["-c", commandLine({ args: [], budgetSeconds: 1 }, true)], { input: "sleep 30" });
+        return 0;
+      } catch (e) {
+        return (e as { status: number }).status;
+      }
+    })();
+    expect(r).toBe(124);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  test("the preamble refuses an environment name a shell would misread", () => {
+    expect(() => envPreamble({ "A;rm": "x" })).toThrow(/bad environment name/);
   });
 });
 
@@ -109,6 +131,7 @@ describe("user-data", () => {
     expect(doc.ssh_deletekeys).toBe(true);
     expect(doc.write_files[0].content).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/builder-bootstrap.sh"), "utf8"));
     expect(doc.runcmd).toEqual([["bash", "/var/lib/neko-infra/builder-bootstrap.sh", "ec2-user", "8"]]);
+    expect(doc.write_files.map((f: any) => f.path)).not.toContain("/etc/systemd/system/neko-builder-idle.timer");
   });
 
   test("builder: the idle timer runs builder-idle-stop.sh every minute with the configured limit", () => {
@@ -124,14 +147,22 @@ describe("user-data", () => {
     expect(doc.runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-builder-idle.timer"]);
   });
 
-  test("host: GPU flag and ECR registry reach the bootstrap", () => {
-    const doc = parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: true, ecrRegistry: "1.dkr.ecr.eu-central-1.amazonaws.com" }));
-    expect(doc.runcmd).toEqual([
-      ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com"],
+  test("host: GPU flag, ECR registry and profile volume reach the bootstrap; '-' for none", () => {
+    const doc = parse(
+      hostUserData({ hostKey, sshUser: "ec2-user", gpu: true, ecrRegistry: "1.dkr.ecr.eu-central-1.amazonaws.com", profileVolumeId: "vol-0abc", idleMinutes: 0 }),
+    );
+    expect(doc.runcmd).toEqual([["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com", "vol-0abc"]]);
+    expect(parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 0 })).runcmd).toEqual([
+      ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "0", "-", "-"],
     ]);
-    expect(parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false })).runcmd).toEqual([
-      ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "0"],
-    ]);
+  });
+
+  test("host: the idle timer runs host-idle-stop.sh every minute with the configured limit", () => {
+    const doc = parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 20 }));
+    const files = Object.fromEntries(doc.write_files.map((f: any) => [f.path, f.content]));
+    expect(files["/var/lib/neko-infra/host-idle-stop.sh"]).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-idle-stop.sh"), "utf8"));
+    expect(files["/etc/systemd/system/neko-host-idle.service"]).toContain("ExecStart=/usr/bin/bash /var/lib/neko-infra/host-idle-stop.sh 20\n");
+    expect(doc.runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-host-idle.timer"]);
   });
 });
 
@@ -170,22 +201,6 @@ describe("flake content hash", () => {
     fs.symlinkSync("/nix/store/x", path.join(dir, "result"));
     fs.mkdirSync(path.join(dir, "node_modules"));
     expect(hashDirectory(dir)).toBe(before);
-  });
-});
-
-describe("ssh files for the docker provider", () => {
-  test("key 0600, host key pinned, options use exactly them", () => {
-    const dir = path.join(tmp(), "dev-host");
-    const opts = writeSshFiles(dir, { host: "203.0.113.20", port: 22, privateKey: "KEY", hostKey: "ssh-ed25519 AAAA\n" });
-    expect(fs.statSync(path.join(dir, "id")).mode & 0o777).toBe(0o600);
-    expect(fs.readFileSync(path.join(dir, "id"), "utf8")).toBe("KEY\n");
-    expect(fs.readFileSync(path.join(dir, "known_hosts"), "utf8")).toBe("203.0.113.20 ssh-ed25519 AAAA\n");
-    expect(opts).toEqual(sshOptions(dir));
-    expect(opts.join(" ")).toContain("StrictHostKeyChecking=yes");
-  });
-
-  test("a non-default port is written the way ssh looks it up", () => {
-    expect(knownHostsLine({ host: "10.0.0.2", port: 2222, hostKey: "ssh-ed25519 AAAA" })).toBe("[10.0.0.2]:2222 ssh-ed25519 AAAA\n");
   });
 });
 

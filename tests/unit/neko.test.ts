@@ -1,16 +1,18 @@
-import { containerSpec, dockerRunArgs, healthBudgetSeconds, nekoEnv, nekoPorts, nvencPipeline, publishedPorts } from "../../lib/neko";
-import { nekoIngress, sshIngress } from "../../lib/network";
+import { envFile, nekoEnv, nekoSecretEnv, nvencPipeline, rolloutEnv } from "../../lib/neko";
+import { hostIngress, sshIngress } from "../../lib/network";
+import { hostPorts, publishArgs } from "../../lib/ports";
 import { NekoSettings, parseSettings } from "../../lib/settings";
 
 function neko(overrides: Record<string, unknown> = {}, gpu = false): NekoSettings {
   return parseSettings({
     config: {
-      "neko-infra:image": JSON.stringify({ flake: "github:o/r" }),
+      "neko-infra:image": JSON.stringify({ flake: "./x" }),
       "neko-infra:builder": JSON.stringify({ kind: "local" }),
+      "neko-infra:registry": JSON.stringify({ kind: "oci", url: "r.example.com/neko" }),
       "neko-infra:host": JSON.stringify({
         kind: "ssh",
         gpu,
-        host: "h",
+        host: "h.example.com",
         privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx",
         hostKey: "ssh-ed25519 AAAA",
       }),
@@ -18,22 +20,47 @@ function neko(overrides: Record<string, unknown> = {}, gpu = false): NekoSetting
     },
     secretKeys: ["neko-infra:host"],
     projectDir: "/p",
-    fileExists: () => false,
+    fileExists: () => true,
   }).neko;
 }
 
-const V2_NAMES = /^NEKO_(EPR|NAT1TO1|PASSWORD|PASSWORD_ADMIN|SCREEN|ICELITE|UDPMUX|TCPMUX|BIND|VIDEO_CODEC)$/;
+const V2_NAMES = /^NEKO_(EPR|NAT1TO1|PASSWORD|PASSWORD_ADMIN|SCREEN|ICELITE|UDPMUX|TCPMUX|BIND|VIDEO_CODEC|PROXY)$/;
+const rt = (o: Partial<{ publicAddress: string; gpu: boolean; tls: boolean }> = {}) => ({ publicAddress: "100.64.0.20", gpu: false, tls: false, ...o });
 
-describe("ports", () => {
-  test("EPR mode: HTTP over TCP and the whole UDP range", () => {
-    expect(nekoPorts(neko())).toEqual([
-      { from: 8080, to: 8080, protocol: "tcp", purpose: "neko HTTP and WebSocket" },
-      { from: 52000, to: 52100, protocol: "udp", purpose: "WebRTC media (EPR)" },
+describe("one port list", () => {
+  test("EPR without TLS: neko's HTTP port and the UDP range, both for the clients", () => {
+    expect(hostPorts(neko(), { tls: false }).map((p) => [p.from, p.to, p.protocol, p.exposure, p.service])).toEqual([
+      [8080, 8080, "tcp", "clients", "neko"],
+      [52000, 52100, "udp", "clients", "neko"],
     ]);
   });
 
+  test("with TLS neko's HTTP port is loopback only; 80 is open to everyone (ACME), 443 to the clients", () => {
+    const ports = hostPorts(neko(), { tls: true });
+    expect(ports.find((p) => p.from === 8080)!.exposure).toBe("loopback");
+    expect(ports.filter((p) => p.service === "tls").map((p) => [p.from, p.exposure])).toEqual([
+      [80, "everyone"],
+      [443, "clients"],
+    ]);
+  });
+
+  test("TURN adds its ports, its relay range and the hairpin of relayed media to neko", () => {
+    const ports = hostPorts(neko({ turn: true }), { tls: true });
+    expect(ports.filter((p) => p.service === "turn").map((p) => `${p.from}-${p.to}/${p.protocol} ${p.exposure}`)).toEqual([
+      "3478-3478/udp clients",
+      "3478-3478/tcp clients",
+      "5349-5349/tcp clients",
+      "49160-49200/udp self",
+    ]);
+    expect(ports.filter((p) => p.service === "neko" && p.exposure === "self").map((p) => `${p.from}-${p.to}`)).toEqual(["52000-52100"]);
+  });
+
+  test("no TURN over TLS without the TLS front", () => {
+    expect(hostPorts(neko({ turn: true }), { tls: false }).some((p) => p.from === 5349)).toBe(false);
+  });
+
   test("mux mode: one UDP port, plus a TCP port when configured", () => {
-    const ports = nekoPorts(neko({ webrtc: { mode: "mux", udpMux: 59000, tcpMux: 59001 } }));
+    const ports = hostPorts(neko({ webrtc: { mode: "mux", udpMux: 59000, tcpMux: 59001 } }), { tls: false });
     expect(ports.map((p) => [p.from, p.to, p.protocol])).toEqual([
       [8080, 8080, "tcp"],
       [59000, 59000, "udp"],
@@ -41,121 +68,134 @@ describe("ports", () => {
     ]);
   });
 
-  test("published ports are 1:1 and one per port of each range", () => {
-    const published = publishedPorts(nekoPorts(neko({ webrtc: { epr: "52000-52002" } })));
-    expect(published).toEqual([
-      { internal: 8080, external: 8080, protocol: "tcp" },
-      { internal: 52000, external: 52000, protocol: "udp" },
-      { internal: 52001, external: 52001, protocol: "udp" },
-      { internal: 52002, external: 52002, protocol: "udp" },
+  test("published ports are 1:1 ranges, loopback ones bound to 127.0.0.1, the rest to the given address", () => {
+    expect(publishArgs(hostPorts(neko(), { tls: true }))).toEqual(["127.0.0.1:8080:8080/tcp", "52000-52100:52000-52100/udp"]);
+    expect(publishArgs(hostPorts(neko(), { tls: false }), "127.0.0.1")).toEqual([
+      "127.0.0.1:8080:8080/tcp",
+      "127.0.0.1:52000-52100:52000-52100/udp",
     ]);
   });
 
-  test("security group rules cover exactly the published ports, split by address family", () => {
+  test("the security group opens exactly what is published to clients, and nothing loopback", () => {
     const n = neko({ httpPort: 9000, webrtc: { epr: "53000-53010" } });
-    const rules = nekoIngress(nekoPorts(n), ["198.51.100.0/24", "2001:db8::/32"]);
+    const ports = hostPorts(n, { tls: false });
+    const rules = hostIngress(ports, ["100.64.0.0/24", "fd00::/8"], "100.64.0.20");
     const covered = rules.flatMap((r) => Array.from({ length: r.toPort - r.fromPort + 1 }, (_, i) => `${r.fromPort + i}/${r.protocol}`));
-    const published = containerSpec(n, { publicAddress: "203.0.113.5", gpu: false }, "r@sha256:x").ports.map(
-      (p) => `${p.external}/${p.protocol}`,
-    );
+    const published = publishArgs(ports).flatMap((a) => {
+      const [range, protocol] = a.split(":").slice(-1)[0].split("/");
+      const [lo, hi] = range.split("-").map(Number);
+      return Array.from({ length: (hi ?? lo) - lo + 1 }, (_, i) => `${lo + i}/${protocol}`);
+    });
     expect(covered.sort()).toEqual(published.sort());
-    expect(rules.every((r) => r.cidrBlocks.join() === "198.51.100.0/24" && r.ipv6CidrBlocks.join() === "2001:db8::/32")).toBe(true);
+    expect(rules.every((r) => r.cidrBlocks.join() === "100.64.0.0/24" && r.ipv6CidrBlocks.join() === "fd00::/8")).toBe(true);
+    expect(hostIngress(hostPorts(n, { tls: true }), ["100.64.0.0/24"], "x").some((r) => r.fromPort === 9000)).toBe(false);
+  });
+
+  test("the hairpin rules admit only the host's own address", () => {
+    const rules = hostIngress(hostPorts(neko({ turn: true }), { tls: false }), ["0.0.0.0/0"], "100.64.0.20");
+    expect(rules.filter((r) => /relay|TURN relay/.test(r.description)).every((r) => r.cidrBlocks.join() === "100.64.0.20/32")).toBe(true);
   });
 
   test("SSH rule is port 22 from the given networks only", () => {
-    expect(sshIngress(["198.51.100.24/32"])).toMatchObject({
-      protocol: "tcp",
-      fromPort: 22,
-      toPort: 22,
-      cidrBlocks: ["198.51.100.24/32"],
-      ipv6CidrBlocks: [],
-    });
+    expect(sshIngress(["100.64.0.24/32"])).toMatchObject({ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["100.64.0.24/32"], ipv6CidrBlocks: [] });
   });
 });
 
 describe("environment", () => {
   test("x86: v3 names, bind on the HTTP port, NAT 1:1 to the public address, VP8", () => {
-    const env = nekoEnv(neko({ screen: "1280x720@30" }), { publicAddress: "203.0.113.20", gpu: false });
-    expect(env).toEqual({
+    expect(nekoEnv(neko({ screen: "1280x720@30" }), rt())).toEqual({
       NEKO_SERVER_BIND: ":8080",
       NEKO_WEBRTC_EPR: "52000-52100",
-      NEKO_WEBRTC_NAT1TO1: "203.0.113.20",
+      NEKO_WEBRTC_NAT1TO1: "100.64.0.20",
       NEKO_WEBRTC_ICELITE: "1",
       NEKO_DESKTOP_SCREEN: "1280x720@30",
       NEKO_CAPTURE_VIDEO_CODEC: "vp8",
     });
   });
 
-  test("GPU: NVIDIA env and an NVENC H.264 pipeline", () => {
-    const env = nekoEnv(neko({}, true), { publicAddress: "203.0.113.20", gpu: true });
-    expect(env).toMatchObject({ NVIDIA_VISIBLE_DEVICES: "all", NVIDIA_DRIVER_CAPABILITIES: "all", NEKO_CAPTURE_VIDEO_CODEC: "h264" });
-    expect(env.NEKO_CAPTURE_VIDEO_PIPELINE).toContain("cudaupload ! cudaconvert");
-    expect(env.NEKO_CAPTURE_VIDEO_PIPELINE).toContain("nvh264enc");
+  test("behind the TLS front neko trusts the proxy's headers", () => {
+    expect(nekoEnv(neko(), rt({ tls: true })).NEKO_SERVER_PROXY).toBe("true");
+    expect(nekoEnv(neko(), rt()).NEKO_SERVER_PROXY).toBeUndefined();
+  });
+
+  test("GPU: NVIDIA env and the driver's library directories on the search path", () => {
+    expect(nekoEnv(neko({}, true), rt({ gpu: true }))).toMatchObject({
+      NVIDIA_VISIBLE_DEVICES: "all",
+      NVIDIA_DRIVER_CAPABILITIES: "all",
+      LD_LIBRARY_PATH: "/usr/lib64:/usr/lib/x86_64-linux-gnu",
+      NEKO_CAPTURE_VIDEO_CODEC: "h264",
+    });
+  });
+
+  test("secrets: passwords, the API token and both ICE server lists", () => {
+    const ice = [{ urls: ["turn:100.64.0.20:3478?transport=udp"], username: "neko", credential: "c" }];
+    expect(nekoSecretEnv({ userPassword: "u", adminPassword: "a", apiToken: "t", iceServers: ice })).toEqual({
+      NEKO_MEMBER_MULTIUSER_USER_PASSWORD: "u",
+      NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD: "a",
+      NEKO_SESSION_API_TOKEN: "t",
+      NEKO_WEBRTC_ICESERVERS_FRONTEND: JSON.stringify(ice),
+      NEKO_WEBRTC_ICESERVERS_BACKEND: JSON.stringify(ice),
+    });
   });
 
   test("drivers 590+ use nvautogpuh264enc", () => {
     expect(nvencPipeline("nvautogpuh264enc")).toContain("nvautogpuh264enc");
     expect(nvencPipeline("nvautogpuh264enc")).not.toContain("nvh264enc ");
-  });
-
-  test("GPU with VP8 chosen explicitly sets no H.264 pipeline", () => {
-    const env = nekoEnv(neko({ videoCodec: "vp8" }, true), { publicAddress: "a", gpu: true });
-    expect(env.NEKO_CAPTURE_VIDEO_PIPELINE).toBeUndefined();
+    expect(nvencPipeline("nvh264enc")).toContain("cudaupload ! cudaconvert ! nvh264enc");
   });
 
   test("mux mode sets UDPMUX/TCPMUX and no EPR", () => {
-    const env = nekoEnv(neko({ webrtc: { mode: "mux", udpMux: 59000, tcpMux: 59001 } }), { publicAddress: "a", gpu: false });
+    const env = nekoEnv(neko({ webrtc: { mode: "mux", udpMux: 59000, tcpMux: 59001 } }), rt());
     expect(env).toMatchObject({ NEKO_WEBRTC_UDPMUX: "59000", NEKO_WEBRTC_TCPMUX: "59001" });
     expect(env.NEKO_WEBRTC_EPR).toBeUndefined();
   });
 
   test("ICE lite off is written as 0; extra env is passed through", () => {
-    const env = nekoEnv(neko({ iceLite: false, env: { NEKO_DESKTOP_INPUT_ENABLED: "1" } }), { publicAddress: "a", gpu: false });
+    const env = nekoEnv(neko({ iceLite: false, env: { NEKO_DESKTOP_INPUT_ENABLED: "1" } }), rt());
     expect(env.NEKO_WEBRTC_ICELITE).toBe("0");
     expect(env.NEKO_DESKTOP_INPUT_ENABLED).toBe("1");
   });
 
   test.each([[false], [true]])("never a v2 name (gpu=%s)", (gpu) => {
-    const names = Object.keys(nekoEnv(neko({}, gpu), { publicAddress: "a", gpu }));
+    const names = Object.keys({ ...nekoEnv(neko({}, gpu), rt({ gpu, tls: true })), ...nekoSecretEnv({ userPassword: "u", adminPassword: "a", apiToken: "t" }) });
     expect(names.filter((n) => V2_NAMES.test(n))).toEqual([]);
+  });
+
+  test("an env file cannot carry a line break", () => {
+    expect(envFile({ A: "1", B: "x=y" })).toBe("A=1\nB=x=y\n");
+    expect(() => envFile({ A: "1\nB=2" })).toThrow(/A holds a line break/);
   });
 });
 
-describe("container", () => {
-  const ref = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/neko@sha256:" + "a".repeat(64);
-
-  test("x86: amd64, 2 GB shm, no GPU, restart unless-stopped, healthcheck on /health", () => {
-    const spec = containerSpec(neko(), { publicAddress: "203.0.113.20", gpu: false }, ref);
-    expect(spec).toMatchObject({
-      name: "neko",
-      image: ref,
-      platform: "linux/amd64",
-      shmSizeMb: 2048,
-      restart: "unless-stopped",
-      gpus: undefined,
+describe("rollout", () => {
+  test("x86 with TLS: neko published on loopback, 2 GB shm, fixed hostname, profile and state dir", () => {
+    const env = rolloutEnv(neko(), rt({ tls: true }), { bindAddress: "", profile: "/var/lib/neko-infra/profile", stackTag: "neko-infra/dev", stateDir: "/s" });
+    expect(env).toEqual({
+      NEKO_NAME: "neko",
+      NEKO_PUBLISH: "127.0.0.1:8080:8080/tcp\n52000-52100:52000-52100/udp",
+      NEKO_RUN_ARGS: "--shm-size=2g\n--hostname=neko\n--restart=unless-stopped\n--label=neko-infra.stack=neko-infra/dev",
+      NEKO_HTTP_PORT: "8080",
+      NEKO_HEALTH_SECONDS: "150",
+      NEKO_PROFILE: "/var/lib/neko-infra/profile",
+      NEKO_PROFILE_DIR: "/home/neko/.config/chromium",
+      NEKO_STATE_DIR: "/s",
     });
-    expect(spec.healthcheck).toEqual(["CMD-SHELL", "wget -q -O - http://127.0.0.1:8080/health || exit 1"]);
   });
 
-  test("GPU: gpus all", () => {
-    expect(containerSpec(neko({}, true), { publicAddress: "a", gpu: true }, ref).gpus).toBe("all");
+  test("GPU with H.264: all GPUs, the encoder chosen on the host, both pipelines at hand", () => {
+    const env = rolloutEnv(neko({}, true), rt({ gpu: true }), { bindAddress: "", stackTag: "t" });
+    expect(env.NEKO_RUN_ARGS.split("\n")).toContain("--gpus=all");
+    expect(env.NEKO_NVENC).toBe("auto");
+    expect(env.NEKO_PIPELINE_NVH264ENC).toBe(nvencPipeline("nvh264enc"));
+    expect(env.NEKO_PIPELINE_NVAUTOGPUH264ENC).toBe(nvencPipeline("nvautogpuh264enc"));
   });
 
-  test("the health budget is neko's own: start period plus retries of interval and timeout", () => {
-    expect(healthBudgetSeconds()).toBe(30 + 8 * (10 + 5));
+  test("GPU with VP8 chosen explicitly checks no encoder", () => {
+    expect(rolloutEnv(neko({ videoCodec: "vp8" }, true), rt({ gpu: true }), { bindAddress: "", stackTag: "t" }).NEKO_NVENC).toBeUndefined();
   });
 
-  test("docker run arguments carry the same ports, env, platform and healthcheck", () => {
-    const spec = containerSpec(neko({ webrtc: { epr: "52000-52001" } }), { publicAddress: "203.0.113.20", gpu: true }, ref);
-    const args = dockerRunArgs(spec, { bindAddress: "127.0.0.1", extraEnv: { NEKO_MEMBER_MULTIUSER_USER_PASSWORD: "u" } });
-    expect(args.slice(0, 8)).toEqual(["run", "--detach", "--name", "neko", "--platform", "linux/amd64", "--restart", "unless-stopped"]);
-    const values = (flag: string) => args.flatMap((a, i) => (args[i - 1] === flag ? [a] : []));
-    expect(values("--publish")).toEqual(["127.0.0.1:8080:8080/tcp", "127.0.0.1:52000:52000/udp", "127.0.0.1:52001:52001/udp"]);
-    expect(values("--gpus")).toEqual(["all"]);
-    expect(values("--shm-size")).toEqual(["2048m"]);
-    expect(values("--env")).toContain("NEKO_WEBRTC_NAT1TO1=203.0.113.20");
-    expect(values("--env")).toContain("NEKO_MEMBER_MULTIUSER_USER_PASSWORD=u");
-    expect(values("--health-cmd")).toEqual([spec.healthcheck[1]]);
-    expect(args[args.length - 1]).toBe(ref);
+  test("persistProfile: false mounts no profile", () => {
+    const env = rolloutEnv(neko({ persistProfile: false }), rt(), { bindAddress: "", profile: "p", stackTag: "t" });
+    expect(env.NEKO_PROFILE).toBeUndefined();
   });
 });

@@ -185,7 +185,7 @@ describe("valid settings", () => {
 
 // One config key wrong at a time; each must be reported with its key and what is accepted.
 const BAD: [string, Record<string, unknown>, string][] = [
-  ["unknown top-level key", { ...base(), hosts: {} }, `${P}:hosts: unknown key; neko-infra reads`],
+  ["unknown top-level key", { ...base(), weather: {} }, `${P}:weather: unknown key; neko-infra reads`],
   ["unknown field", edit((c) => (c.builder.instanceTyp = "c6i.large")), `${P}:builder.instanceTyp: unknown key; did you mean 'instanceType'?`],
   ["section not an object", { ...base(), neko: "big" }, `${P}:neko: must be an object`],
   ["wrong builder kind", edit((c) => (c.builder.kind = "docker")), `${P}:builder.kind: must be one of ec2, ssh, local`],
