@@ -276,9 +276,13 @@ async function wakeUp(env, o) {
   const sdk = require("@aws-sdk/client-ec2");
   const region = env.EC2_REGION || "";
   const tags = { region, stack: o.need("EC2_STACK_TAG"), role: o.need("EC2_ROLE_TAG"), until: Date.now() + o.seconds * 1000 };
-  return wakeEc2(new sdk.EC2Client({ region: region || undefined }), sdk, { machine: o.machine, ...tags }).catch((e) => {
-    if (e instanceof Fail) throw e;
-    throw new Fail(`AWS refused the wake: ${e.name}: ${e.message}`, "check your AWS credentials and region (the ones pulumi up uses)");
+  const fix = "check your AWS credentials and region (the ones pulumi up uses)";
+  const late = new Promise((_, reject) =>
+    setTimeout(() => reject(new Fail(`EC2 did not answer within ${o.seconds} s`, fix)), o.seconds * 1000).unref(),
+  );
+  const woken = wakeEc2(new sdk.EC2Client({ region: region || undefined }), sdk, { machine: o.machine, ...tags });
+  return /** @type {Promise<string>} */ (Promise.race([woken, late])).catch((e) => {
+    throw e instanceof Fail ? e : new Fail(`AWS refused the wake: ${e.name}: ${e.message}`, fix);
   });
 }
 
