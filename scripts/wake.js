@@ -22,10 +22,7 @@ const path = require("path");
 /** @typedef {"ok" | "hostkey" | "denied" | "refused" | "resolve" | "negotiate" | "silent" | "closed" | "other"} Kind */
 /** OpenSSH's words for each failure, tried in this order. */
 const PATTERNS = /** @type {[Kind, RegExp][]} */ ([
-  [
-    "hostkey",
-    /Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|has changed and you have requested|host key is known for/,
-  ],
+  ["hostkey", /Host key verification failed|REMOTE HOST IDENTIFICATION|has changed and you have requested|host key is known for/],
   ["denied", /Permission denied \(|Too many authentication failures|Load key /],
   ["refused", /Connection refused/],
   ["resolve", /Could not resolve hostname/],
@@ -263,15 +260,8 @@ async function wakeUp(env, o) {
     const w = await exec("/bin/sh", ["-c", o.need("WAKE_COMMAND")], { ms: o.seconds * 1000, env });
     if (w.code === 0) return "the wake command finished";
     const what = w.code === null ? `did not finish within ${o.seconds} s (WAKE_COMMAND_TIMEOUT)` : `failed (exit ${w.code})`;
-    throw new Fail(
-      `the wake command ${what}`,
-      "fix the wakeCommand setting",
-      "",
-      quoted(
-        "its output",
-        `${w.out}\n${w.err}`.split("\n").filter((l) => l.trim()),
-      ),
-    );
+    const output = `${w.out}\n${w.err}`.split("\n").filter((l) => l.trim());
+    throw new Fail(`the wake command ${what}`, "fix the wakeCommand setting", "", quoted("its output", output));
   }
   const sdk = require("@aws-sdk/client-ec2");
   const region = env.EC2_REGION || "";
@@ -381,14 +371,8 @@ async function main(env, ctx) {
       if (s.state === "ready") return `ready: ${machine}${s.details ? ` ${s.details}` : ""}`;
       if (s.state === "failed") throw new Fail(s.cause, s.fix, s.said, quoted(`last lines of ${logFile}`, s.log));
       [phase, status, lastLog, said, refusedSince] = ["ready", s.status, s.log, "", 0];
-    } else if (
-      kind === "hostkey" ||
-      kind === "denied" ||
-      kind === "resolve" ||
-      kind === "negotiate" ||
-      (kind === "refused" && wake === "none")
-    ) {
-      throw problem(kind, said);
+    } else if (kind in SSH_PROBLEMS && (kind !== "refused" || wake === "none")) {
+      throw problem(/** @type {keyof typeof SSH_PROBLEMS} */ (kind), said); // waiting does not cure these
     } else if (probes === 0 && wake !== "none" && (kind === "silent" || kind === "refused")) {
       // Only a machine that does not answer is woken, and only once.
       console.error(`wake: ${where} does not answer (${said}): waking it (${wake === "ec2" ? "EC2 StartInstances" : "WAKE_COMMAND"})`);
