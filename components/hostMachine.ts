@@ -75,7 +75,7 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
         name,
         parent,
         connection: pulumi.secret(c),
-        wakeEnv: pulumi.secret(wakeEnvironment({ ...base({ kind: "ssh", connection: c }), method, readyTimeoutSeconds: s.readyTimeout })),
+        wakeEnv: pulumi.secret(wakeEnvironment({ ...base({ kind: "ssh", connection: c, hostKeySetting: "host.hostKey" }), method, readyTimeoutSeconds: s.readyTimeout })),
         wakeSeconds: s.readyTimeout + 180,
       },
       publicAddress: pulumi.output(s.publicAddress ?? s.host),

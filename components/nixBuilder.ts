@@ -103,7 +103,7 @@ export class NixBuilder extends pulumi.ComponentResource {
       readyTimeout = s.readyTimeout;
       wakeEnv = pulumi.secret(
         wakeEnvironment({
-          ...spec({ kind: "ssh", connection: c }),
+          ...spec({ kind: "ssh", connection: c, hostKeySetting: "builder.hostKey" }),
           method: s.wakeCommand ? { kind: "command", command: s.wakeCommand } : { kind: "none" },
           readyTimeoutSeconds: s.readyTimeout,
         }),

@@ -4,7 +4,10 @@
  */
 import { SshConnection } from "./sshConnection";
 
-export type WakeTarget = { kind: "local" } | { kind: "ssh"; connection: SshConnection };
+export type WakeTarget =
+  | { kind: "local" }
+  /** `hostKeySetting`: the setting that pins the host key (for ssh machines), for messages. */
+  | { kind: "ssh"; connection: SshConnection; hostKeySetting?: string };
 
 export type WakeMethod =
   | { kind: "none" }
@@ -40,6 +43,7 @@ export function wakeEnvironment(w: WakeSpec): Record<string, string> {
   if (w.target.kind === "ssh") {
     const c = w.target.connection;
     Object.assign(env, { SSH_HOST: c.host, SSH_PORT: String(c.port), SSH_USER: c.user, SSH_HOST_KEY: c.hostKey, SSH_PRIVATE_KEY: c.privateKey });
+    env.SSH_HOST_KEY_SETTING = w.target.hostKeySetting ?? "the host key Pulumi generated for it (was the instance replaced outside Pulumi?)";
   }
   if (w.method.kind === "command") env.WAKE_COMMAND = w.method.command;
   if (w.method.kind === "ec2") {

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Runs once as root on a fresh neko host (from cloud-init): enables Docker, lets SSH_USER use it,
-# makes the ECR credential helper answer for REGISTRY_HOST, and on GPU hosts registers the NVIDIA
-# container runtime with Docker.
+# makes the ECR credential helper answer for REGISTRY_HOST, mounts the browser profile's EBS volume
+# PROFILE_VOLUME (formatting it only when it holds no file system: a volume that outlived an earlier
+# instance keeps its profile), and on GPU hosts registers the NVIDIA container runtime with Docker.
 #
 # sshd answers before cloud-init runs this, so the result goes to a marker file that the wake step
 # (scripts/wake.js) reads: removed first, `ok docker=<version>` (plus `gpu=<driver version>` on GPU
 # hosts) written as the very last step, after every job above has finished (so the next SSH login
 # is in the docker group), `failed <step>` written by the EXIT trap when any step fails.
 #
-# Usage: host-bootstrap.sh SSH_USER GPU(0|1) [REGISTRY_HOST]
+# Usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|-
 # Env:   NEKO_INFRA_MARKER  the marker file (default /var/lib/neko-infra/bootstrap.status)
+#        NEKO_INFRA_DIR     the host's directory (default /var/lib/neko-infra): host/ (state the
+#                           deploy and the idle check share) and profile/ (the mounted volume)
 set -euo pipefail
 
-(($# == 2 || $# == 3)) || { echo "usage: host-bootstrap.sh SSH_USER GPU(0|1) [REGISTRY_HOST]" >&2; exit 2; }
+usage="usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|-"
+(($# == 2 || $# == 3 || $# == 4)) || { echo "$usage" >&2; exit 2; }
 user=$1
 gpu=$2
-registry=${3:-}
+registry=${3:--}
+[[ $registry != - ]] || registry=""
+volume=${4:--}
+[[ $volume != - ]] || volume=""
 marker=${NEKO_INFRA_MARKER:-/var/lib/neko-infra/bootstrap.status}
+base=${NEKO_INFRA_DIR:-/var/lib/neko-infra}
 
 current="starting"
 step() {
@@ -62,6 +70,35 @@ if [[ -n $registry ]]; then
     printf '{"credHelpers":{"%s":"ecr-login"}}\n' "$registry" >"$dir/config.json"
   done
   chown -R "$user:" "$home/.docker"
+fi
+
+step "creating $base/host for $user"
+install -d -m 0755 -o "$user" "$base/host"
+
+if [[ -n $volume ]]; then
+  # Nitro names EBS disks by their volume ID (without the dash); the volume is attached after the
+  # instance is created, so it may appear a little after boot.
+  device=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${volume/-/}
+  step "waiting for the profile volume $volume"
+  for ((i = 0; i < 600; i++)); do
+    [[ -e $device ]] && break
+    [[ -e /dev/sdf ]] && { device=/dev/sdf; break; }
+    sleep 1
+  done
+  [[ -e $device ]] || { echo "host-bootstrap: the profile volume $volume did not appear in 10 minutes" >&2; exit 1; }
+  if ! blkid "$device" >/dev/null 2>&1; then
+    step "formatting the new profile volume"
+    mkfs.ext4 -q -L neko-profile "$device"
+  fi
+  step "mounting the profile volume at $base/profile"
+  install -d -m 0755 "$base/profile"
+  uuid=$(blkid -s UUID -o value "$device")
+  grep -q "UUID=$uuid " /etc/fstab || echo "UUID=$uuid $base/profile ext4 defaults,nofail 0 2" >>/etc/fstab
+  mountpoint -q "$base/profile" || mount "$base/profile"
+  step "growing the profile file system to the volume"
+  resize2fs "$device" >/dev/null 2>&1 || true
+  # The browser runs as neko (uid 1000) inside the image; its entrypoint chowns its home too.
+  chown 1000:1000 "$base/profile"
 fi
 
 gpu_version=""

@@ -58,6 +58,8 @@ const STUBS: Record<string, string> = {
   systemctl: LOG_CALL,
   usermod: LOG_CALL,
   chown: LOG_CALL,
+  // install -d -m MODE -o USER DIR: the ssh user does not exist here; the directory is made.
+  install: `${LOG_CALL}\nfor a; do last=$a; done; mkdir -p "$last"`,
   getent: `${LOG_CALL}\necho "ec2-user:x:1000:1000::$STUB_HOME:/bin/bash"`,
   docker: `${LOG_CALL}\n${failIf("docker", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?")}\necho 24.0.5`,
   "nvidia-ctk": LOG_CALL,
@@ -79,7 +81,8 @@ interface Bootstrap {
 /** A fresh directory with the stubs (without `omit`) and empty stand-ins for /nix, /usr/local/bin, /root. */
 function prepare(omit: string[] = []): Bootstrap {
   const dir = fs.mkdtempSync(path.join(root, "run-"));
-  for (const d of ["bin", "stubs", "nix", "usr-local-bin", "root", "home", "state"]) fs.mkdirSync(path.join(dir, d));
+  for (const d of ["bin", "stubs", "nix", "usr-local-bin", "root", "home", "state", "dev-disk"]) fs.mkdirSync(path.join(dir, d));
+  fs.writeFileSync(path.join(dir, "fstab"), "");
   for (const [name, body] of Object.entries(STUBS)) {
     if (omit.includes(name)) continue;
     const where = NOT_ON_PATH.includes(name) ? "stubs" : "bin";
@@ -104,11 +107,13 @@ function prepare(omit: string[] = []): Bootstrap {
 function bootstrap(b: Bootstrap, script: string, args: string[], env: Record<string, string> = {}): Promise<Result> {
   const inner =
     'set -e; d=$1; shift; mount --bind "$d/nix" /nix; mount --bind "$d/usr-local-bin" /usr/local/bin; mount --bind "$d/root" /root; ' +
-    'exec bash "$@" 2> >(tee -a "$d/bootstrap.log" >&2)';
+    'mount --bind "$d/fstab" /etc/fstab; mkdir -p /dev/disk; mount --bind "$d/dev-disk" /dev/disk; ' +
+    'bash "$@" 2> >(tee -a "$d/bootstrap.log" >&2) && rc=0 || rc=$?; if [ -n "${AFTER:-}" ]; then eval "$AFTER"; fi; exit $rc';
   return run("unshare", ["-m", "--propagation", "private", "bash", "-c", inner, "bootstrap", b.dir, path.join(SCRIPTS, script), ...args], {
     env: {
       PATH: `${path.join(b.dir, "bin")}:/usr/sbin:/usr/bin:/sbin:/bin`,
       NEKO_INFRA_MARKER: b.marker,
+      NEKO_INFRA_DIR: path.join(b.dir, "state"),
       STUB_LOG: path.join(b.dir, "calls.log"),
       STUBS: path.join(b.dir, "stubs"),
       STUB_HOME: b.userHome,
@@ -194,6 +199,7 @@ describe("host-bootstrap.sh", () => {
     expect(b.calls()).toEqual([
       "systemctl enable --now docker [marker: absent]",
       "usermod -aG docker ec2-user [marker: absent]",
+      `install -d -m 0755 -o ec2-user ${b.dir}/state/host [marker: absent]`,
       "docker version --format {{.Server.Version}} [marker: absent]",
     ]);
   });
@@ -212,6 +218,7 @@ describe("host-bootstrap.sh", () => {
       "dnf install -y -q amazon-ecr-credential-helper",
       "getent passwd ec2-user",
       `chown -R ec2-user: ${b.userHome}/.docker`,
+      `install -d -m 0755 -o ec2-user ${b.dir}/state/host`,
       "nvidia-ctk runtime configure --runtime=docker",
       "systemctl restart docker",
       "nvidia-smi -L",
@@ -221,6 +228,41 @@ describe("host-bootstrap.sh", () => {
     const config = `{"credHelpers":{"${registry}":"ecr-login"}}\n`;
     expect(fs.readFileSync(path.join(b.rootHome, ".docker", "config.json"), "utf8")).toBe(config);
     expect(fs.readFileSync(path.join(b.userHome, ".docker", "config.json"), "utf8")).toBe(config);
+  });
+
+  test("the profile volume: formatted once, mounted, and kept as it is by the next instance's bootstrap", async () => {
+    // Real: a loop device standing in for the EBS disk, mkfs.ext4, blkid, mount and /etc/fstab
+    // (both private to the run's mount namespace). The disk's by-id name is Nitro's.
+    const img = path.join(root, `vol-${process.pid}.img`);
+    fs.writeFileSync(img, "");
+    fs.truncateSync(img, 64 << 20);
+    const loop = (await run("losetup", ["--find", "--show", img])).stdout.trim();
+    expect(loop).toMatch(/^\/dev\/loop\d+$/);
+    try {
+      const runOnce = async () => {
+        const b = prepare(["chown"]);
+        fs.mkdirSync(path.join(b.dir, "dev-disk", "by-id"));
+        fs.symlinkSync(loop, path.join(b.dir, "dev-disk", "by-id", "nvme-Amazon_Elastic_Block_Store_vol0abc"));
+        // the mount stays inside the namespace; look at the file system through it before it ends
+        const r = await bootstrap(b, "host-bootstrap.sh", ["ec2-user", "0", "-", "vol-0abc"], {
+          AFTER: 'ls -a "$NEKO_INFRA_DIR/profile"; cat "$NEKO_INFRA_DIR/profile/kept" 2>/dev/null || true',
+        });
+        return { b, r, fstab: fs.readFileSync(path.join(b.dir, "fstab"), "utf8") };
+      };
+      const first = await runOnce();
+      expect(show(first.r)).toMatch(/^exit 0 /);
+      expect(first.r.stderr).toContain("host-bootstrap: formatting the new profile volume");
+      expect(first.fstab).toMatch(/^UUID=\S+ \S+\/state\/profile ext4 defaults,nofail 0 2\n$/);
+      // a file written into the profile, then a "new instance" bootstraps with the same volume
+      const mnt = fs.mkdtempSync(path.join(root, "mnt-"));
+      expect((await run("unshare", ["-m", "bash", "-c", `mount ${loop} ${mnt} && echo kept >${mnt}/kept && umount ${mnt}`])).code).toBe(0);
+      const second = await runOnce();
+      expect(show(second.r)).toMatch(/^exit 0 /);
+      expect(second.r.stderr).not.toContain("formatting");
+      expect(second.r.stdout).toContain("kept");
+    } finally {
+      await run("losetup", ["-d", loop]);
+    }
   });
 
   test("GPU host without the NVIDIA toolkit: `failed checking for the NVIDIA container toolkit`", async () => {

@@ -98,6 +98,7 @@ describe("wake environment", () => {
       SSH_USER: "ec2-user",
       SSH_HOST_KEY: "ssh-ed25519 AAAA",
       SSH_PRIVATE_KEY: "KEY",
+      SSH_HOST_KEY_SETTING: "the host key Pulumi generated for it (was the instance replaced outside Pulumi?)",
       EC2_REGION: "eu-central-1",
       EC2_STACK_TAG: "neko-infra/dev",
       EC2_ROLE_TAG: "builder",
