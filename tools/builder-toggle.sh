@@ -66,9 +66,15 @@ restore() {
 pulumi config set --path builder.enabled "$enabled" --stack "$stack"
 
 log "$stack: previewing builder $action"
-if ! preview=$(pulumi preview --json --non-interactive --stack "$stack" "${flags[@]}"); then
-  printf '%s\n' "$preview" >&2
-  log "$stack: preview failed"
+if ! preview=$(pulumi preview --json --non-interactive --stack "$stack" "${flags[@]}" 2>&1); then
+  # The JSON holds the whole plan: show only the errors, a few lines each.
+  printf '%s' "$preview" | node -e '
+    const text = require("fs").readFileSync(0, "utf8");
+    let doc; try { doc = JSON.parse(text.slice(text.indexOf("{"))); } catch { doc = undefined; }
+    const errors = (doc?.diagnostics ?? []).filter((d) => d.severity === "error").map((d) => d.message.trim());
+    const lines = errors.length ? errors : text.trim().split("\n").slice(-10);
+    for (const e of lines) console.error(e.split("\n").slice(0, 12).map((l) => "  " + l).join("\n"));' || true
+  log "$stack: preview failed (above); nothing was changed"
   restore
   exit 1
 fi
@@ -94,5 +100,12 @@ if grep -q '^other ' <<<"$changes" && ((any_changes == 0)); then
   exit 1
 fi
 
-pulumi up --yes --non-interactive --skip-preview --stack "$stack" "${flags[@]}"
+out=$(mktemp "${TMPDIR:-/tmp}/builder-toggle-XXXXXX.log")
+if ! pulumi up --yes --non-interactive --skip-preview --stack "$stack" "${flags[@]}" >"$out" 2>&1; then
+  grep -E '(^|\s)error:' "$out" | head -n 12 | sed 's/^/  /' >&2 || true
+  log "$stack: pulumi up failed (the lines above; the whole output is in $out)"
+  exit 1
+fi
+grep -E '^\s+[-+~]|Resources:|Duration:' "$out" | tail -n 20 >&2 || true
+rm -f "$out"
 log "$stack: builder $action"
