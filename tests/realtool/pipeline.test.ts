@@ -189,10 +189,7 @@ describe("build", () => {
     expect(show(await onBuilder(b, `test -f ${source}/flake.nix`))).toMatch(/^exit 0 /);
     handoff.flakeRef = `path:${source}`;
 
-    const sc = scriptCommand(
-      { script: "nix-build.sh", args: [handoff.flakeRef, s.image.attr], budgetSeconds: BUILD_BUDGET },
-      true,
-    );
+    const sc = scriptCommand({ script: "nix-build.sh", args: [handoff.flakeRef, s.image.attr], budgetSeconds: BUILD_BUDGET }, true);
     expect(sc.command).toBe(`timeout -k 15s ${BUILD_BUDGET}s bash -s -- ${handoff.flakeRef} image`);
     const built = await runRemote(b, sc);
     expect(show(built)).toMatch(/^exit 0 /);
@@ -263,7 +260,10 @@ describe("push", () => {
     // As components/imageRegistry.ts: the repository URL as an argument, credentials on stdin.
     return {
       url: s.registry.url,
-      sc: scriptCommand({ script: "push-image.sh", args: [storePath, s.registry.url], env: pushEnv(s.registry), budgetSeconds: PUSH_BUDGET }, true),
+      sc: scriptCommand(
+        { script: "push-image.sh", args: [storePath, s.registry.url], env: pushEnv(s.registry), budgetSeconds: PUSH_BUDGET },
+        true,
+      ),
     };
   };
 
@@ -335,7 +335,10 @@ describe("docker-load.sh: registry kind docker (the local stack)", () => {
     // The image ID is the digest of the image config.
     expect(first.stdout).toBe(`${manifest.config.digest}\n`);
     expect(first.stderr).toContain(`docker-load: loading ${out} into the Docker engine as ${tagOf(out)}`);
-    const inspect = ok(await docker(["image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", tagOf(out)]), "docker image inspect");
+    const inspect = ok(
+      await docker(["image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", tagOf(out)]),
+      "docker image inspect",
+    );
     expect(inspect).toBe(`${manifest.config.digest} linux/amd64\n`);
 
     const second = await load(out);
@@ -369,7 +372,10 @@ describe("docker-load.sh: registry kind docker (the local stack)", () => {
 
   test("a Docker engine that does not answer is named, with the engine's own error", async () => {
     const sock = path.join(svc.dir, "no-engine.sock");
-    const r = await load("/nix/store/00000000000000000000000000000000-neko-fixture-image.tar", { ...dockerEnv(), DOCKER_HOST: `unix://${sock}` });
+    const r = await load("/nix/store/00000000000000000000000000000000-neko-fixture-image.tar", {
+      ...dockerEnv(),
+      DOCKER_HOST: `unix://${sock}`,
+    });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
       new RegExp(
