@@ -7,15 +7,62 @@
 # Env:   REGISTRY_AUTH      ecr (token fetched here with the aws CLI and this machine's role),
 #                           basic (REGISTRY_USER / REGISTRY_PASSWORD) or none (default)
 #        REGISTRY_INSECURE  1 to talk plain HTTP / skip TLS verification (test registries only)
+# stderr (shown by Pulumi and kept in its state) gets a start line, a done line or the cause of a
+# failure, never a credential: the password lives in a variable and a 0600 file, and tool output is
+# scrubbed of it before it is shown.
 set -euo pipefail
 
-die() { echo "push-image: $*" >&2; exit 1; }
+password=""
+auth_b64=""
+# Prints its arguments, the password and its base64 form (should a tool ever echo them) replaced.
+scrub() {
+  local m="$*"
+  [[ -n $password ]] && m=${m//"$password"/[password]}
+  [[ -n $auth_b64 ]] && m=${m//"$auth_b64"/[credentials]}
+  printf '%s\n' "$m"
+}
+die() { scrub "push-image: $*" >&2; exit 1; }
+# skopeo's last error lines without its log prefix (time="..." level=fatal msg="...").
+skopeo_error() { tail -n "${1:-1}" "$tmp/err" | sed -E 's/^time="[^"]*" level=[a-z]+ msg="(.*)"$/\1/'; }
 (($# == 2)) || { echo "usage: push-image.sh STORE_PATH REPOSITORY" >&2; exit 2; }
 store_path=$1
 repo=$2
 auth=${REGISTRY_AUTH:-none}
 registry=${repo%%/*}
+name=$(basename "$store_path")
+tag=${name%%-*}
+doing="starting"
 
+# Stopped by SIGTERM: by timeout(1) when the step's time budget ran out (the command line is
+# `timeout ... BUDGET bash -s ...`), else by whoever stopped it. Say which and what it was doing.
+budget_of_parent() {
+  local w i=0 next=duration
+  [[ -r /proc/$PPID/cmdline ]] || return 1
+  while IFS= read -r -d '' w; do
+    if ((i == 0)); then
+      [[ ${w##*/} == timeout ]] || return 1
+    elif [[ $next == value ]]; then
+      next=duration
+    elif [[ $w == -k || $w == -s || $w == --kill-after || $w == --signal ]]; then
+      next=value
+    elif [[ $w != -* ]]; then
+      echo "$w"
+      return 0
+    fi
+    i=$((i + 1))
+  done </proc/$PPID/cmdline
+  return 1
+}
+on_term() {
+  trap - TERM
+  local why budget
+  if budget=$(budget_of_parent); then why="ran out of its time budget ($budget)"; else why="was stopped (SIGTERM)"; fi
+  echo "push-image: $why after ${SECONDS}s while $doing" >&2
+  exit 143
+}
+trap on_term TERM
+
+echo "push-image: pushing $store_path from $(hostname) to $repo:$tag" >&2
 command -v skopeo >/dev/null 2>&1 || die "skopeo is not installed on $(hostname)"
 [[ -e $store_path ]] || die "no image archive at $store_path on $(hostname) (garbage-collected, or built elsewhere?)"
 
@@ -29,8 +76,9 @@ if [[ ${REGISTRY_INSECURE:-0} == 1 ]]; then
 fi
 
 # What is being pushed must be a linux/amd64 docker-archive: neko hosts run nothing else.
+doing="reading $store_path"
 if ! platform=$(skopeo inspect --format '{{.Os}}/{{.Architecture}}' "docker-archive:$store_path" 2>"$tmp/err"); then
-  die "$store_path is not a readable docker-archive: $(tail -n1 "$tmp/err")"
+  die "$store_path is not a readable docker-archive: $(skopeo_error)"
 fi
 [[ $platform == linux/amd64 ]] || die "$store_path is a $platform image; neko hosts run linux/amd64 only"
 
@@ -39,7 +87,7 @@ case $auth in
     region=$(sed -nE 's/^[0-9]+\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com$/\1/p' <<<"$registry")
     [[ -n $region ]] || die "$registry is not an ECR registry host"
     user=AWS
-    password=""
+    doing="getting an ECR token for $registry"
     for _ in 1 2 3 4 5 6; do # a freshly attached role can take a few seconds to be usable
       password=$(aws ecr get-login-password --region "$region" 2>"$tmp/err") && break
       sleep 5
@@ -56,30 +104,32 @@ esac
 
 creds=()
 if [[ -n $user ]]; then
-  (umask 077 && printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$registry" "$(printf '%s:%s' "$user" "$password" | base64 -w0)" >"$tmp/auth.json")
+  auth_b64=$(printf '%s:%s' "$user" "$password" | base64 | tr -d '\n')
+  (umask 077 && printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$registry" "$auth_b64" >"$tmp/auth.json")
   creds=(--authfile "$tmp/auth.json")
 fi
 
-name=$(basename "$store_path")
-tag=${name%%-*}
-
 # Already there (a re-run, or immutable tags): reuse the digest the registry holds.
+doing="looking for $repo:$tag in the registry"
 if digest=$(skopeo inspect "${creds[@]}" "${src_tls[@]}" --format '{{.Digest}}' "docker://$repo:$tag" 2>/dev/null); then
   echo "push-image: $repo:$tag is already in the registry" >&2
+  echo "push-image: done: $repo@$digest (nothing uploaded)" >&2
   echo "$repo@$digest"
   exit 0
 fi
 
+doing="uploading $store_path to $repo:$tag"
 if ! skopeo copy --quiet "${creds[@]}" "${tls[@]}" --digestfile "$tmp/digest" \
   "docker-archive:$store_path" "docker://$repo:$tag" 2>"$tmp/err"; then
   err=$(cat "$tmp/err")
   # Reachability first: an address or port can itself contain "401".
   case $err in
     *"connection refused"* | *"no such host"* | *timeout* | *"no route"*)
-      die "the registry $registry is unreachable: $(tail -n1 <<<"$err")" ;;
+      die "the registry $registry is unreachable: $(skopeo_error)" ;;
     *unauthorized* | *"authentication required"* | *denied* | *"status code 401"* | *"401 Unauthorized"*)
-      die "the registry $registry refused the credentials (${auth} auth): $(tail -n1 <<<"$err")" ;;
-    *) die "pushing $store_path to $repo:$tag failed: $(tail -n3 <<<"$err")" ;;
+      die "the registry $registry refused the credentials (${auth} auth): $(skopeo_error)" ;;
+    *) die "pushing $store_path to $repo:$tag failed: $(skopeo_error 3)" ;;
   esac
 fi
+echo "push-image: done: $repo@$(cat "$tmp/digest") in ${SECONDS}s" >&2
 echo "$repo@$(cat "$tmp/digest")"

@@ -3,6 +3,8 @@
 # prints the store path of its source: the only line on stdout.
 #
 # Usage: ship-flake.sh FLAKE_DIR USER@HOST PORT
+#        FLAKE_DIR as configured: absolute, or relative to the current directory (the Pulumi
+#        project's, e.g. ./neko), so the command line is the same on every machine.
 # Env:   SSH_PRIVATE_KEY  the private key's text (a Pulumi secret; written to a 0600 temp file)
 #        SSH_HOST_KEY     the builder's public host key line, pinned: any other key is refused
 set -euo pipefail
@@ -12,9 +14,43 @@ die() { echo "ship-flake: $*" >&2; exit 1; }
 dir=$1
 target=$2
 port=$3
+doing="starting"
+
+# Stopped by SIGTERM: by timeout(1) when the step's time budget ran out (the command line is
+# `timeout ... BUDGET bash -s ...`), else by whoever stopped it. Say which and what it was doing.
+budget_of_parent() {
+  local w i=0 next=duration
+  [[ -r /proc/$PPID/cmdline ]] || return 1
+  while IFS= read -r -d '' w; do
+    if ((i == 0)); then
+      [[ ${w##*/} == timeout ]] || return 1
+    elif [[ $next == value ]]; then
+      next=duration
+    elif [[ $w == -k || $w == -s || $w == --kill-after || $w == --signal ]]; then
+      next=value
+    elif [[ $w != -* ]]; then
+      echo "$w"
+      return 0
+    fi
+    i=$((i + 1))
+  done </proc/$PPID/cmdline
+  return 1
+}
+on_term() {
+  trap - TERM
+  local why budget
+  if budget=$(budget_of_parent); then why="ran out of its time budget ($budget)"; else why="was stopped (SIGTERM)"; fi
+  echo "ship-flake: $why after ${SECONDS}s while $doing" >&2
+  exit 143
+}
+trap on_term TERM
+
 : "${SSH_PRIVATE_KEY:?ship-flake: SSH_PRIVATE_KEY is not set}"
 : "${SSH_HOST_KEY:?ship-flake: SSH_HOST_KEY is not set}"
-[[ -f $dir/flake.nix ]] || die "no flake.nix in $dir"
+[[ -d $dir ]] || die "no directory $dir$([[ $dir == /* ]] || echo " (relative to $PWD)")"
+[[ -f $dir/flake.nix ]] || die "no flake.nix in $dir$([[ $dir == /* ]] || echo " (relative to $PWD)")"
+# Nix is given the absolute directory: a relative path: ref would depend on Nix's URL parsing.
+abs=$(cd "$dir" && pwd -P)
 command -v nix >/dev/null 2>&1 || die "nix is not on PATH of this machine: a local flake is copied with 'nix flake archive'"
 
 tmp=$(mktemp -d)
@@ -25,7 +61,9 @@ if [[ $port == 22 ]]; then known=$host; else known="[$host]:$port"; fi
 printf '%s %s\n' "$known" "$SSH_HOST_KEY" >"$tmp/known_hosts"
 
 export NIX_SSHOPTS="-i $tmp/key -p $port -o IdentitiesOnly=yes -o UserKnownHostsFile=$tmp/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10"
-if ! out=$(nix flake archive --json --to "ssh-ng://$target" "path:$dir" 2>"$tmp/log"); then
+echo "ship-flake: copying $abs and its inputs to ssh-ng://$target (port $port)" >&2
+doing="copying $abs to ssh-ng://$target"
+if ! out=$(nix flake archive --json --to "ssh-ng://$target" "path:$abs" 2>"$tmp/log"); then
   reason=$(grep -m1 -E 'Permission denied|Host key verification failed|REMOTE HOST IDENTIFICATION|Connection refused|timed out|No route to host|Could not resolve' "$tmp/log" || true)
   [[ -n $reason ]] && echo "ship-flake: cannot reach the builder $target:$port over SSH: $reason" >&2
   echo "ship-flake: copying $dir to ssh-ng://$target failed:" >&2
@@ -34,4 +72,5 @@ if ! out=$(nix flake archive --json --to "ssh-ng://$target" "path:$dir" 2>"$tmp/
 fi
 path=$(grep -o '"path":"/nix/store/[^"]*"' <<<"$out" | head -n1 | cut -d'"' -f4)
 [[ -n $path ]] || die "nix flake archive printed no store path: $out"
+echo "ship-flake: done: $path in ${SECONDS}s" >&2
 echo "$path"

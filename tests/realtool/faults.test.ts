@@ -1,7 +1,9 @@
 /**
  * What the build and push scripts say when something is wrong, run as their Pulumi Commands run
- * them (command line and stdin from `scriptCommand`). Each fault must fail the script and name its
- * cause; a push that fails must leave nothing in the registry.
+ * them (command line and stdin from `scriptCommand`; remote ones bounded by `timeout` on the
+ * machine). Each fault must fail the script and name its cause in a few lines, never a secret; a
+ * push that fails must leave nothing in the registry; a step that outlives its budget is stopped on
+ * the machine and says so.
  */
 import * as fs from "fs";
 import * as net from "net";
@@ -41,6 +43,8 @@ let reg: RegistryEnv;
 let wrongKey: string;
 /** A store path on the builder holding the fixture image (built once in beforeAll). */
 let image: string;
+/** The fixture flake in the builder's store (`path:/nix/store/...-source`). */
+let fixtureRef: string;
 /** An address in the builder's /24 (reached over its veth) that no host owns: "No route to host". */
 let deadAddr: string;
 /** An address of the builder's netns that silently drops what it gets, like a stopped or firewalled host. */
@@ -67,14 +71,8 @@ beforeAll(async () => {
     ok(await run("ip", ["-n", b.BUILDER_NETNS, ...args]), `ip -n ${b.BUILDER_NETNS} ${args.join(" ")}`);
   }
 
-  const shipped = await runLocal(
-    scriptCommand(
-      "ship-flake.sh",
-      [FIXTURE, `${b.BUILDER_USER}@${b.BUILDER_ADDR}`, b.BUILDER_PORT],
-      shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8")),
-    ),
-  );
-  const built = await runRemote(b, scriptCommand("nix-build.sh", [`path:${ok(shipped, "ship-flake.sh").trim()}`, "image"]));
+  fixtureRef = await shipToBuilder(FIXTURE);
+  const built = await runRemote(b, build(fixtureRef, "image"));
   image = ok(built, "nix-build.sh on the builder").trim();
 }, 180_000);
 
@@ -86,6 +84,29 @@ function shipEnv(key: string, hostKey = b.BUILDER_HOST_KEY) {
   return { SSH_PRIVATE_KEY: key, SSH_HOST_KEY: hostKey };
 }
 
+/** ship-flake.sh as components/nixImage.ts runs it (on this machine). */
+function ship(dir: string, target: string, port: string, env: Record<string, string>) {
+  return scriptCommand({ script: "ship-flake.sh", args: [dir, target, port], env, budgetSeconds: 1800 });
+}
+
+/** A flake copied into the builder's store; returns its `path:` ref there. */
+async function shipToBuilder(dir: string): Promise<string> {
+  const r = await runLocal(
+    ship(dir, `${b.BUILDER_USER}@${b.BUILDER_ADDR}`, b.BUILDER_PORT, shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))),
+  );
+  return `path:${ok(r, "ship-flake.sh").trim()}`;
+}
+
+/** nix-build.sh on the builder, as components/nixImage.ts runs it: bounded by `timeout` there. */
+function build(ref: string, attr: string, budgetSeconds = 7200, env: Record<string, string> = {}) {
+  return scriptCommand({ script: "nix-build.sh", args: [ref, attr], env, budgetSeconds }, true);
+}
+
+/** push-image.sh on the builder, as components/imageRegistry.ts runs it. */
+function push(storePath: string, r: ReturnType<typeof registrySettings>, budgetSeconds = 3600) {
+  return scriptCommand({ script: "push-image.sh", args: [storePath, r.url], env: pushEnv(r), budgetSeconds }, true);
+}
+
 const localEnv = () => ({ NEKO_INFRA_LOG_DIR: path.join(svc.dir, "logs") });
 
 /** nix-build.sh of a fresh fixture copy, as for a `local` builder with `remoteBuilders`. */
@@ -94,7 +115,11 @@ async function buildLocalWithBuilders(builders: string, attr = "image") {
   const s = settings({ builder: { kind: "local", remoteBuilders: builders }, image: { flake: dir, attr } });
   if (s.builder.kind !== "local" || !s.builder.remoteBuilders) throw new Error("expected a local builder with remoteBuilders");
   return runLocal(
-    scriptCommand("nix-build.sh", [`path:${s.image.localPath}`, s.image.attr], { NIX_BUILDERS: s.builder.remoteBuilders }),
+    scriptCommand({
+      script: "nix-build.sh",
+      args: [`path:${s.image.localPath}`, s.image.attr],
+      env: { NIX_BUILDERS: s.builder.remoteBuilders },
+    }),
     localEnv(),
   );
 }
@@ -119,9 +144,7 @@ describe("builder access", () => {
   });
 
   test("ship-flake.sh with a key the builder does not accept", async () => {
-    const r = await runLocal(
-      scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(wrongKey, "utf8"))),
-    );
+    const r = await runLocal(ship(FIXTURE, `root@${b.BUILDER_ADDR}`, "22", shipEnv(fs.readFileSync(wrongKey, "utf8"))));
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr).toContain(
@@ -131,9 +154,7 @@ describe("builder access", () => {
 
   test("ship-flake.sh refuses a builder whose host key is not the pinned one", async () => {
     const other = fs.readFileSync(`${wrongKey}.pub`, "utf8").split(" ").slice(0, 2).join(" ");
-    const r = await runLocal(
-      scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"), other)),
-    );
+    const r = await runLocal(ship(FIXTURE, `root@${b.BUILDER_ADDR}`, "22", shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"), other)));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
       /^ship-flake: cannot reach the builder root@\S+:22 over SSH: .*(REMOTE HOST IDENTIFICATION|Host key verification failed)/m,
@@ -151,9 +172,7 @@ describe("builder access", () => {
   });
 
   test(`ship-flake.sh to an unreachable builder fails within ${UNREACHABLE_BOUND_SECONDS}s, naming the cause`, async () => {
-    const r = await runLocal(
-      scriptCommand("ship-flake.sh", [FIXTURE, `root@${deadAddr}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))),
-    );
+    const r = await runLocal(ship(FIXTURE, `root@${deadAddr}`, "22", shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(
       `ship-flake: cannot reach the builder root@${deadAddr}:22 over SSH: ssh: connect to host ${deadAddr} port 22: No route to host`,
@@ -173,9 +192,7 @@ describe("builder access", () => {
   });
 
   test(`ship-flake.sh to a builder that drops packets fails within ${UNREACHABLE_BOUND_SECONDS}s, naming the cause`, async () => {
-    const r = await runLocal(
-      scriptCommand("ship-flake.sh", [FIXTURE, `root@${dropAddr}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))),
-    );
+    const r = await runLocal(ship(FIXTURE, `root@${dropAddr}`, "22", shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(
       `ship-flake: cannot reach the builder root@${dropAddr}:22 over SSH: ssh: connect to host ${dropAddr} port 22: Connection timed out`,
@@ -183,37 +200,24 @@ describe("builder access", () => {
     expect(r.seconds).toBeLessThan(UNREACHABLE_BOUND_SECONDS);
     console.log(`silent builder reported by ship-flake.sh after ${r.seconds.toFixed(1)}s`);
   });
-
-  test("wait-for-nix.sh gives up after its timeout, naming what is missing", async () => {
-    // A PATH with bash and the few tools the script itself uses, but neither nix nor skopeo.
-    const bin = fs.mkdtempSync(path.join(svc.dir, "bin-"));
-    for (const t of ["bash", "sleep", "hostname", "cat", "tail"]) {
-      const real = ["/usr/bin", "/bin"].map((d) => path.join(d, t)).find((p) => fs.existsSync(p));
-      if (!real) throw new Error(`no ${t} in /usr/bin or /bin`);
-      fs.symlinkSync(real, path.join(bin, t));
-    }
-    const r = await runLocal(scriptCommand("wait-for-nix.sh", ["1"]), { PATH: bin });
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^wait-for-nix: nix skopeo not answering on \S+ after 1s$/m);
-  });
 });
 
 describe("failing build", () => {
-  test("on the builder (kind ssh): Nix's own error text reaches stderr", async () => {
-    const shipped = await runLocal(
-      scriptCommand("ship-flake.sh", [FIXTURE, `root@${b.BUILDER_ADDR}`, "22"], shipEnv(fs.readFileSync(b.BUILDER_KEY, "utf8"))),
-    );
-    const ref = `path:${ok(shipped, "ship-flake.sh").trim()}`;
-    const r = await runRemote(b, scriptCommand("nix-build.sh", [ref, "broken"]));
+  test("on the builder (kind ssh): Nix's own error text reaches stderr, in a few lines with the log's path", async () => {
+    const ref = fixtureRef;
+    const r = await runRemote(b, build(ref, "broken"));
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr).toMatch(
       new RegExp(
-        `^nix-build: building ${reEscape(ref)}#broken failed \\(full log: \\S+:/root/\\.cache/neko-infra/logs/build-\\S+\\.log\\)$`,
+        `^nix-build: building ${reEscape(ref)}#broken failed after \\d+s \\(full log: \\S+:/root/\\.cache/neko-infra/logs/build-\\S+\\.log\\)$`,
         "m",
       ),
     );
-    expect(r.stderr).toContain("error: fixture build failure (neko-infra broken fixture)");
+    expect(r.stderr).toContain("neko-fixture-broken> error: fixture build failure (neko-infra broken fixture)");
+    expect(r.stderr).toMatch(/^error: builder for '\/nix\/store\/\S+-neko-fixture-broken\.drv' failed with exit code 1/m);
+    // The command provider puts all of stderr into its error message: keep it short.
+    expect(r.stderr.trimEnd().split("\n").length).toBeLessThanOrEqual(25);
   });
 
   test("through NIX_BUILDERS (kind local): Nix's own error text reaches stderr", async () => {
@@ -223,19 +227,62 @@ describe("failing build", () => {
     // A failing build is not a builder problem: no ssh diagnosis.
     expect(r.stderr).not.toContain("cannot be used");
   });
+
+  test("an attr the flake does not have: its x86_64-linux packages, images first, and the key to set", async () => {
+    // image-x86_64 is the default of image.attr; the fixture has no such output.
+    const r = await runRemote(b, build(fixtureRef, "image-x86_64"));
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("");
+    const lines = r.stderr.trimEnd().split("\n");
+    expect(lines).toEqual([
+      expect.stringMatching(/^nix-build: building \S+#image-x86_64 on \S+; full log: \S+\.log$/),
+      `nix-build: ${fixtureRef} has no output image-x86_64 for x86_64-linux (looked for packages.x86_64-linux.image-x86_64, legacyPackages.x86_64-linux.image-x86_64 and image-x86_64)`,
+      "nix-build: its x86_64-linux packages (images first): image, image-arm64, image-crash, image-slow, broken, default, slow",
+      "nix-build: set neko-infra:image.attr to the one that is the image, e.g. pulumi config set --path image.attr image",
+      expect.stringMatching(/^nix-build: full log: \S+:\/root\/\.cache\/neko-infra\/logs\/build-\S+\.log$/),
+    ]);
+    expect(r.seconds).toBeLessThan(15);
+  });
+
+  test("a build that outlives its time budget is stopped on the builder and says so, with what it was doing and the log", async () => {
+    // A fresh copy: image-slow takes 6 s to build, the budget is 3 s.
+    const ref = await shipToBuilder(fixtureCopy(svc.dir, uniqueMarker("budget")));
+    const sc = build(ref, "image-slow", 3);
+    expect(sc.command).toBe(`timeout -k 15s 3s bash -s -- ${ref} image-slow`);
+    const r = await runRemote(b, sc, 60_000);
+    // timeout(1)'s own status for a command it stopped.
+    expect(r.code).toBe(124);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^nix-build: ran out of its time budget \\(3s\\) after [34]s while building ${reEscape(ref)}#image-slow: 0 of 1 derivations built; last log line: neko-fixture-image-slow\\.tar> fixture: slow build, second \\d of 6$`,
+        "m",
+      ),
+    );
+    expect(r.stderr).toMatch(/^nix-build: full log: \S+:\/root\/\.cache\/neko-infra\/logs\/build-\S+\.log$/m);
+    // Within the budget plus the stop, well before timeout's 15 s KILL.
+    expect(r.seconds).toBeLessThan(10);
+    console.log(`build with a 3 s budget stopped after ${r.seconds.toFixed(1)}s`);
+    // Nothing of it runs on: no Nix process for this flake copy is left on the builder.
+    const left = await onBuilder(b, `pgrep -af '[n]ix build.*${ref}#image-slow' || true`);
+    expect(ok(left, "pgrep on the builder")).toBe("");
+  });
 });
 
 describe("push", () => {
   test("a wrong registry password: the refused credentials are named and nothing is pushed", async () => {
     const r0 = registrySettings("wrong-password");
     const before = await countUploads(reg);
-    const r = await runRemote(b, scriptCommand("push-image.sh", [image, r0.url], pushEnv(r0)));
+    const r = await runRemote(b, push(image, r0));
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr).toMatch(
       new RegExp(`^push-image: the registry ${reEscape(reg.REGISTRY_ADDR)} refused the credentials \\(basic auth\\): `, "m"),
     );
     expect(await countUploads(reg)).toBe(before);
+    // Neither the password nor the basic-auth string reaches stderr (shown and kept in state).
+    expect(r.stderr).not.toContain("wrong-password");
+    expect(r.stderr).not.toContain(Buffer.from(`${reg.REGISTRY_USER}:wrong-password`).toString("base64"));
     const tag = path.basename(image).split("-")[0];
     const inspect = await inspectRemote(reg, `${r0.url}:${tag}`);
     expect(inspect.code).not.toBe(0);
@@ -252,7 +299,7 @@ describe("push", () => {
     await svc.registry("registry-down", addr);
     await svc.stop("registry-down");
     const r0 = registrySettings(reg.REGISTRY_PASSWORD, addr);
-    const r = await runRemote(b, scriptCommand("push-image.sh", [image, r0.url], pushEnv(r0)));
+    const r = await runRemote(b, push(image, r0));
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr).toMatch(new RegExp(`^push-image: the registry ${reEscape(addr)} is unreachable: .*connection refused`, "m"));
@@ -264,7 +311,7 @@ describe("push", () => {
     expect(junk).toMatch(/^\/nix\/store\/[0-9a-z]{32}-tmp\.\w+\.tar$/);
     const r0 = registrySettings();
     const before = await countUploads(reg);
-    const r = await runRemote(b, scriptCommand("push-image.sh", [junk, r0.url], pushEnv(r0)));
+    const r = await runRemote(b, push(junk, r0));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^push-image: ${reEscape(junk)} is not a readable docker-archive: `, "m"));
     expect(await countUploads(reg)).toBe(before);
@@ -274,7 +321,7 @@ describe("push", () => {
     const made = await onBuilder(b, `f=$(mktemp --suffix=.tar) && head -c 5000 ${image} >"$f" && echo "$f"`);
     const tmp = ok(made, "truncated copy on the builder").trim();
     const r0 = registrySettings();
-    const r = await runRemote(b, scriptCommand("push-image.sh", [tmp, r0.url], pushEnv(r0)));
+    const r = await runRemote(b, push(tmp, r0));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^push-image: ${reEscape(tmp)} is not a readable docker-archive: `, "m"));
   });
@@ -282,9 +329,64 @@ describe("push", () => {
   test("a store path the builder does not have (built elsewhere, or collected)", async () => {
     const missing = "/nix/store/00000000000000000000000000000000-neko-fixture-image.tar";
     const r0 = registrySettings();
-    const r = await runRemote(b, scriptCommand("push-image.sh", [missing, r0.url], pushEnv(r0)));
+    const r = await runRemote(b, push(missing, r0));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^push-image: no image archive at ${reEscape(missing)} on \\S+ `, "m"));
+  });
+  test("should a tool print the credentials in its error, stderr shows them replaced", async () => {
+    // A skopeo that fails as the real one does, then echoes the password and the auth file (what a
+    // future version, or a debug flag, might do). Run here: this machine reaches the registry too.
+    const local = ok(await run("nix", ["build", "--no-link", "--json", `path:${FIXTURE}#image`]), "nix build here");
+    const storePath = JSON.parse(local)[0].outputs.out as string;
+    const bin = fs.mkdtempSync(path.join(svc.dir, "leaky-"));
+    fs.writeFileSync(
+      path.join(bin, "skopeo"),
+      [
+        "#!/bin/sh",
+        'auth=""; prev=""',
+        'for a in "$@"; do [ "$prev" = --authfile ] && auth=$(cat "$a"); prev=$a; done',
+        '/usr/bin/skopeo "$@" || { rc=$?; echo "leaky: password $REGISTRY_PASSWORD, auth file $auth" >&2; exit $rc; }',
+        "",
+      ].join("\n"),
+      { mode: 0o755 },
+    );
+    const password = `wrong-${uniqueMarker("pw")}`;
+    const r0 = registrySettings(password);
+    const r = await runLocal(scriptCommand({ script: "push-image.sh", args: [storePath, r0.url], env: pushEnv(r0) }), {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /^push-image: the registry \S+ refused the credentials \(basic auth\): leaky: password \[password\], auth file .*\[credentials\]/m,
+    );
+    expect(r.stderr).not.toContain(password);
+    expect(r.stderr).not.toContain(Buffer.from(`${reg.REGISTRY_USER}:${password}`).toString("base64"));
+  });
+
+  test("a registry that accepts connections but never answers: the push is stopped at its time budget and says where it was", async () => {
+    const held: net.Socket[] = [];
+    const silent = net.createServer((sock) => held.push(sock));
+    const port = await freeTcpPort(b.HOST_SIDE_ADDR);
+    await new Promise<void>((res) => silent.listen(port, b.HOST_SIDE_ADDR, res));
+    try {
+      const addr = `${b.HOST_SIDE_ADDR}:${port}`;
+      const r0 = registrySettings(reg.REGISTRY_PASSWORD, addr);
+      const r = await runRemote(b, push(image, r0, 3), 60_000);
+      expect(r.code).toBe(124);
+      expect(r.stdout).toBe("");
+      const tag = path.basename(image).split("-")[0];
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `^push-image: ran out of its time budget \\(3s\\) after [34]s while looking for ${reEscape(`${addr}/neko:${tag}`)} in the registry$`,
+          "m",
+        ),
+      );
+      expect(r.stderr).not.toContain(reg.REGISTRY_PASSWORD);
+      expect(r.seconds).toBeLessThan(10);
+    } finally {
+      for (const sock of held) sock.destroy();
+      await new Promise((res) => silent.close(res));
+    }
   });
 });
 

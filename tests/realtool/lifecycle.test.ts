@@ -47,11 +47,62 @@ afterAll(async () => {
 
 /** Ships a flake to a builder and returns its source store path there, as NixImage does. */
 async function ship(b: BuilderEnv, dir: string): Promise<string> {
-  const sc = scriptCommand("ship-flake.sh", [dir, `${b.BUILDER_USER}@${b.BUILDER_ADDR}`, b.BUILDER_PORT], {
-    SSH_PRIVATE_KEY: fs.readFileSync(b.BUILDER_KEY, "utf8"),
-    SSH_HOST_KEY: b.BUILDER_HOST_KEY,
+  const sc = scriptCommand({
+    script: "ship-flake.sh",
+    args: [dir, `${b.BUILDER_USER}@${b.BUILDER_ADDR}`, b.BUILDER_PORT],
+    env: { SSH_PRIVATE_KEY: fs.readFileSync(b.BUILDER_KEY, "utf8"), SSH_HOST_KEY: b.BUILDER_HOST_KEY },
+    budgetSeconds: 1800,
   });
   return ok(await runLocal(sc), "ship-flake.sh").trim();
+}
+
+/** nix-build.sh on a builder as NixImage runs it: bounded by `timeout` there. */
+const build = (src: string, env: Record<string, string>) =>
+  scriptCommand({ script: "nix-build.sh", args: [`path:${src}`, "image"], env, budgetSeconds: 7200 }, true);
+
+/** A command in its own process group (the group's id is its PID): stopped by that PID, nothing else. */
+function startGroup(file: string, args: string[], env: Record<string, string>) {
+  const child = spawn(file, args, { env: { ...process.env, ...env }, stdio: "ignore", detached: true });
+  const done = new Promise<number | null>((res) => child.on("close", res));
+  return {
+    pid: child.pid!,
+    done,
+    async stop(): Promise<void> {
+      const signal = (sig: NodeJS.Signals) => {
+        try {
+          process.kill(-child.pid!, sig);
+        } catch {
+          /* already gone */
+        }
+      };
+      signal("SIGTERM");
+      const timer = setTimeout(() => signal("SIGKILL"), 10_000);
+      await done;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** PIDs of processes whose command line ends with `: <tag>` (the fixture's slow build of this run). */
+async function slowBuilders(tag: string): Promise<number[]> {
+  const r = await run("pgrep", ["-f", `: ${tag}$`]);
+  return r.stdout.split("\n").filter(Boolean).map(Number);
+}
+
+/** The sandboxed builder of this run's slow build, should it outlive its Nix: stopped by its PID. */
+async function stopSlowBuilders(tag: string): Promise<void> {
+  for (const pid of await slowBuilders(tag)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+async function waitForSlowBuilder(tag: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!(await slowBuilders(tag)).length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
 }
 
 describe("binary cache", () => {
@@ -65,9 +116,12 @@ describe("binary cache", () => {
   test("a build signs its output and uploads it to the cache", async () => {
     const a = await services.builder("builder-a");
     const src = await ship(a, flake);
-    const r = await runRemote(a, scriptCommand("nix-build.sh", [`path:${src}`, "image"], cacheEnv));
+    const r = await runRemote(a, build(src, cacheEnv));
     built = ok(r, "nix-build.sh with a cache").trim();
     expect(r.stderr).not.toContain("warning");
+    // The signing key travels on stdin into a 0600 file: never on the command line or stderr.
+    expect(build(src, cacheEnv).command).not.toContain(keys.secretKey);
+    expect(r.stderr).not.toContain(keys.secretKey);
     const narinfo = path.join(cacheDir, `${path.basename(built).slice(0, 32)}.narinfo`);
     expect(fs.existsSync(narinfo)).toBe(true);
     expect(fs.readFileSync(narinfo, "utf8")).toMatch(/^Sig: neko-infra-test-1:[A-Za-z0-9+/]+=*$/m);
@@ -87,7 +141,7 @@ describe("binary cache", () => {
     );
     expect(dry).toMatch(/will be fetched/);
     expect(dry).not.toMatch(/will be built/);
-    const r = await runRemote(b, scriptCommand("nix-build.sh", [`path:${src}`, "image"], cacheEnv));
+    const r = await runRemote(b, build(src, cacheEnv));
     expect(ok(r, "nix-build.sh on the fresh builder").trim()).toBe(built);
     // the output came from the cache: it carries the cache's signature
     const info = ok(await onBuilder(b, `nix path-info --json ${built}`), "path-info");
@@ -102,7 +156,7 @@ describe("binary cache", () => {
       crypto.generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
     );
     const env = { NIX_CACHE: cacheUri, NIX_CACHE_PUBLIC_KEY: other.publicKey };
-    const r = await runRemote(c, scriptCommand("nix-build.sh", [`path:${src}`, "image"], env));
+    const r = await runRemote(c, build(src, env));
     expect(ok(r, "nix-build.sh trusting another key").trim()).toBe(built);
     const info = ok(await onBuilder(c, `nix path-info --json ${built}`), "path-info");
     expect(JSON.parse(info)[0].signatures ?? []).toEqual([]);
@@ -112,16 +166,20 @@ describe("binary cache", () => {
     const c = await services.builder("builder-d");
     const src = await ship(c, fixtureCopy(services.dir, uniqueMarker("readonly")));
     const env = { ...cacheEnv, NIX_CACHE: "file:///proc/neko-infra-no-such-cache" };
-    const r = await runRemote(c, scriptCommand("nix-build.sh", [`path:${src}`, "image"], env));
+    const r = await runRemote(c, build(src, env));
     expect(ok(r, "nix-build.sh with a broken cache").trim()).toMatch(/^\/nix\/store\/[0-9a-z]{32}-neko-fixture-image\.tar$/);
     expect(r.stderr).toContain("nix-build: warning: uploading");
+    expect(r.stderr).not.toContain(keys.secretKey);
   });
 });
 
 describe("idle check", () => {
   const stamp = () => path.join(services.dir, `stamp-${Math.random().toString(36).slice(2)}`);
   const idle = (stampFile: string, marker: string, minutes = "0") =>
-    runLocal(scriptCommand("builder-idle-stop.sh", [minutes]), { IDLE_STAMP: stampFile, IDLE_SHUTDOWN: `touch ${marker}` });
+    runLocal(scriptCommand({ script: "builder-idle-stop.sh", args: [minutes] }), {
+      IDLE_STAMP: stampFile,
+      IDLE_SHUTDOWN: `touch ${marker}`,
+    });
 
   test("first run counts as busy; once idle past the limit it stops the machine", async () => {
     const s = stamp();
@@ -142,29 +200,26 @@ describe("idle check", () => {
     const marker = `${s}.stopped`;
     await idle(s, marker); // first run
     const tag = uniqueMarker("slow").replace(/[^a-z0-9-]/g, "");
-    const build = run("nix", ["build", "--impure", "--no-link", `path:${FIXTURE}#slow`], { env: { SLOW_TAG: tag }, timeoutMs: 20_000 });
+    const slow = startGroup("nix", ["build", "--impure", "--no-link", `path:${FIXTURE}#slow`], { SLOW_TAG: tag });
     try {
       // wait until the build's sandboxed sleep runs
-      const deadline = Date.now() + 15_000;
-      while (!(await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim() && Date.now() < deadline)
-        await new Promise((res) => setTimeout(res, 200));
-      expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).not.toBe("");
+      await waitForSlowBuilder(tag);
+      expect(await slowBuilders(tag)).not.toEqual([]);
       const r = await idle(s, marker);
       expect(r.stdout).toContain("busy (nix/skopeo running)");
       expect(fs.existsSync(marker)).toBe(false);
     } finally {
-      // SIGTERM to that nix client (its command line names this run's flake attr); Nix ends the build
-      await run("pkill", ["-TERM", "-f", `^nix build --impure --no-link path:${FIXTURE}#slow$`]);
-      await build;
-      await run("pkill", ["-KILL", "-f", `: ${tag}$`]); // the sandboxed builder, should it outlive its client
-      expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).toBe("");
+      // SIGTERM to that nix client's group; Nix ends the build
+      await slow.stop();
+      await stopSlowBuilders(tag);
+      expect(await slowBuilders(tag)).toEqual([]);
     }
   });
 
   test("an idle nix-daemon does not keep it up; a build through the daemon does", async () => {
-    const daemon = spawn("nix-daemon", [], { stdio: "ignore", detached: true });
+    const daemon = startGroup("nix-daemon", [], {});
     const tag = uniqueMarker("daemon").replace(/[^a-z0-9-]/g, "");
-    let build: ReturnType<typeof run> | undefined;
+    let slow: ReturnType<typeof startGroup> | undefined;
     try {
       const socket = "/nix/var/nix/daemon-socket/socket";
       const deadline = Date.now() + 10_000;
@@ -179,24 +234,18 @@ describe("idle check", () => {
 
       const s2 = stamp();
       await idle(s2, `${s2}.stopped`);
-      build = run("nix", ["build", "--impure", "--no-link", `path:${FIXTURE}#slow`], {
-        env: { SLOW_TAG: tag, NIX_REMOTE: "daemon" },
-        timeoutMs: 30_000,
-      });
-      const until = Date.now() + 15_000;
-      while (!(await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim() && Date.now() < until)
-        await new Promise((res) => setTimeout(res, 200));
-      expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).not.toBe("");
+      slow = startGroup("nix", ["build", "--impure", "--no-link", `path:${FIXTURE}#slow`], { SLOW_TAG: tag, NIX_REMOTE: "daemon" });
+      await waitForSlowBuilder(tag);
+      expect(await slowBuilders(tag)).not.toEqual([]);
       const r = await idle(s2, `${s2}.stopped`);
       expect(r.stdout).toContain("busy (nix/skopeo running)");
       expect(fs.existsSync(`${s2}.stopped`)).toBe(false);
     } finally {
-      await run("pkill", ["-TERM", "-f", `^nix build --impure --no-link path:${FIXTURE}#slow$`]);
-      if (build) await build;
-      await run("pkill", ["-KILL", "-f", `: ${tag}$`]);
-      process.kill(-daemon.pid!, "SIGTERM"); // the daemon and its workers: the group this test started
+      if (slow) await slow.stop();
+      await daemon.stop(); // the daemon and its workers: the group this test started
+      await stopSlowBuilders(tag);
     }
-    expect((await run("pgrep", ["-f", `: ${tag}$`])).stdout.trim()).toBe("");
+    expect(await slowBuilders(tag)).toEqual([]);
   });
 
   test("an open SSH session keeps it up", async () => {
