@@ -40,11 +40,19 @@ const documents: [string, () => string, string][] = [
     "builder-bootstrap.sh",
   ],
   [
-    "GPU host with ECR",
-    () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: true, ecrRegistry: "123456789012.dkr.ecr.eu-central-1.amazonaws.com" }),
+    "GPU host with ECR, a profile volume and the idle stop",
+    () =>
+      hostUserData({
+        hostKey,
+        sshUser: "ec2-user",
+        gpu: true,
+        ecrRegistry: "123456789012.dkr.ecr.eu-central-1.amazonaws.com",
+        profileVolumeId: "vol-0123456789abcdef0",
+        idleMinutes: 30,
+      }),
     "host-bootstrap.sh",
   ],
-  ["CPU host without ECR", () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: false }), "host-bootstrap.sh"],
+  ["CPU host without ECR, never idle", () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 0 }), "host-bootstrap.sh"],
 ];
 
 function writeDoc(name: string, text: string): string {
@@ -73,7 +81,7 @@ describe("cloud-init user-data", () => {
   });
 
   test("the check can fail: a wrongly typed key is rejected", async () => {
-    const doc = parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false }));
+    const doc = parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 0 }));
     doc.runcmd = "bash /var/lib/neko-infra/host-bootstrap.sh";
     const r = await schema(writeDoc("invalid-types", `#cloud-config\n${stringify(doc)}`));
     expect(r.code).toBe(1);
