@@ -343,7 +343,8 @@ func (p *commandProvider) run(ctx context.Context, urn resource.URN, op string, 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	defer context.AfterFunc(p.ctx, stop)() // the engine's Cancel
-	if timeout != 0 { // whole seconds, as the real provider's middleware has it: 0.5 s is already over
+	// Whole seconds, as the real provider's middleware has it: a 0.5 s timeout is over at once.
+	if timeout != 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Second*time.Duration(timeout))
 		defer cancel()
