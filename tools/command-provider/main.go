@@ -4,7 +4,7 @@
 // ordinary resource provider protocol, so the real Pulumi engine drives it for
 // the @pulumi/command 1.2.1 SDK exactly as it would drive the real one.
 //
-// It implements only this subset:
+// It implements only this subset, rejecting anything else in Check:
 //
 //	command:local:Command   create, update, delete, stdin, triggers, environment,
 //	                        dir, interpreter (default ["/bin/sh", "-c"]),
@@ -14,19 +14,9 @@
 //	                        {host, port, user, privateKey, privateKeyPassword,
 //	                        password, hostKey, dialErrorLimit, perDialTimeout}
 //
-// Outputs are the inputs plus stdout and stderr (one trailing newline trimmed).
-// A change of triggers replaces the resource; any other input change updates
-// it in place (running update, else create). A non-zero exit fails the step
-// with the exit status, stderr and stdout in the message. Not implemented
-// (rejected by Check): assetPaths/archivePaths, connection.proxy and
-// connection.agentSocketPath, local.run / remote.CopyToRemote and the other
-// functions and resources of the package.
-//
-// Secrets: the provider accepts secrets (acceptSecrets), echoes every input
-// into the outputs with its secret markers intact, and marks stdout and stderr
-// secret when the command's text or environment (create, update, stdin,
-// environment, interpreter, dir) holds a secret. The SDK always makes
-// connection secret; that alone does not make stdout secret.
+// Within it, it is meant to be as strict and as careless as the real provider,
+// so that a program that passes the tests also works for users: README.md
+// lists what that means, and the few behaviours it does not imitate.
 package main
 
 import (
@@ -34,6 +24,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -65,9 +56,15 @@ func main() {
 	}
 }
 
+// logger is the part of the engine's host the provider uses (a *provider.HostClient).
+type logger interface {
+	Log(ctx context.Context, sev diag.Severity, urn resource.URN, msg string) error
+	LogStatus(ctx context.Context, sev diag.Severity, urn resource.URN, msg string) error
+}
+
 type commandProvider struct {
 	pulumirpc.UnimplementedResourceProviderServer
-	host   *provider.HostClient
+	host   logger
 	ctx    context.Context // cancelled by the engine's Cancel
 	cancel context.CancelFunc
 }
@@ -158,9 +155,18 @@ func (p *commandProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) 
 	}
 	if c, ok := news["connection"]; ok {
 		if c = plain(c); c.IsObject() {
-			for k := range c.ObjectValue() {
+			conn := c.ObjectValue()
+			for k := range conn {
 				if !knownConnectionKeys[string(k)] {
 					fail("connection."+string(k), "connection.%s is not supported by the stand-in command provider used in tests", k)
+				}
+			}
+			if _, ok := conn["host"]; !ok {
+				fail("connection.host", "missing required property 'connection.host'")
+			}
+			for _, k := range []resource.PropertyKey{"dialErrorLimit", "perDialTimeout"} {
+				if v := plain(conn[k]); v.IsNumber() && v.NumberValue() != math.Trunc(v.NumberValue()) {
+					fail("connection."+string(k), "connection.%s must be an integer, not %v", k, v.NumberValue())
 				}
 			}
 		}
@@ -245,7 +251,7 @@ func (p *commandProvider) Create(ctx context.Context, req *pulumirpc.CreateReque
 	if err != nil {
 		return nil, err
 	}
-	outs, err := p.run(ctx, urn, "create", news, nil, req.GetPreview(), req.GetTimeout())
+	outs, err := p.run(ctx, urn, opIf(news, "create"), news, nil, req.GetPreview(), req.GetTimeout())
 	if err != nil {
 		return nil, err
 	}
@@ -271,9 +277,9 @@ func (p *commandProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 	if err != nil {
 		return nil, err
 	}
-	op := "create"
-	if v := str(news, "update"); v != "" {
-		op = "update"
+	op := opIf(news, "update")
+	if op == "" {
+		op = opIf(news, "create")
 	}
 	outs, err := p.run(ctx, resource.URN(req.GetUrn()), op, news, olds, req.GetPreview(), req.GetTimeout())
 	if err != nil {
@@ -286,13 +292,15 @@ func (p *commandProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 	return &pulumirpc.UpdateResponse{Properties: rpcOuts}, nil
 }
 
+// Delete runs delete with everything else taken from the state: environment,
+// stdin, dir, interpreter, connection, logging and the last outputs.
 func (p *commandProvider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*emptypb.Empty, error) {
 	state, err := fromRPC("properties", req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
-	if str(state, "delete") != "" {
-		if _, err := p.run(ctx, resource.URN(req.GetUrn()), "delete", state, state, false, req.GetTimeout()); err != nil {
+	if op := opIf(state, "delete"); op != "" {
+		if _, err := p.run(ctx, resource.URN(req.GetUrn()), op, state, state, false, req.GetTimeout()); err != nil {
 			return nil, err
 		}
 	}
@@ -303,39 +311,42 @@ func (p *commandProvider) Read(_ context.Context, req *pulumirpc.ReadRequest) (*
 	return &pulumirpc.ReadResponse{Id: req.GetId(), Properties: req.GetProperties(), Inputs: req.GetInputs()}, nil
 }
 
-// run runs the command named by op ("create", "update" or "delete") of a
-// resource with inputs ins; olds, when given, is its previous state, whose
-// stdout and stderr go into the environment. It returns the new state.
+// opIf returns op when the inputs give that command (even ""), else "".
+func opIf(ins resource.PropertyMap, op resource.PropertyKey) string {
+	if _, ok := opt(ins, op); ok {
+		return string(op)
+	}
+	return ""
+}
+
+// run runs the command named by op ("create", "update", "delete"; "" runs
+// nothing) of a resource with inputs ins; olds, when given, is its previous
+// state, whose stdout and stderr are kept when nothing runs and go into the
+// environment when non-empty. It returns the new state. stdout and stderr are
+// never secret, and logging goes on whatever the inputs hold: as in the real
+// provider, only additionalSecretOutputs and logging "none" hide them.
 func (p *commandProvider) run(ctx context.Context, urn resource.URN, op string, ins, olds resource.PropertyMap,
 	preview bool, timeout float64,
 ) (resource.PropertyMap, error) {
 	outs := ins.Copy()
-	delete(outs, "stdout")
-	delete(outs, "stderr")
-	secret := false
-	for _, k := range []resource.PropertyKey{"create", "update", "stdin", "environment", "interpreter", "dir"} {
-		if v, ok := ins[k]; ok && v.ContainsSecrets() {
-			secret = true
-		}
-	}
+	outs["stdout"] = resource.NewStringProperty(str(olds, "stdout"))
+	outs["stderr"] = resource.NewStringProperty(str(olds, "stderr"))
 	if preview {
 		computed := resource.MakeComputed(resource.NewStringProperty(""))
 		outs["stdout"], outs["stderr"] = computed, computed
 		return outs, nil
 	}
+	if op == "" {
+		return outs, nil
+	}
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go func() {
-		select {
-		case <-p.ctx.Done():
-			stop()
-		case <-ctx.Done():
-		}
-	}()
-	if timeout > 0 {
+	defer context.AfterFunc(p.ctx, stop)() // the engine's Cancel
+	// Whole seconds, as the real provider's middleware has it: a 0.5 s timeout is over at once.
+	if timeout != 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout*float64(time.Second)))
+		ctx, cancel = context.WithTimeout(ctx, time.Second*time.Duration(timeout))
 		defer cancel()
 	}
 
@@ -344,24 +355,28 @@ func (p *commandProvider) run(ctx context.Context, urn resource.URN, op string, 
 		stdin:  str(ins, "stdin"),
 		env:    strMap(ins, "environment"),
 		dir:    str(ins, "dir"),
-	}
-	if c.env == nil {
-		c.env = map[string]string{}
-	}
-	if olds != nil && boolOr(ins, "addPreviousOutputInEnv", true) {
-		c.env["PULUMI_COMMAND_STDOUT"] = str(olds, "stdout")
-		c.env["PULUMI_COMMAND_STDERR"] = str(olds, "stderr")
-	}
-	if !secret {
-		logging := str(ins, "logging")
-		c.logOut = logging == "" || logging == "stdout" || logging == "stdoutAndStderr"
-		c.logErr = logging == "" || logging == "stderr" || logging == "stdoutAndStderr"
-		c.log = func(line string) {
+		status: func(line string) {
 			if p.host != nil {
-				_ = p.host.LogStatus(ctx, diag.Info, urn, line)
+				_ = p.host.LogStatus(context.Background(), diag.Info, urn, line)
+			}
+		},
+		report: func(sev diag.Severity, msg string) {
+			if p.host != nil {
+				_ = p.host.Log(context.Background(), sev, urn, msg)
+			}
+		},
+	}
+	if boolOr(ins, "addPreviousOutputInEnv", true) {
+		for _, k := range []string{"stdout", "stderr"} {
+			if v := str(olds, resource.PropertyKey(k)); v != "" {
+				c.prev = append(c.prev, [2]string{"PULUMI_COMMAND_" + strings.ToUpper(k), v})
 			}
 		}
 	}
+	// Unset: both streams; any value other than these three, "" and "none" too: neither.
+	logging, set := opt(ins, "logging")
+	c.logOut = !set || logging == "stdout" || logging == "stdoutAndStderr"
+	c.logErr = !set || logging == "stderr" || logging == "stdoutAndStderr"
 
 	var stdout, stderr string
 	var err error
@@ -376,10 +391,6 @@ func (p *commandProvider) run(ctx context.Context, urn resource.URN, op string, 
 	}
 	outs["stdout"] = resource.NewStringProperty(stdout)
 	outs["stderr"] = resource.NewStringProperty(stderr)
-	if secret {
-		outs["stdout"] = resource.MakeSecret(outs["stdout"])
-		outs["stderr"] = resource.MakeSecret(outs["stderr"])
-	}
 	return outs, nil
 }
 
@@ -406,11 +417,25 @@ func plain(v resource.PropertyValue) resource.PropertyValue {
 	return v
 }
 
-func str(pm resource.PropertyMap, k resource.PropertyKey) string {
+// opt returns a string property and whether it is set (not absent, not null).
+func opt(pm resource.PropertyMap, k resource.PropertyKey) (string, bool) {
 	if v := plain(pm[k]); v.IsString() {
-		return v.StringValue()
+		return v.StringValue(), true
 	}
-	return ""
+	return "", false
+}
+
+func str(pm resource.PropertyMap, k resource.PropertyKey) string {
+	v, _ := opt(pm, k)
+	return v
+}
+
+// optp is opt as a pointer: nil when not set.
+func optp(pm resource.PropertyMap, k resource.PropertyKey) *string {
+	if v, ok := opt(pm, k); ok {
+		return &v
+	}
+	return nil
 }
 
 func num(pm resource.PropertyMap, k resource.PropertyKey, def float64) float64 {
@@ -455,21 +480,28 @@ func strList(pm resource.PropertyMap, k resource.PropertyKey) []string {
 	return l
 }
 
+// connectionOf takes connection as given, with the real provider's defaults
+// for fields that are not set: user root, port 22, dialErrorLimit 10,
+// perDialTimeout 15. Nothing is trimmed, and "" is a value like any other.
 func connectionOf(pm resource.PropertyMap) connection {
-	c := plain(pm["connection"])
-	if !c.IsObject() {
+	m := plain(pm["connection"])
+	if !m.IsObject() {
 		return connection{}
 	}
-	m := c.ObjectValue()
+	c := m.ObjectValue()
+	user, ok := opt(c, "user")
+	if !ok {
+		user = "root"
+	}
 	return connection{
-		host:               str(m, "host"),
-		port:               int(num(m, "port", 22)),
-		user:               strings.TrimSpace(str(m, "user")),
-		privateKey:         str(m, "privateKey"),
-		privateKeyPassword: str(m, "privateKeyPassword"),
-		password:           str(m, "password"),
-		hostKey:            strings.TrimSpace(str(m, "hostKey")),
-		dialErrorLimit:     int(num(m, "dialErrorLimit", 10)),
-		perDialTimeout:     time.Duration(num(m, "perDialTimeout", 15) * float64(time.Second)),
+		host:               str(c, "host"),
+		port:               num(c, "port", 22),
+		user:               user,
+		privateKey:         optp(c, "privateKey"),
+		privateKeyPassword: optp(c, "privateKeyPassword"),
+		password:           optp(c, "password"),
+		hostKey:            optp(c, "hostKey"),
+		dialErrorLimit:     int(num(c, "dialErrorLimit", 10)),
+		perDialTimeout:     int(num(c, "perDialTimeout", 15)),
 	}
 }

@@ -1,12 +1,12 @@
 // Running commands for the stand-in command provider: locally through an
-// interpreter, or remotely in an SSH session.
+// interpreter, or remotely in an SSH session. README.md says which of the real
+// provider's behaviours this imitates, and which it does not.
 
 package main
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,206 +16,182 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"golang.org/x/crypto/ssh"
 )
 
 type command struct {
 	script, stdin, dir string
-	env                map[string]string
-	interpreter        []string // local only
+	env                map[string]string // the resource's environment
+	prev               [][2]string       // PULUMI_COMMAND_STDOUT/STDERR, only those that are non-empty
+	interpreter        []string          // local only
 	logOut, logErr     bool
-	log                func(line string)
+	status             func(line string)           // an ephemeral status line on the resource
+	report             func(diag.Severity, string) // a diagnostic shown with the resource
 }
 
+// connection holds connection's fields as given: a nil pointer is a field that was not set.
 type connection struct {
-	host, user, privateKey, privateKeyPassword, password, hostKey string
-	port, dialErrorLimit                                          int
-	perDialTimeout                                                time.Duration
+	host, user                                        string
+	privateKey, privateKeyPassword, password, hostKey *string
+	port                                              float64
+	dialErrorLimit, perDialTimeout                    int
 }
 
-// output collects a stream and hands each complete line to log, if set.
-type output struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
+// stream collects one output stream, adds it to the interleaved text of both
+// (all, guarded by mu), and hands each complete line to log, if set.
+type stream struct {
+	mu   *sync.Mutex
+	all  *bytes.Buffer
+	own  bytes.Buffer
 	line []byte
 	log  func(string)
 }
 
-func (o *output) Write(b []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.buf.Write(b)
-	if o.log != nil {
-		o.line = append(o.line, b...)
-		for {
-			i := bytes.IndexByte(o.line, '\n')
-			if i < 0 {
-				break
-			}
-			o.log(string(o.line[:i]))
-			o.line = o.line[i+1:]
+func (s *stream) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.all.Write(b)
+	s.own.Write(b)
+	if s.log != nil {
+		s.line = append(s.line, b...)
+		for i := bytes.IndexByte(s.line, '\n'); i >= 0; i = bytes.IndexByte(s.line, '\n') {
+			s.log(string(s.line[:i]))
+			s.line = s.line[i+1:]
 		}
 	}
 	return len(b), nil
 }
 
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.log != nil && len(o.line) > 0 {
-		o.log(string(o.line))
-		o.line = nil
+// text logs what is left of the last line and returns the stream's text less one trailing newline.
+func (s *stream) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.log != nil && len(s.line) > 0 {
+		s.log(string(s.line))
+		s.line = nil
 	}
-	return strings.TrimSuffix(o.buf.String(), "\n")
+	return strings.TrimSuffix(s.own.String(), "\n")
 }
 
-func streams(c command) (*output, *output) {
-	var out, errOut output
+func streams(c command) (out, errOut *stream, all *bytes.Buffer) {
+	mu, all := &sync.Mutex{}, &bytes.Buffer{}
+	out, errOut = &stream{mu: mu, all: all}, &stream{mu: mu, all: all}
 	if c.logOut {
-		out.log = c.log
+		out.log = c.status
 	}
 	if c.logErr {
-		errOut.log = c.log
+		errOut.log = c.status
 	}
-	return &out, &errOut
+	return out, errOut, all
 }
 
-// failure is the error of a command that ran and failed: its exit status,
-// then what it printed, so that the cause shows up in `pulumi up`.
-func failure(status string, stdout, stderr string) error {
-	msg := status
-	if s := tail(stderr); s != "" {
-		msg += ": " + s
+// result is what a run returns: the outputs, or the error in the real
+// provider's words, with the command and the whole interleaved output.
+func result(err error, script string, out, errOut *stream, all *bytes.Buffer) (string, string, error) {
+	stdout, stderr := out.text(), errOut.text()
+	if err != nil {
+		return "", "", fmt.Errorf("%w: running %q:\n%s", err, script, all.String())
 	}
-	if s := tail(stdout); s != "" {
-		msg += "\nstdout: " + s
-	}
-	return errors.New(msg)
-}
-
-func tail(s string) string {
-	const max = 8 << 10
-	s = strings.TrimSpace(s)
-	if len(s) > max {
-		s = "..." + s[len(s)-max:]
-	}
-	return s
+	return stdout, stderr, nil
 }
 
 func runLocal(ctx context.Context, c command) (string, string, error) {
-	interp := c.interpreter
-	if len(interp) == 0 {
-		interp = []string{"/bin/sh", "-c"}
+	args := append([]string{}, c.interpreter...)
+	if len(args) == 0 {
+		args = []string{"/bin/sh", "-c"}
 	}
-	cmd := exec.CommandContext(ctx, interp[0], append(append([]string{}, interp[1:]...), c.script)...)
-	cmd.Dir = c.dir
+	args = append(args, c.script)
+	// No WaitDelay and no process group: at the timeout only the interpreter is
+	// killed, and Run waits for as long as its children hold stdout or stderr.
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Dir = c.dir // "" is this process's working directory
 	cmd.Env = os.Environ()
 	for k, v := range c.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	for _, kv := range c.prev {
+		cmd.Env = append(cmd.Env, kv[0]+"="+kv[1])
+	}
 	if c.stdin != "" {
 		cmd.Stdin = strings.NewReader(c.stdin)
 	}
-	stdout, stderr := streams(c)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	out, errOut := stdout.String(), stderr.String()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return out, errOut, nil
-	case ctx.Err() != nil:
-		return "", "", failure("command cancelled ("+ctx.Err().Error()+")", out, errOut)
-	case errors.As(err, &exit) && exit.ExitCode() >= 0:
-		return "", "", failure("Process exited with status "+strconv.Itoa(exit.ExitCode()), out, errOut)
-	case errors.As(err, &exit):
-		return "", "", failure("Process terminated: "+exit.String(), out, errOut)
-	}
-	return "", "", fmt.Errorf("could not run %q: %w", interp[0], err)
+	out, errOut, all := streams(c)
+	cmd.Stdout, cmd.Stderr = out, errOut
+	return result(cmd.Run(), c.script, out, errOut, all)
 }
 
+func setenvRefused(k string) string {
+	return fmt.Sprintf("Unable to set '%s'. This only works if your SSH server is configured to accept these "+
+		"variables via AcceptEnv. Alternatively, if a Bash-like shell runs the command on the remote host, "+
+		"you could prefix the command itself with the variables in the form 'VAR=value command'", k)
+}
+
+// runRemote uses ctx only while dialing: neither a timeout nor Cancel stops a
+// command that runs. The client is never closed, as in the real provider.
 func runRemote(ctx context.Context, c command, conn connection) (string, string, error) {
-	client, err := dial(ctx, conn)
+	client, err := dial(ctx, conn, c.status)
 	if err != nil {
 		return "", "", err
 	}
-	defer client.Close()
 	session, err := client.NewSession()
 	if err != nil {
-		return "", "", fmt.Errorf("ssh: could not open a session on %s: %w", conn.host, err)
+		return "", "", err
 	}
 	defer session.Close()
 	for k, v := range c.env {
 		if err := session.Setenv(k, v); err != nil {
-			if strings.HasPrefix(k, "PULUMI_COMMAND_") {
-				continue // the previous output is a courtesy; most servers refuse it
-			}
-			return "", "", fmt.Errorf("ssh: the server refused environment variable %s (%w); "+
-				"allow it with AcceptEnv in sshd_config, or set it in the command itself", k, err)
+			c.report(diag.Error, setenvRefused(k))
+			return "", "", fmt.Errorf("could not set environment variable %q: %w", k, err)
+		}
+	}
+	for _, kv := range c.prev {
+		if err := session.Setenv(kv[0], kv[1]); err != nil {
+			c.report(diag.Warning, setenvRefused(kv[0]))
 		}
 	}
 	if c.stdin != "" {
 		session.Stdin = strings.NewReader(c.stdin)
 	}
-	stdout, stderr := streams(c)
-	session.Stdout, session.Stderr = stdout, stderr
-
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-ctx.Done():
-			_ = session.Signal(ssh.SIGTERM)
-			_ = client.Close()
-		case <-done:
-		}
-	}()
-	err = session.Run(c.script)
-	out, errOut := stdout.String(), stderr.String()
-	var exit *ssh.ExitError
-	switch {
-	case err == nil:
-		return out, errOut, nil
-	case ctx.Err() != nil:
-		return "", "", failure("command cancelled ("+ctx.Err().Error()+")", out, errOut)
-	case errors.As(err, &exit):
-		return "", "", failure(exit.Error(), out, errOut) // "Process exited with status N"
-	}
-	return "", "", failure("ssh: "+err.Error(), out, errOut)
+	out, errOut, all := streams(c)
+	session.Stdout, session.Stderr = out, errOut
+	return result(session.Run(c.script), c.script, out, errOut, all)
 }
 
-// permanent marks handshake errors that another dial would not cure.
-type permanent struct{ error }
-
-func dial(ctx context.Context, conn connection) (*ssh.Client, error) {
-	if conn.host == "" {
-		return nil, errors.New("connection.host is required")
+// dial connects as the real provider does: every failed dial is retried (100
+// ms, then ×1.5 up to 5 s) until dialErrorLimit+1 dials have failed, or, with a
+// limit of -1 or less, until ctx ends. perDialTimeout bounds the TCP connect
+// only; the SSH handshake has no deadline.
+func dial(ctx context.Context, conn connection, status func(string)) (*ssh.Client, error) {
+	config := &ssh.ClientConfig{
+		User:            conn.user,
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // no hostKey: not checked, as documented
+		Timeout:         time.Duration(conn.perDialTimeout) * time.Second,
 	}
-	if conn.port == 0 {
-		conn.port = 22
+	if conn.hostKey != nil {
+		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(*conn.hostKey))
+		if err != nil {
+			return nil, fmt.Errorf("failed to parse host key: %w", err)
+		}
+		// Only the pinned key's own algorithm: for RSA that is ssh-rsa (SHA-1), which OpenSSH ≥ 8.8 refuses.
+		config.HostKeyCallback = ssh.FixedHostKey(key)
+		config.HostKeyAlgorithms = []string{key.Type()}
 	}
-	if conn.user == "" {
-		conn.user = "root"
-	}
-	addr := net.JoinHostPort(conn.host, strconv.Itoa(conn.port))
-	// Without a hostKey the server's key is not checked, as the real provider documents.
-	config := &ssh.ClientConfig{User: conn.user, HostKeyCallback: ssh.InsecureIgnoreHostKey()}
-	if conn.privateKey != "" {
+	if conn.privateKey != nil {
 		var signer ssh.Signer
 		var err error
-		if conn.privateKeyPassword != "" {
-			signer, err = ssh.ParsePrivateKeyWithPassphrase([]byte(conn.privateKey), []byte(conn.privateKeyPassword))
+		if conn.privateKeyPassword != nil {
+			signer, err = ssh.ParsePrivateKeyWithPassphrase([]byte(*conn.privateKey), []byte(*conn.privateKeyPassword))
 		} else {
-			signer, err = ssh.ParsePrivateKey([]byte(conn.privateKey))
+			signer, err = ssh.ParsePrivateKey([]byte(*conn.privateKey))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("connection.privateKey: %w", err)
+			return nil, err
 		}
 		config.Auth = append(config.Auth, ssh.PublicKeys(signer))
 	}
-	if conn.password != "" {
-		pw := conn.password
+	if conn.password != nil {
+		pw := *conn.password
 		config.Auth = append(config.Auth, ssh.Password(pw),
 			ssh.KeyboardInteractive(func(_, _ string, qs []string, _ []bool) ([]string, error) {
 				answers := make([]string, len(qs))
@@ -225,78 +201,36 @@ func dial(ctx context.Context, conn connection) (*ssh.Client, error) {
 				return answers, nil
 			}))
 	}
-	if len(config.Auth) == 0 {
-		return nil, errors.New("connection: give privateKey or password (the SSH agent is not supported by this stand-in)")
-	}
-	if conn.hostKey != "" {
-		want, _, _, _, err := ssh.ParseAuthorizedKey([]byte(conn.hostKey))
+	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
+		// The real provider dials the agent and fails at once when it can't; its keys are not used here.
+		agent, err := net.Dial("unix", sock)
 		if err != nil {
-			return nil, fmt.Errorf("connection.hostKey %q is not a public key line: %w", conn.hostKey, err)
+			return nil, err
 		}
-		// Ask for the pinned key's type, or the server may show another of its keys.
-		config.HostKeyAlgorithms = []string{want.Type()}
-		if want.Type() == ssh.KeyAlgoRSA {
-			config.HostKeyAlgorithms = []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
-		}
-		config.HostKeyCallback = func(_ string, _ net.Addr, got ssh.PublicKey) error {
-			if bytes.Equal(got.Marshal(), want.Marshal()) {
-				return nil
-			}
-			return permanent{fmt.Errorf("host key mismatch for %s: the server presented %s %s, but connection.hostKey pins %s %s; refusing to connect",
-				addr, got.Type(), ssh.FingerprintSHA256(got), want.Type(), ssh.FingerprintSHA256(want))}
-		}
+		agent.Close()
 	}
 
-	for attempt := 1; ; attempt++ {
-		client, err := handshake(ctx, addr, conn.perDialTimeout, config)
+	addr := net.JoinHostPort(conn.host, strconv.Itoa(int(conn.port)))
+	limit := "inf"
+	if conn.dialErrorLimit != -1 {
+		limit = strconv.Itoa(conn.dialErrorLimit)
+	}
+	delay := 100 * time.Millisecond
+	for try := 0; ; try++ {
+		client, err := ssh.Dial("tcp", addr, config)
 		if err == nil {
 			return client, nil
 		}
-		var perm permanent
-		if errors.As(err, &perm) {
-			return nil, perm.error
+		if conn.dialErrorLimit > -1 && try+1 > conn.dialErrorLimit {
+			return nil, fmt.Errorf("after %d failed attempts: %w", try, err)
 		}
-		if strings.Contains(err.Error(), "unable to authenticate") {
-			return nil, fmt.Errorf("ssh: authentication as %q to %s failed: %w", conn.user, addr, err)
-		}
-		if strings.Contains(err.Error(), "no common algorithm for host key") {
-			return nil, fmt.Errorf("host key mismatch for %s: the server has no %v key, which connection.hostKey pins: %w",
-				addr, config.HostKeyAlgorithms, err)
-		}
-		if conn.dialErrorLimit >= 0 && attempt >= conn.dialErrorLimit || ctx.Err() != nil {
-			return nil, fmt.Errorf("ssh: could not connect to %s after %d attempt(s) (dialErrorLimit %d): %w",
-				addr, attempt, conn.dialErrorLimit, err)
-		}
+		status(fmt.Sprintf("Dial %d/%s failed: retrying", try+1, limit))
+		delay = min(delay, 5*time.Second)
 		select {
+		case <-time.After(delay):
 		case <-ctx.Done():
-		case <-time.After(time.Duration(min(attempt, 5)) * time.Second):
+			return nil, ctx.Err()
 		}
+		delay = time.Duration(float64(delay) * 1.5)
 	}
-}
-
-func handshake(ctx context.Context, addr string, timeout time.Duration, config *ssh.ClientConfig) (*ssh.Client, error) {
-	dctx := ctx
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		dctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	nc, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	if deadline, ok := dctx.Deadline(); ok {
-		_ = nc.SetDeadline(deadline)
-	}
-	c, chans, reqs, err := ssh.NewClientConn(nc, addr, config)
-	if err != nil {
-		nc.Close()
-		var perm permanent
-		if errors.As(err, &perm) { // ssh wraps the callback's error; keep it whole
-			return nil, perm
-		}
-		return nil, err
-	}
-	_ = nc.SetDeadline(time.Time{})
-	return ssh.NewClient(c, chans, reqs), nil
 }
