@@ -36,6 +36,7 @@ doing="starting"
 trap 'echo "neko-rollout: ran out of its time budget while $doing" >&2; exit 124' TERM
 
 tmp=$(mktemp -d)
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
   rm -rf "$tmp"
   [[ -z $state ]] || rm -f "$state/deploying"
