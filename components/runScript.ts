@@ -15,7 +15,7 @@ import { commandLine, readScript, ScriptName, scriptInput } from "../lib/shell";
 import { SshConnection } from "../lib/sshConnection";
 
 export interface Machine {
-  /** Wake steps are named `<name>-wake-<step>` and are children of `parent`. */
+  /** For messages: which machine. Wake steps are named `<step>-wake` and are children of `parent`. */
   name: string;
   parent: pulumi.Resource;
   /** SSH connection; undefined: the machine running `pulumi up`. Secret (it holds the key). */
@@ -64,7 +64,7 @@ export function runStep(name: string, machine: Machine, args: StepArgs, opts: St
   const triggers = args.triggers ?? [];
 
   const wake = new command.local.Command(
-    `${machine.name}-wake-${name}`,
+    `${name}-wake`,
     {
       create: `node - # wake ${machine.name} and wait until it is ready for ${name}`,
       // Only a change of the step's own inputs (the triggers) runs it again: then the step runs too.

@@ -138,7 +138,7 @@ fi
 wait_healthy() {
   local container=$1 address=$2 since=$3 started=$SECONDS status restarts code
   while :; do
-    if [[ $(curl -fsS --max-time 3 "http://$address/health" 2>/dev/null || true) == true ]]; then return 0; fi
+    if [[ -n $address && $(curl -fsS --max-time 3 "http://$address/health" 2>/dev/null || true) == true ]]; then return 0; fi
     read -r status restarts code < <(docker inspect --format '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' "$container" 2>/dev/null || echo "gone 0 0")
     if [[ $status == exited || $status == dead || $status == gone ]]; then
       why="exited with code $code"
@@ -189,7 +189,8 @@ for a in "${run_args[@]}"; do [[ $a == --restart=* ]] || candidate_args+=("$a");
 since=$(date +%s)
 docker run --detach --name "$candidate" --restart=no --publish "127.0.0.1::$port/tcp" "${candidate_args[@]}" \
   --env-file "$tmp/env" "$image" >/dev/null 2>"$tmp/err" || die "cannot start $candidate: $(tail -n2 "$tmp/err")"
-probe=$(docker port "$candidate" "$port/tcp" | head -n1)
+# (none when it already exited: wait_healthy then reports how)
+probe=$(docker port "$candidate" "$port/tcp" 2>/dev/null | head -n1 || true)
 why=""
 ok=1
 wait_healthy "$candidate" "$probe" "$since" || ok=0

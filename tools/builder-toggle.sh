@@ -79,13 +79,15 @@ if ! preview=$(pulumi preview --json --non-interactive --stack "$stack" "${flags
   exit 1
 fi
 # One line per change: "builder|other OP URN". Builder resources are the ones named builder-* or
-# *-builder-* (the NixBuilder's children and the registry's push grant to its role).
+# *-builder-* (the NixBuilder's children, the registry's push grant to its role), and the wake
+# steps (*-wake), whose only input that changes with the builder is the builder's own description.
 changes=$(printf '%s' "$preview" | node -e '
   const doc = JSON.parse(require("fs").readFileSync(0, "utf8"));
   for (const s of doc.steps ?? []) {
     if (s.op === "same" || s.op === "read") continue;
     const name = s.urn.split("::").pop();
-    console.log((/(^|-)builder(-|$)/.test(name) ? "builder" : "other") + " " + s.op + " " + s.urn);
+    const builder = /(^|-)builder(-|$)/.test(name) || (/-wake$/.test(name) && s.op === "update");
+    console.log((builder ? "builder" : "other") + " " + s.op + " " + s.urn);
   }')
 
 if [[ -z $changes ]]; then
