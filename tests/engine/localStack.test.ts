@@ -22,7 +22,7 @@ let port = 0;
 
 /** `npm run up -- local ARGS` as a newcomer runs it: no backend, no passphrase, no Pulumi login. */
 function upScript(args: string[]): Run {
-  const env = { ...p.env, HOME: home };
+  const env: NodeJS.ProcessEnv = { ...p.env, HOME: home };
   for (const k of ["PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_HOME"]) delete env[k];
   const start = process.hrtime.bigint();
   const r = spawnSync("bash", ["tools/up.sh", "local", ...args], { cwd: p.dir, env, encoding: "utf8", maxBuffer: 64 << 20 });
@@ -53,7 +53,7 @@ afterAll(() => {
 });
 
 function upScriptDestroy() {
-  const env = { ...p.env, HOME: home, PULUMI_BACKEND_URL: `file://${home}/.pulumi-neko-infra` };
+  const env: NodeJS.ProcessEnv = { ...p.env, HOME: home, PULUMI_BACKEND_URL: `file://${home}/.pulumi-neko-infra` };
   delete env.PULUMI_CONFIG_PASSPHRASE;
   env.PULUMI_CONFIG_PASSPHRASE_FILE = path.join(home, ".pulumi-neko-infra", "passphrase-local");
   return spawnSync("pulumi", ["destroy", "--yes", "--skip-preview", "--stack", "local", "--non-interactive"], { cwd: p.dir, env, encoding: "utf8" });
