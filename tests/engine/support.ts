@@ -3,7 +3,7 @@
  * tools/pulumi-offline.sh) over a copy of this project with a file backend, and what the suites
  * read from it: the operation on each resource from `--json` engine events, never from timing.
  */
-import { execFileSync, spawnSync } from "child_process";
+import { execFileSync, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -70,6 +70,23 @@ export class Project {
     const run = { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, seconds: Number(process.hrtime.bigint() - start) / 1e9 };
     if (kind) (this.timings[kind] ??= []).push(run.seconds);
     return run;
+  }
+
+  /**
+   * The same, without blocking this process: for tests that serve something (a fake AWS API) from
+   * it while pulumi runs.
+   */
+  pulumiAsync(args: string[]): Promise<Run> {
+    const start = process.hrtime.bigint();
+    return new Promise((resolve, reject) => {
+      const child = spawn("pulumi", [...args, "--stack", this.stack, "--non-interactive"], { cwd: this.dir, env: this.env });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+      child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ status: code ?? -1, stdout, stderr, seconds: Number(process.hrtime.bigint() - start) / 1e9 }));
+    });
   }
 
   /** `pulumi up` as JSON events; fails the test with the output when it fails. */
