@@ -1,0 +1,576 @@
+#!/usr/bin/env bash
+# Rolls an image out as the neko container on this Docker host, so that a bad image never takes
+# the running neko down and the browser profile outlives every image.
+#
+#   1. a candidate container (no public ports, a throwaway profile) must answer /health (and, on
+#      GPU hosts, load its NVENC element) before anything running is touched;
+#   2. then the swap: stop the running neko, keep it as NAME-previous, start the new one with the
+#      ports, the profile and the restart policy; healthy -> drop the previous, else roll back.
+# Nothing restarts when the same spec already runs and answers /health.
+#
+# Usage: bash -s -- IMAGE_REF   (the environment as `export` lines at the top of standard input)
+#   IMAGE_REF  REPO@sha256:DIGEST (pulled for linux/amd64) or sha256:IMAGE_ID (already in the
+#              engine, e.g. after `docker load`; never pulled)
+# Env (all optional unless marked):
+#   NEKO_HTTP_PORT      required: the port neko listens on in the container (GET /health -> 200)
+#   NEKO_NAME           container name (default neko); NAME-candidate, NAME-previous during a run
+#   NEKO_PUBLISH        `docker run --publish` values of the final container, one a line
+#                       ([IP:][HOST:]PORT[-END][/PROTO]); one must publish NEKO_HTTP_PORT/tcp
+#   NEKO_RUN_ARGS       further `docker run` options, one a line, each `--opt` or `--opt=value`
+#                       (e.g. --shm-size=2g, --gpus=all, --restart=unless-stopped: final only)
+#   NEKO_ENV            secret: the container's environment, NAME=value lines (goes to --env-file)
+#   NEKO_HEALTH_SECONDS budget of each wait for /health (default 150)
+#   NEKO_LOCK_SECONDS   how long to wait for another run for the same NEKO_NAME (default 300)
+#   NEKO_PROFILE        the browser profile on the host: a volume name or an absolute directory
+#   NEKO_PROFILE_DIR    where it is mounted in the container (required with NEKO_PROFILE)
+#   NEKO_NVENC          empty (no GPU), auto (by the driver: >= 590 nvautogpuh264enc, else
+#                       nvh264enc), nvh264enc or nvautogpuh264enc; its pipeline, from
+#                       NEKO_PIPELINE_NVH264ENC / NEKO_PIPELINE_NVAUTOGPUH264ENC, becomes the
+#                       container's NEKO_CAPTURE_VIDEO_PIPELINE
+#   NEKO_STATE_DIR      directory for the lock and what runs: api-token (0600, from the secret
+#                       NEKO_API_TOKEN), neko-url (the health/API base URL)
+#   REGISTRY_USER, REGISTRY_PASSWORD (secret)  log in for this pull only
+# stdout: one line `NAME OUTCOME IMAGE_ID URL`, OUTCOME = unchanged | started | replaced.
+# Everything else goes to stderr; secret values never do (they are masked in container logs).
+set -euo pipefail
+
+me=neko-rollout
+spec_label=neko-infra.spec
+log() { echo "$me: $*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+
+# ---------------------------------------------------------------- inputs
+
+# Secrets: read, then no longer exported, so no child process carries them in its environment.
+env_text=${NEKO_ENV:-}
+registry_password=${REGISTRY_PASSWORD:-}
+api_token=${NEKO_API_TOKEN:-}
+export -n NEKO_ENV REGISTRY_PASSWORD NEKO_API_TOKEN
+
+name=${NEKO_NAME:-neko}
+cand=$name-candidate
+prev=$name-previous
+http_port=${NEKO_HTTP_PORT:-}
+health_seconds=${NEKO_HEALTH_SECONDS:-150}
+lock_seconds=${NEKO_LOCK_SECONDS:-300}
+profile=${NEKO_PROFILE:-}
+profile_dir=${NEKO_PROFILE_DIR:-}
+nvenc=${NEKO_NVENC:-}
+state_dir=${NEKO_STATE_DIR:-}
+
+tmp=""
+phase="starting"
+stage=prepare # prepare | candidate | swap | finished: what an interruption has to undo
+had_prev=0
+prev_image=""
+secrets=()
+publish=()
+final_args=()
+cand_args=()
+element=""
+pipeline=""
+health_addr=""
+fail_reason=""
+profile_args=()
+spec=""
+image_id=""
+
+# Masks every secret value in standard input (container logs, docker's error messages).
+mask() {
+  local text s
+  text=$(cat)
+  for s in "${secrets[@]}"; do
+    text=${text//"$s"/[secret]}
+  done
+  printf '%s\n' "$text"
+}
+
+trim() {
+  local s=$1
+  s=${s#"${s%%[![:space:]]*}"}
+  printf '%s' "${s%"${s##*[![:space:]]}"}"
+}
+
+check_inputs() {
+  [[ $name =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "NEKO_NAME '$name' is not a container name"
+  if ! [[ $http_port =~ ^[1-9][0-9]{0,4}$ ]] || ((http_port > 65535)); then
+    die "NEKO_HTTP_PORT must be a port number, got '$http_port'"
+  fi
+  [[ $health_seconds =~ ^[1-9][0-9]*$ ]] || die "NEKO_HEALTH_SECONDS must be a positive number of seconds, got '$health_seconds'"
+  [[ $lock_seconds =~ ^[0-9]+$ ]] || die "NEKO_LOCK_SECONDS must be a number of seconds, got '$lock_seconds'"
+
+  local line n=0 spec proto cport lo hi http_published=0
+  while IFS= read -r line; do
+    n=$((n + 1))
+    line=$(trim "$line")
+    [[ -n $line ]] || continue
+    [[ $line =~ ^((([0-9]{1,3}\.){3}[0-9]{1,3}|\[[0-9A-Fa-f:]+\]):)?(([0-9]+(-[0-9]+)?)?:)?[0-9]+(-[0-9]+)?(/(tcp|udp|sctp))?$ ]] ||
+      die "NEKO_PUBLISH line $n ('$line') is not [IP:][HOST_PORT:]PORT[/PROTO]"
+    publish+=(--publish "$line")
+    spec=${line%/*} proto=tcp
+    [[ $line != */* ]] || proto=${line##*/}
+    cport=${spec##*:} lo=${cport%-*} hi=${cport#*-}
+    if [[ $proto == tcp ]] && ((10#$lo <= http_port && http_port <= 10#$hi)); then http_published=1; fi
+  done <<<"${NEKO_PUBLISH:-}"
+  ((http_published)) || die "NEKO_PUBLISH does not publish NEKO_HTTP_PORT $http_port/tcp: /health could not be checked"
+
+  n=0
+  while IFS= read -r line; do
+    n=$((n + 1))
+    line=$(trim "$line")
+    [[ -n $line ]] || continue
+    [[ $line =~ ^--[a-z][a-z0-9-]*(=.*)?$ ]] ||
+      die "NEKO_RUN_ARGS line $n ('$line') is not one option --name or --name=value"
+    case ${line%%=*} in
+      --name | --publish | --publish-all | --env | --env-file | --detach | --rm | --interactive | --tty | --attach)
+        die "NEKO_RUN_ARGS line $n: ${line%%=*} is neko-rollout's own (ports: NEKO_PUBLISH, environment: NEKO_ENV)"
+        ;;
+      --restart) final_args+=("$line") ;; # the candidate runs with --restart=no
+      *)
+        final_args+=("$line")
+        cand_args+=("$line")
+        ;;
+    esac
+  done <<<"${NEKO_RUN_ARGS:-}"
+
+  if [[ -n $profile ]]; then
+    [[ $profile_dir =~ ^/[^:,]*$ ]] || die "NEKO_PROFILE_DIR must be an absolute path without ':' or ',' (got '$profile_dir')"
+    if [[ $profile == /* ]]; then
+      [[ $profile =~ ^/[^:,]*$ ]] || die "NEKO_PROFILE '$profile': a host directory without ':' or ','"
+    else
+      [[ $profile =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "NEKO_PROFILE '$profile' is neither a volume name nor an absolute directory"
+    fi
+  fi
+}
+
+# NAME=value lines into the env file (0600 in a private directory): never echoed, never an argument.
+write_env_file() {
+  local line n=0 key value
+  (umask 077 && : >"$tmp/env")
+  while IFS= read -r line; do
+    n=$((n + 1))
+    line=${line%$'\r'}
+    [[ -n ${line//[[:space:]]/} && $line != \#* ]] || continue
+    [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "NEKO_ENV line $n is not NAME=value (its text is not shown: it may be secret)"
+    key=${line%%=*} value=${line#*=}
+    if [[ -n $element && $key == NEKO_CAPTURE_VIDEO_PIPELINE ]]; then
+      log "NEKO_ENV sets NEKO_CAPTURE_VIDEO_PIPELINE: replaced by the $element pipeline"
+      continue
+    fi
+    if [[ $key =~ PASS|SECRET|TOKEN|KEY|CREDENTIAL|ICESERVERS ]] && ((${#value} >= 4)); then secrets+=("$value"); fi
+    printf '%s\n' "$line" >>"$tmp/env"
+  done <<<"$env_text"
+  [[ -z $pipeline ]] || printf 'NEKO_CAPTURE_VIDEO_PIPELINE=%s\n' "$pipeline" >>"$tmp/env"
+}
+
+choose_encoder() {
+  local out driver major var
+  case $nvenc in
+    "") return 0 ;;
+    nvh264enc | nvautogpuh264enc) element=$nvenc ;;
+    auto)
+      out=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>&1) ||
+        die "NEKO_NVENC=auto: nvidia-smi failed: ${out##*$'\n'}"
+      driver=$(trim "${out%%$'\n'*}")
+      major=${driver%%.*}
+      [[ $major =~ ^[0-9]+$ ]] || die "NEKO_NVENC=auto: nvidia-smi reported driver version '$driver'"
+      if ((major >= 590)); then element=nvautogpuh264enc; else element=nvh264enc; fi
+      log "NVIDIA driver $driver: encoder $element"
+      ;;
+    *) die "NEKO_NVENC must be empty, auto, nvh264enc or nvautogpuh264enc (got '$nvenc')" ;;
+  esac
+  var=NEKO_PIPELINE_${element^^}
+  pipeline=${!var:-}
+  [[ -n $pipeline ]] || die "NEKO_NVENC chose $element but $var is not set"
+  [[ $pipeline != *$'\n'* ]] || die "$var must be one line"
+}
+
+# ---------------------------------------------------------------- the image
+
+registry_of() {
+  local first=${1%%/*}
+  if [[ $1 == */* && ($first == *.* || $first == *:* || $first == localhost) ]]; then
+    printf '%s' "$first"
+  else
+    printf 'docker.io'
+  fi
+}
+
+resolve_image() {
+  local ref=$1 registry platform
+  if [[ $ref =~ ^sha256:[0-9a-f]{64}$ ]]; then
+    docker image inspect "$ref" >/dev/null 2>&1 ||
+      die "image $ref is not in this Docker engine (an image ID is never pulled: load it first)"
+  elif [[ $ref =~ ^[^@[:space:]]+@sha256:[0-9a-f]{64}$ ]]; then
+    phase="pulling $ref"
+    local -a cfg=()
+    if [[ -n $registry_password ]]; then
+      registry=$(registry_of "$ref")
+      mkdir "$tmp/docker-config"
+      cfg=(env "DOCKER_CONFIG=$tmp/docker-config")
+      printf '%s' "$registry_password" |
+        "${cfg[@]}" docker login --username "${REGISTRY_USER:-}" --password-stdin "$registry" >/dev/null 2>"$tmp/err" ||
+        die "the registry $registry refused the login: $(tail -n1 "$tmp/err" | mask)"
+    fi
+    "${cfg[@]}" docker pull --quiet --platform linux/amd64 "$ref" >/dev/null 2>"$tmp/err" ||
+      die "pulling $ref failed: $(tail -n2 "$tmp/err" | mask)"
+    rm -rf "$tmp/docker-config"
+  else
+    die "IMAGE_REF must be REPOSITORY@sha256:DIGEST or sha256:IMAGE_ID, got '$ref'"
+  fi
+  platform=$(docker image inspect --format '{{.Os}}/{{.Architecture}}' "$ref")
+  [[ $platform == linux/amd64 ]] || die "$ref is a $platform image; neko runs linux/amd64"
+  image_id=$(docker image inspect --format '{{.Id}}' "$ref")
+  log "image $image_id ($ref)"
+}
+
+spec_hash() {
+  {
+    printf 'image %s\nhttp %s\n' "$image_id" "$http_port"
+    printf 'publish %s\n' "${publish[@]}"
+    printf 'run-arg %s\n' "${final_args[@]}"
+    printf 'profile %s %s\n' "$profile" "$profile_dir"
+    printf 'encoder %s\n' "$element"
+    cat "$tmp/env"
+  } | sha256sum | cut -c1-64
+}
+
+# ---------------------------------------------------------------- containers
+
+exists() { docker container inspect "$1" >/dev/null 2>&1; }
+
+# HOST:PORT where the container's HTTP port is published (0.0.0.0 and :: are probed on loopback).
+published_addr() {
+  local out line v6=""
+  out=$(docker port "$1" "$http_port/tcp" 2>/dev/null) || return 1
+  while IFS= read -r line; do
+    case $line in
+      0.0.0.0:*)
+        printf '127.0.0.1:%s' "${line##*:}"
+        return 0
+        ;;
+      "[::]:"* | :::*) v6="[::1]:${line##*:}" ;;
+      *.*.*.*:*)
+        printf '%s' "$line"
+        return 0
+        ;;
+      ?*) v6=$line ;;
+    esac
+  done <<<"$out"
+  [[ -n $v6 ]] || return 1
+  printf '%s' "$v6"
+}
+
+http_status() {
+  curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$1/health" 2>/dev/null || true
+}
+
+# The last exit code dockerd reported for container ID since the unix time SINCE.
+exit_code_since() {
+  local code
+  code=$(docker events --since "$2" --until "$(($(date +%s) + 1))" --filter "container=$1" --filter event=die \
+    --format '{{index .Actor.Attributes "exitCode"}}' 2>/dev/null | tail -n1) || true
+  printf '%s' "${code:-unknown}"
+}
+
+# wait_healthy CONTAINER BUDGET SINCE: 0 once GET /health on its published port answers 200
+# (health_addr is then that HOST:PORT); else 1 with fail_reason, at once when it exits or restarts.
+wait_healthy() {
+  local c=$1 budget=$2 since=$3 deadline=$(($2 + SECONDS)) st status code restarts addr="" last="no answer" id
+  id=$(docker inspect --format '{{.Id}}' "$c" 2>/dev/null) || id=$c
+  while :; do
+    if ! st=$(docker inspect --format '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$c" 2>&1); then
+      fail_reason="is gone ($st)"
+      return 1
+    fi
+    read -r status code restarts <<<"$st"
+    case $status in
+      exited | dead)
+        fail_reason="exited with code $code"
+        return 1
+        ;;
+      restarting)
+        fail_reason="exited with code $code and is restarting"
+        return 1
+        ;;
+    esac
+    if ((restarts > 0)); then
+      fail_reason="exited with code $(exit_code_since "$id" "$since") and was restarted ($restarts time(s))"
+      return 1
+    fi
+    if [[ $status == running ]]; then
+      [[ -n $addr ]] || addr=$(published_addr "$c") || addr=""
+      if [[ -n $addr ]]; then
+        code=$(http_status "$addr")
+        if [[ $code == 200 ]]; then
+          health_addr=$addr
+          return 0
+        fi
+        [[ $code == 000 ]] && last="no answer" || last="HTTP $code"
+      fi
+    fi
+    if ((SECONDS >= deadline)); then
+      fail_reason="did not answer /health within ${budget}s (still $status; last probe: $last)"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+tail_logs() {
+  docker logs --tail 30 "$1" 2>&1 | mask | sed 's/^/    /' >&2 || true
+}
+
+# The browser refuses a profile whose Singleton* files another container left behind.
+clear_locks() {
+  [[ -n $profile ]] || return 0
+  docker run --rm --network none --user 0 --entrypoint rm -v "$profile:/p" "$1" \
+    -f /p/SingletonLock /p/SingletonCookie /p/SingletonSocket >/dev/null 2>"$tmp/err" || {
+    fail_reason="could not clear the profile's lock files: $(tail -n2 "$tmp/err" | mask)"
+    return 1
+  }
+}
+
+# Brings NAME-previous back as NAME and starts it (no wait).
+restore_previous() {
+  docker rm --force --volumes "$name" >/dev/null 2>&1 || true
+  docker rename "$prev" "$name"
+  clear_locks "$prev_image" || log "$fail_reason (starting it anyway)"
+  docker start "$name" >/dev/null
+}
+
+# A leftover of an interrupted earlier run.
+handle_leftovers() {
+  if exists "$cand"; then
+    log "removing $cand, left over by an interrupted run"
+    docker rm --force --volumes "$cand" >/dev/null
+  fi
+  exists "$prev" || return 0
+  prev_image=$(docker inspect --format '{{.Image}}' "$prev")
+  if ! exists "$name"; then
+    log "$prev without $name: an earlier run stopped during its swap; restoring the last good container first"
+    docker rename "$prev" "$name"
+    if [[ $(docker inspect --format '{{.State.Running}}' "$name") != true ]]; then
+      clear_locks "$prev_image" || log "$fail_reason (starting it anyway)"
+      docker start "$name" >/dev/null
+    fi
+    return 0
+  fi
+  local addr
+  if addr=$(published_addr "$name") && [[ $(http_status "$addr") == 200 ]]; then
+    log "$prev left over next to a $name that answers /health: removing $prev"
+    docker rm --force "$prev" >/dev/null
+  else
+    log "$prev left over next to a $name that does not answer /health: restoring $prev"
+    restore_previous
+  fi
+}
+
+# ---------------------------------------------------------------- the rollout
+
+candidate_failed() {
+  log "the candidate $cand $1; its last log lines:"
+  tail_logs "$cand"
+  docker rm --force --volumes "$cand" >/dev/null 2>&1 || true
+  if exists "$name"; then
+    die "$2; the running $name was not touched"
+  fi
+  die "$2; no $name was running and none was started"
+}
+
+encoder_check() {
+  local out libs
+  # shellcheck disable=SC2016 # expanded by the container's shell
+  local probe='IFS=:; out=""
+    for lib in libnvidia-encode libcuda; do
+      found=""
+      for d in /usr/lib64 /usr/lib/x86_64-linux-gnu /run/opengl-driver/lib $LD_LIBRARY_PATH; do
+        for f in "$d/$lib".so*; do [ -e "$f" ] && found=${found:-$f}; done
+      done
+      out="$out${out:+, }$lib: ${found:-not visible}"
+    done
+    echo "$out"'
+  if out=$(timeout 60 docker exec "$cand" gst-inspect-1.0 "$element" 2>&1); then
+    return 0
+  fi
+  libs=$(timeout 30 docker exec "$cand" sh -c "$probe" 2>&1) || libs="libraries not checked: $libs"
+  fail_reason="cannot load the encoder $element (gst-inspect-1.0: $(printf '%s' "${out##*$'\n'}" | mask)); $libs (looked in /usr/lib64, /usr/lib/x86_64-linux-gnu, /run/opengl-driver/lib, LD_LIBRARY_PATH)"
+  return 1
+}
+
+run_candidate() {
+  local -a throwaway_profile=()
+  [[ -z $profile ]] || throwaway_profile=(--volume "$profile_dir") # an anonymous volume: never the real profile
+  stage=candidate
+  phase="starting the candidate $cand"
+  local started
+  started=$(date +%s)
+  if ! docker run --detach --name "$cand" --restart=no --env-file "$tmp/env" \
+    --publish "127.0.0.1::$http_port" --label neko-infra.role=candidate \
+    "${throwaway_profile[@]}" "${cand_args[@]}" "$image_id" >/dev/null 2>"$tmp/err"; then
+    candidate_failed "could not start: $(tail -n3 "$tmp/err" | mask)" "the new image was not rolled out"
+  fi
+  log "started the candidate $cand"
+  phase="waiting up to ${health_seconds}s for the candidate $cand to answer /health"
+  wait_healthy "$cand" "$health_seconds" "$started" ||
+    candidate_failed "$fail_reason" "the new image was not rolled out"
+  log "the candidate answers /health"
+  if [[ -n $element ]]; then
+    phase="checking that the candidate loads $element"
+    encoder_check || candidate_failed "$fail_reason" "the new image was not rolled out"
+    log "the candidate loads $element"
+  fi
+  docker rm --force --volumes "$cand" >/dev/null
+  stage=prepare
+}
+
+# Swap failed: put the previous container back (or, on a first deploy, remove the failed one).
+roll_back() {
+  local reason=$1 new_lines
+  phase="rolling back to $prev"
+  new_lines=$(docker logs --tail 30 "$name" 2>&1 | mask | sed 's/^/    /') || true
+  if ((!had_prev)); then
+    docker rm --force --volumes "$name" >/dev/null 2>&1 || true
+    log "the new $name $reason; its last log lines:"
+    printf '%s\n' "$new_lines" >&2
+    die "first deploy failed: the failed $name was removed"
+  fi
+  restore_previous
+  local started
+  started=$(date +%s)
+  if wait_healthy "$name" "$health_seconds" "$started"; then
+    log "the new $name $reason; its last log lines:"
+    printf '%s\n' "$new_lines" >&2
+    log "the previous $name answers /health again; its last log lines:"
+    tail_logs "$name"
+    stage=finished
+    die "the update was rolled back: the new container failed after the swap; the previous image $prev_image runs again"
+  fi
+  log "the new $name $reason; its last log lines:"
+  printf '%s\n' "$new_lines" >&2
+  log "the previous $name, started again, $fail_reason; its last log lines:"
+  tail_logs "$name"
+  stage=finished
+  die "the update failed and so did the rollback: $name is down"
+}
+
+swap() {
+  local started
+  stage=swap
+  if exists "$name"; then
+    prev_image=$(docker inspect --format '{{.Image}}' "$name")
+    phase="stopping the running $name"
+    docker stop "$name" >/dev/null
+    docker rename "$name" "$prev"
+    had_prev=1
+    log "stopped $name, kept as $prev"
+  fi
+  phase="starting the new $name"
+  clear_locks "$image_id" || roll_back "did not start: $fail_reason"
+  started=$(date +%s)
+  if ! docker run --detach --name "$name" --env-file "$tmp/env" --label "$spec_label=$spec" \
+    "${publish[@]}" "${profile_args[@]}" "${final_args[@]}" "$image_id" >/dev/null 2>"$tmp/err"; then
+    roll_back "could not start: $(tail -n3 "$tmp/err" | mask)"
+  fi
+  phase="waiting up to ${health_seconds}s for the new $name to answer /health"
+  wait_healthy "$name" "$health_seconds" "$started" || roll_back "$fail_reason"
+  if ((had_prev)); then
+    docker rm --force "$prev" >/dev/null
+  fi
+  stage=finished
+}
+
+record_state() {
+  [[ -n $state_dir ]] || {
+    [[ -z $api_token ]] || log "NEKO_API_TOKEN is set but NEKO_STATE_DIR is not: the token was not recorded"
+    return 0
+  }
+  if [[ -n $api_token ]]; then
+    (umask 077 && printf '%s\n' "$api_token" >"$state_dir/api-token.new")
+    mv -f "$state_dir/api-token.new" "$state_dir/api-token"
+  fi
+  printf 'http://%s\n' "$health_addr" >"$state_dir/neko-url.new"
+  mv -f "$state_dir/neko-url.new" "$state_dir/neko-url"
+}
+
+on_signal() {
+  trap - TERM INT
+  log "ran out of its time budget (or was stopped) while $phase"
+  case $stage in
+    candidate)
+      docker rm --force --volumes "$cand" >/dev/null 2>&1 || true
+      log "removed $cand; the running $name was not touched"
+      ;;
+    swap)
+      if exists "$prev"; then
+        if restore_previous 2>/dev/null; then
+          log "put the previous $name back (started; not waited for)"
+        else
+          log "could not put $prev back: the next run restores it"
+        fi
+      elif [[ -n $prev_image ]] && exists "$name" && [[ $(docker inspect --format '{{.State.Running}}' "$name") != true ]]; then
+        docker start "$name" >/dev/null 2>&1 && log "started the stopped $name again (not waited for)"
+      fi
+      ;;
+  esac
+  exit 143
+}
+
+main() {
+  (($# == 1)) || {
+    echo "usage: bash -s -- IMAGE_REF (env: see the header of neko-rollout.sh)" >&2
+    exit 2
+  }
+  [[ -n $http_port ]] || die "NEKO_HTTP_PORT is not set"
+  check_inputs
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/neko-rollout.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  trap on_signal TERM INT
+  [[ -n $registry_password ]] && secrets+=("$registry_password")
+  [[ -n $api_token ]] && secrets+=("$api_token")
+
+  local out
+  out=$(docker version --format '{{.Server.Version}}' 2>&1) || die "cannot reach the Docker engine: ${out##*$'\n'}"
+
+  local lock_dir=${state_dir:-${XDG_RUNTIME_DIR:-/tmp}}
+  if [[ -n $state_dir && ! -d $state_dir ]]; then (umask 077 && mkdir -p "$state_dir"); fi
+  local lock=$lock_dir/neko-rollout-$name.lock
+  exec 9>>"$lock"
+  if ! flock -n 9; then
+    phase="waiting for the lock $lock"
+    log "another neko-rollout for $name runs; waiting up to ${lock_seconds}s for it"
+    flock -w "$lock_seconds" 9 || die "another neko-rollout for $name still ran after ${lock_seconds}s (lock $lock); nothing was changed"
+  fi
+
+  choose_encoder
+  write_env_file
+  resolve_image "$1"
+  spec=$(spec_hash)
+  profile_args=()
+  [[ -z $profile ]] || profile_args=(--volume "$profile:$profile_dir")
+  if [[ $profile == /* && ! -d $profile ]]; then mkdir -p "$profile"; fi
+
+  phase="checking what runs"
+  handle_leftovers
+  local addr
+  if [[ $(docker inspect --format "{{.State.Running}} {{index .Config.Labels \"$spec_label\"}}" "$name" 2>/dev/null) == "true $spec" ]] &&
+    addr=$(published_addr "$name") && [[ $(http_status "$addr") == 200 ]]; then
+    health_addr=$addr
+    record_state
+    printf '%s unchanged %s http://%s\n' "$name" "$image_id" "$health_addr"
+    return 0
+  fi
+
+  local outcome=started
+  exists "$name" && outcome=replaced
+  run_candidate
+  swap
+  record_state
+  log "$name $outcome: $image_id answers /health on http://$health_addr"
+  printf '%s %s %s http://%s\n' "$name" "$outcome" "$image_id" "$health_addr"
+}
+
+main "$@" </dev/null
