@@ -88,6 +88,15 @@ mask() {
   printf '%s\n' "$text"
 }
 
+# The last line of docker's error output in FILE that is not a warning, masked.
+docker_error() {
+  local line last=""
+  while IFS= read -r line; do
+    [[ -z ${line//[[:space:]]/} || $line == WARNING:* ]] || last=$line
+  done <"$1"
+  printf '%s' "${last:-no error message}" | mask
+}
+
 trim() {
   local s=$1
   s=${s#"${s%%[![:space:]]*}"}
@@ -213,10 +222,10 @@ resolve_image() {
       cfg=(env "DOCKER_CONFIG=$tmp/docker-config")
       printf '%s' "$registry_password" |
         "${cfg[@]}" docker login --username "${REGISTRY_USER:-}" --password-stdin "$registry" >/dev/null 2>"$tmp/err" ||
-        die "the registry $registry refused the login: $(tail -n1 "$tmp/err" | mask)"
+        die "the registry $registry refused the login: $(docker_error "$tmp/err")"
     fi
     "${cfg[@]}" docker pull --quiet --platform linux/amd64 "$ref" >/dev/null 2>"$tmp/err" ||
-      die "pulling $ref failed: $(tail -n2 "$tmp/err" | mask)"
+      die "pulling $ref failed: $(docker_error "$tmp/err")"
     rm -rf "$tmp/docker-config"
   else
     die "IMAGE_REF must be REPOSITORY@sha256:DIGEST or sha256:IMAGE_ID, got '$ref'"
@@ -320,16 +329,22 @@ wait_healthy() {
   done
 }
 
-tail_logs() {
-  docker logs --tail 30 "$1" 2>&1 | mask | sed 's/^/    /' >&2 || true
+# A container's last log lines, masked and indented.
+log_lines() {
+  local lines
+  lines=$(docker logs --tail 30 "$1" 2>&1 | mask) || true
+  [[ -n ${lines//[[:space:]]/} ]] || lines="(none)"
+  printf '%s\n' "$lines" | sed 's/^/    /'
 }
+
+tail_logs() { log_lines "$1" >&2; }
 
 # The browser refuses a profile whose Singleton* files another container left behind.
 clear_locks() {
   [[ -n $profile ]] || return 0
   docker run --rm --network none --user 0 --entrypoint rm -v "$profile:/p" "$1" \
     -f /p/SingletonLock /p/SingletonCookie /p/SingletonSocket >/dev/null 2>"$tmp/err" || {
-    fail_reason="could not clear the profile's lock files: $(tail -n2 "$tmp/err" | mask)"
+    fail_reason="could not clear the profile's lock files: $(docker_error "$tmp/err")"
     return 1
   }
 }
@@ -411,7 +426,7 @@ run_candidate() {
   if ! docker run --detach --name "$cand" --restart=no --env-file "$tmp/env" \
     --publish "127.0.0.1::$http_port" --label neko-infra.role=candidate \
     "${throwaway_profile[@]}" "${cand_args[@]}" "$image_id" >/dev/null 2>"$tmp/err"; then
-    candidate_failed "could not start: $(tail -n3 "$tmp/err" | mask)" "the new image was not rolled out"
+    candidate_failed "could not start: $(docker_error "$tmp/err")" "the new image was not rolled out"
   fi
   log "started the candidate $cand"
   phase="waiting up to ${health_seconds}s for the candidate $cand to answer /health"
@@ -431,7 +446,7 @@ run_candidate() {
 roll_back() {
   local reason=$1 new_lines
   phase="rolling back to $prev"
-  new_lines=$(docker logs --tail 30 "$name" 2>&1 | mask | sed 's/^/    /') || true
+  new_lines=$(log_lines "$name")
   if ((!had_prev)); then
     docker rm --force --volumes "$name" >/dev/null 2>&1 || true
     log "the new $name $reason; its last log lines:"
@@ -473,7 +488,7 @@ swap() {
   started=$(date +%s)
   if ! docker run --detach --name "$name" --env-file "$tmp/env" --label "$spec_label=$spec" \
     "${publish[@]}" "${profile_args[@]}" "${final_args[@]}" "$image_id" >/dev/null 2>"$tmp/err"; then
-    roll_back "could not start: $(tail -n3 "$tmp/err" | mask)"
+    roll_back "could not start: $(docker_error "$tmp/err")"
   fi
   phase="waiting up to ${health_seconds}s for the new $name to answer /health"
   wait_healthy "$name" "$health_seconds" "$started" || roll_back "$fail_reason"
