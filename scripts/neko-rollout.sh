@@ -9,8 +9,8 @@
 # Nothing restarts when the same spec already runs and answers /health.
 #
 # Usage: bash -s -- IMAGE_REF   (the environment as `export` lines at the top of standard input)
-#   IMAGE_REF  REPO@sha256:DIGEST (pulled for linux/amd64) or sha256:IMAGE_ID (already in the
-#              engine, e.g. after `docker load`; never pulled)
+#   IMAGE_REF  REPO@sha256:DIGEST (pulled for linux/amd64 unless the engine has it) or
+#              sha256:IMAGE_ID (already in the engine, e.g. after `docker load`; never pulled)
 # Env (all optional unless marked):
 #   NEKO_HTTP_PORT      required: the port neko listens on in the container (GET /health -> 200)
 #   NEKO_NAME           container name (default neko); NAME-candidate, NAME-previous during a run
@@ -40,6 +40,13 @@ log() { echo "$me: $*" >&2; }
 die() {
   log "$*"
   exit 1
+}
+# For failures before the candidate: nothing on the host changed.
+die_untouched() {
+  if docker container inspect "$name" >/dev/null 2>&1; then
+    die "$*; the running $name was not touched"
+  fi
+  die "$*; nothing was started"
 }
 
 # ---------------------------------------------------------------- inputs
@@ -182,10 +189,10 @@ choose_encoder() {
     nvh264enc | nvautogpuh264enc) element=$nvenc ;;
     auto)
       out=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>&1) ||
-        die "NEKO_NVENC=auto: nvidia-smi failed: ${out##*$'\n'}"
+        die_untouched "NEKO_NVENC=auto: nvidia-smi failed: ${out##*$'\n'}"
       driver=$(trim "${out%%$'\n'*}")
       major=${driver%%.*}
-      [[ $major =~ ^[0-9]+$ ]] || die "NEKO_NVENC=auto: nvidia-smi reported driver version '$driver'"
+      [[ $major =~ ^[0-9]+$ ]] || die_untouched "NEKO_NVENC=auto: nvidia-smi reported driver version '$driver'"
       if ((major >= 590)); then element=nvautogpuh264enc; else element=nvh264enc; fi
       log "NVIDIA driver $driver: encoder $element"
       ;;
@@ -212,7 +219,10 @@ resolve_image() {
   local ref=$1 registry platform
   if [[ $ref =~ ^sha256:[0-9a-f]{64}$ ]]; then
     docker image inspect "$ref" >/dev/null 2>&1 ||
-      die "image $ref is not in this Docker engine (an image ID is never pulled: load it first)"
+      die_untouched "image $ref is not in this Docker engine (an image ID is never pulled: load it first)"
+  elif [[ $ref =~ ^[^@[:space:]]+@sha256:[0-9a-f]{64}$ ]] && docker image inspect "$ref" >/dev/null 2>&1; then
+    # A digest names the content: no registry round trip (nor a still valid login) is needed.
+    log "$ref is already in the engine"
   elif [[ $ref =~ ^[^@[:space:]]+@sha256:[0-9a-f]{64}$ ]]; then
     phase="pulling $ref"
     local -a cfg=()
@@ -222,16 +232,16 @@ resolve_image() {
       cfg=(env "DOCKER_CONFIG=$tmp/docker-config")
       printf '%s' "$registry_password" |
         "${cfg[@]}" docker login --username "${REGISTRY_USER:-}" --password-stdin "$registry" >/dev/null 2>"$tmp/err" ||
-        die "the registry $registry refused the login: $(docker_error "$tmp/err")"
+        die_untouched "the registry $registry refused the login: $(docker_error "$tmp/err")"
     fi
     "${cfg[@]}" docker pull --quiet --platform linux/amd64 "$ref" >/dev/null 2>"$tmp/err" ||
-      die "pulling $ref failed: $(docker_error "$tmp/err")"
+      die_untouched "pulling $ref failed: $(docker_error "$tmp/err")"
     rm -rf "$tmp/docker-config"
   else
     die "IMAGE_REF must be REPOSITORY@sha256:DIGEST or sha256:IMAGE_ID, got '$ref'"
   fi
   platform=$(docker image inspect --format '{{.Os}}/{{.Architecture}}' "$ref")
-  [[ $platform == linux/amd64 ]] || die "$ref is a $platform image; neko runs linux/amd64"
+  [[ $platform == linux/amd64 ]] || die_untouched "$ref is a $platform image; neko runs linux/amd64"
   image_id=$(docker image inspect --format '{{.Id}}' "$ref")
   log "image $image_id ($ref)"
 }
@@ -557,7 +567,7 @@ main() {
   if ! flock -n 9; then
     phase="waiting for the lock $lock"
     log "another neko-rollout for $name runs; waiting up to ${lock_seconds}s for it"
-    flock -w "$lock_seconds" 9 || die "another neko-rollout for $name still ran after ${lock_seconds}s (lock $lock); nothing was changed"
+    flock -w "$lock_seconds" 9 || die_untouched "another neko-rollout for $name still ran after ${lock_seconds}s (lock $lock)"
   fi
 
   choose_encoder
