@@ -1,256 +1,601 @@
 #!/usr/bin/env bash
-# Runs neko on this Docker host without ever replacing a good neko by a bad one: the new container is
-# first started beside the running one as a candidate (no public port) and must answer /health (and,
-# on GPU hosts, load its H.264 encoder); only then is the running neko stopped and replaced. If the
-# replacement does not come up healthy, the previous container is started again. The browser profile
-# is a volume (or host directory) that every container of this name mounts, with Chromium's stale
-# lock files cleared before each start.
+# Rolls an image out as the neko container on this Docker host, so that a bad image never takes
+# the running neko down and the browser profile outlives every image.
 #
-# Usage: neko-rollout.sh IMAGE_REF        (repo@sha256:... is pulled; sha256:<id> must be loaded)
-# Env (from the program, lib/neko.ts rolloutEnv):
-#   NEKO_NAME (neko), NEKO_HTTP_PORT, NEKO_HEALTH_SECONDS (150)
-#   NEKO_PUBLISH     `docker run --publish` values, one per line (final container only)
-#   NEKO_RUN_ARGS    further `docker run` options, one per line, no secrets
-#   NEKO_ENV         the container's environment, NAME=value lines (secret: goes to --env-file)
-#   NEKO_PROFILE, NEKO_PROFILE_DIR   the profile (volume name or host directory) and where it mounts
-#   NEKO_NVENC       auto|nvh264enc|nvautogpuh264enc on GPU hosts, with NEKO_PIPELINE_NVH264ENC and
-#                    NEKO_PIPELINE_NVAUTOGPUH264ENC: the encoder to prove and the pipeline to run
-#   NEKO_STATE_DIR   where the host's idle check finds neko (api-token, neko-url, deploying)
-#   NEKO_API_TOKEN   neko's API token, for that idle check (secret)
-#   REGISTRY_USER / REGISTRY_PASSWORD   log in for this pull only
-# Stdout: one line, what runs now. Progress and failures on stderr; nothing secret on either.
+#   1. a candidate container (no public ports, a throwaway profile) must answer /health (and, on
+#      GPU hosts, load its NVENC element) before anything running is touched;
+#   2. then the swap: stop the running neko, keep it as NAME-previous, start the new one with the
+#      ports, the profile and the restart policy; healthy -> drop the previous, else roll back.
+# Nothing restarts when the same spec already runs and answers /health.
+#
+# Usage: bash -s -- IMAGE_REF   (the environment as `export` lines at the top of standard input)
+#   IMAGE_REF  REPO@sha256:DIGEST (pulled for linux/amd64 unless the engine has it) or
+#              sha256:IMAGE_ID (already in the engine, e.g. after `docker load`; never pulled)
+# Env (all optional unless marked):
+#   NEKO_HTTP_PORT      required: the port neko listens on in the container (GET /health -> 200)
+#   NEKO_NAME           container name (default neko); NAME-candidate, NAME-previous during a run
+#   NEKO_PUBLISH        `docker run --publish` values of the final container, one a line
+#                       ([IP:][HOST:]PORT[-END][/PROTO]); one must publish NEKO_HTTP_PORT/tcp
+#   NEKO_RUN_ARGS       further `docker run` options, one a line, each `--opt` or `--opt=value`
+#                       (e.g. --shm-size=2g, --gpus=all, --restart=unless-stopped: final only)
+#   NEKO_ENV            secret: the container's environment, NAME=value lines (goes to --env-file)
+#   NEKO_HEALTH_SECONDS budget of each wait for /health (default 150)
+#   NEKO_LOCK_SECONDS   how long to wait for another run for the same NEKO_NAME (default 300)
+#   NEKO_PROFILE        the browser profile on the host: a volume name or an absolute directory
+#   NEKO_PROFILE_DIR    where it is mounted in the container (required with NEKO_PROFILE)
+#   NEKO_NVENC          empty (no GPU), auto (by the driver: >= 590 nvautogpuh264enc, else
+#                       nvh264enc), nvh264enc or nvautogpuh264enc; its pipeline, from
+#                       NEKO_PIPELINE_NVH264ENC / NEKO_PIPELINE_NVAUTOGPUH264ENC, becomes the
+#                       container's NEKO_CAPTURE_VIDEO_PIPELINE
+#   NEKO_STATE_DIR      directory for the lock and what runs: api-token (0600, from the secret
+#                       NEKO_API_TOKEN), neko-url (the health/API base URL)
+#   REGISTRY_USER, REGISTRY_PASSWORD (secret)  log in for this pull only
+# stdout: one line `NAME OUTCOME IMAGE_ID URL`, OUTCOME = unchanged | started | replaced.
+# Everything else goes to stderr; secret values never do (they are masked in container logs).
 set -euo pipefail
 
-(($# == 1)) || { echo "usage: neko-rollout.sh IMAGE_REF" >&2; exit 2; }
-ref=$1
-name=${NEKO_NAME:-neko}
-candidate=$name-candidate
-previous=$name-previous
-port=${NEKO_HTTP_PORT:?neko-rollout: NEKO_HTTP_PORT is not set}
-budget=${NEKO_HEALTH_SECONDS:-150}
-state=${NEKO_STATE_DIR:-}
-
-log() { echo "neko-rollout: $*" >&2; }
-die() { echo "neko-rollout: $*" >&2; exit 1; }
-doing="starting"
-trap 'echo "neko-rollout: ran out of its time budget while $doing" >&2; exit 124' TERM
-
-tmp=$(mktemp -d)
-# shellcheck disable=SC2317 # run by the EXIT trap
-cleanup() {
-  rm -rf "$tmp"
-  [[ -z $state ]] || rm -f "$state/deploying"
+me=neko-rollout
+spec_label=neko-infra.spec
+log() { echo "$me: $*" >&2; }
+die() {
+  log "$*"
+  exit 1
 }
-trap cleanup EXIT
-(umask 077 && printf '%s' "${NEKO_ENV:-}" >"$tmp/env")
-
-# One rollout per container name and host at a time.
-lock_dir=${state:-${XDG_RUNTIME_DIR:-/tmp}}
-mkdir -p "$lock_dir"
-exec 9>"$lock_dir/neko-rollout-$name.lock"
-doing="waiting for another rollout of $name on this host"
-flock -w 300 9 || die "another rollout of $name has been running on this host for 5 minutes; try again when it is done"
-[[ -z $state ]] || touch "$state/deploying" # the idle check leaves a deploying host alone
-
-# ------------------------------------------------------------------ the image
-
-doing="getting the image $ref"
-if [[ $ref == sha256:* ]]; then
-  docker image inspect "$ref" >/dev/null 2>&1 ||
-    die "the image $ref is not in this Docker engine (registry kind docker loads it where it was built: build on this machine)"
-elif [[ $ref == *@sha256:* ]]; then
-  if [[ -n ${REGISTRY_PASSWORD:-} ]]; then
-    export DOCKER_CONFIG=$tmp/docker
-    printf '%s' "$REGISTRY_PASSWORD" |
-      docker login --username "${REGISTRY_USER:?neko-rollout: REGISTRY_USER is not set}" --password-stdin "${ref%%/*}" >/dev/null 2>"$tmp/err" ||
-      die "the registry ${ref%%/*} refused the login: $(tail -n1 "$tmp/err")"
+# For failures before the candidate: nothing on the host changed.
+die_untouched() {
+  if docker container inspect "$name" >/dev/null 2>&1; then
+    die "$*; the running $name was not touched"
   fi
-  if ! docker image inspect "$ref" >/dev/null 2>&1; then
-    log "pulling $ref"
-    docker pull --quiet --platform linux/amd64 "$ref" >/dev/null 2>"$tmp/err" &
-    pull=$!
-    started=$SECONDS
-    while kill -0 "$pull" 2>/dev/null; do
-      sleep 1
-      if (((SECONDS - started) % 30 == 0)); then log "still pulling $ref ($((SECONDS - started)) s)"; fi
-    done
-    wait "$pull" || die "pulling $ref failed: $(tail -n2 "$tmp/err")"
-  fi
-else
-  die "$ref is not pinned (expected repository@sha256:<digest>, or sha256:<image id> for a loaded image)"
-fi
-platform=$(docker image inspect --format '{{.Os}}/{{.Architecture}}' "$ref")
-[[ $platform == linux/amd64 ]] || die "$ref is a $platform image; neko hosts run linux/amd64 only"
-image=$(docker image inspect --format '{{.Id}}' "$ref")
+  die "$*; nothing was started"
+}
 
-# ------------------------------------------------------------------ the encoder (GPU hosts)
+# ---------------------------------------------------------------- inputs
 
+# Secrets: read, then no longer exported, so no child process carries them in its environment.
+env_text=${NEKO_ENV:-}
+registry_password=${REGISTRY_PASSWORD:-}
+api_token=${NEKO_API_TOKEN:-}
+export -n NEKO_ENV REGISTRY_PASSWORD NEKO_API_TOKEN
+
+name=${NEKO_NAME:-neko}
+cand=$name-candidate
+prev=$name-previous
+http_port=${NEKO_HTTP_PORT:-}
+health_seconds=${NEKO_HEALTH_SECONDS:-150}
+lock_seconds=${NEKO_LOCK_SECONDS:-300}
+profile=${NEKO_PROFILE:-}
+profile_dir=${NEKO_PROFILE_DIR:-}
+nvenc=${NEKO_NVENC:-}
+state_dir=${NEKO_STATE_DIR:-}
+
+tmp=""
+phase="starting"
+stage=prepare # prepare | candidate | swap | finished: what an interruption has to undo
+had_prev=0
+prev_image=""
+secrets=()
+publish=()
+final_args=()
+cand_args=()
 element=""
-if [[ -n ${NEKO_NVENC:-} ]]; then
-  element=$NEKO_NVENC
-  if [[ $element == auto ]]; then
-    driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true)
-    [[ $driver =~ ^[0-9]+ ]] || die "cannot read the NVIDIA driver version (nvidia-smi: ${driver:-no answer}); set neko-infra:neko.nvencElement"
-    # neko's docs: nvautogpuh264enc for drivers 590 and later, nvh264enc before.
-    if ((${driver%%.*} >= 590)); then element=nvautogpuh264enc; else element=nvh264enc; fi
-    log "NVIDIA driver $driver: encoder $element"
-  fi
-  case $element in
-    nvh264enc) pipeline=${NEKO_PIPELINE_NVH264ENC:?} ;;
-    nvautogpuh264enc) pipeline=${NEKO_PIPELINE_NVAUTOGPUH264ENC:?} ;;
-    *) die "NEKO_NVENC must be auto, nvh264enc or nvautogpuh264enc, not '$element'" ;;
-  esac
-  printf 'NEKO_CAPTURE_VIDEO_PIPELINE=%s\n' "$pipeline" >>"$tmp/env"
-fi
-
-# ------------------------------------------------------------------ what runs, and what should
-
-lines() { [[ -z $1 ]] || printf '%s\n' "$1"; }
-mapfile -t publish < <(lines "${NEKO_PUBLISH:-}")
-mapfile -t run_args < <(lines "${NEKO_RUN_ARGS:-}")
+pipeline=""
+health_addr=""
+fail_reason=""
 profile_args=()
-if [[ -n ${NEKO_PROFILE:-} ]]; then
-  [[ $NEKO_PROFILE != /* ]] || mkdir -p "$NEKO_PROFILE" || die "cannot create the profile directory $NEKO_PROFILE"
-  profile_args=(--volume "$NEKO_PROFILE:${NEKO_PROFILE_DIR:?neko-rollout: NEKO_PROFILE_DIR is not set}")
-fi
-spec=$({
-  printf '%s\n' "$image" "${NEKO_PUBLISH:-}" "${NEKO_RUN_ARGS:-}" "${NEKO_PROFILE:-}" "${NEKO_PROFILE_DIR:-}"
-  cat "$tmp/env"
-} | sha256sum | cut -c1-16)
-label=neko-infra.spec
+spec=""
+image_id=""
 
-if [[ -n $state ]]; then
-  (umask 077 && printf '%s' "${NEKO_API_TOKEN:-}" >"$state/api-token")
-  printf 'http://127.0.0.1:%s\n' "$port" >"$state/neko-url"
-fi
+# Masks every secret value in standard input (container logs, docker's error messages).
+mask() {
+  local text s
+  text=$(cat)
+  for s in "${secrets[@]}"; do
+    text=${text//"$s"/[secret]}
+  done
+  printf '%s\n' "$text"
+}
+
+# The last line of docker's error output in FILE that is not a warning, masked.
+docker_error() {
+  local line last=""
+  while IFS= read -r line; do
+    [[ -z ${line//[[:space:]]/} || $line == WARNING:* ]] || last=$line
+  done <"$1"
+  printf '%s' "${last:-no error message}" | mask
+}
+
+trim() {
+  local s=$1
+  s=${s#"${s%%[![:space:]]*}"}
+  printf '%s' "${s%"${s##*[![:space:]]}"}"
+}
+
+check_inputs() {
+  [[ $name =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "NEKO_NAME '$name' is not a container name"
+  if ! [[ $http_port =~ ^[1-9][0-9]{0,4}$ ]] || ((http_port > 65535)); then
+    die "NEKO_HTTP_PORT must be a port number, got '$http_port'"
+  fi
+  [[ $health_seconds =~ ^[1-9][0-9]*$ ]] || die "NEKO_HEALTH_SECONDS must be a positive number of seconds, got '$health_seconds'"
+  [[ $lock_seconds =~ ^[0-9]+$ ]] || die "NEKO_LOCK_SECONDS must be a number of seconds, got '$lock_seconds'"
+
+  local line n=0 spec proto cport lo hi http_published=0
+  while IFS= read -r line; do
+    n=$((n + 1))
+    line=$(trim "$line")
+    [[ -n $line ]] || continue
+    [[ $line =~ ^((([0-9]{1,3}\.){3}[0-9]{1,3}|\[[0-9A-Fa-f:]+\]):)?(([0-9]+(-[0-9]+)?)?:)?[0-9]+(-[0-9]+)?(/(tcp|udp|sctp))?$ ]] ||
+      die "NEKO_PUBLISH line $n ('$line') is not [IP:][HOST_PORT:]PORT[/PROTO]"
+    publish+=(--publish "$line")
+    spec=${line%/*} proto=tcp
+    [[ $line != */* ]] || proto=${line##*/}
+    cport=${spec##*:} lo=${cport%-*} hi=${cport#*-}
+    if [[ $proto == tcp ]] && ((10#$lo <= http_port && http_port <= 10#$hi)); then http_published=1; fi
+  done <<<"${NEKO_PUBLISH:-}"
+  ((http_published)) || die "NEKO_PUBLISH does not publish NEKO_HTTP_PORT $http_port/tcp: /health could not be checked"
+
+  n=0
+  while IFS= read -r line; do
+    n=$((n + 1))
+    line=$(trim "$line")
+    [[ -n $line ]] || continue
+    [[ $line =~ ^--[a-z][a-z0-9-]*(=.*)?$ ]] ||
+      die "NEKO_RUN_ARGS line $n ('$line') is not one option --name or --name=value"
+    case ${line%%=*} in
+      --name | --publish | --publish-all | --env | --env-file | --detach | --rm | --interactive | --tty | --attach)
+        die "NEKO_RUN_ARGS line $n: ${line%%=*} is neko-rollout's own (ports: NEKO_PUBLISH, environment: NEKO_ENV)"
+        ;;
+      --restart) final_args+=("$line") ;; # the candidate runs with --restart=no
+      *)
+        final_args+=("$line")
+        cand_args+=("$line")
+        ;;
+    esac
+  done <<<"${NEKO_RUN_ARGS:-}"
+
+  if [[ -n $profile ]]; then
+    [[ $profile_dir =~ ^/[^:,]*$ ]] || die "NEKO_PROFILE_DIR must be an absolute path without ':' or ',' (got '$profile_dir')"
+    if [[ $profile == /* ]]; then
+      [[ $profile =~ ^/[^:,]*$ ]] || die "NEKO_PROFILE '$profile': a host directory without ':' or ','"
+    else
+      [[ $profile =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "NEKO_PROFILE '$profile' is neither a volume name nor an absolute directory"
+    fi
+  fi
+}
+
+# NAME=value lines into the env file (0600 in a private directory): never echoed, never an argument.
+write_env_file() {
+  local line n=0 key value
+  (umask 077 && : >"$tmp/env")
+  while IFS= read -r line; do
+    n=$((n + 1))
+    line=${line%$'\r'}
+    [[ -n ${line//[[:space:]]/} && $line != \#* ]] || continue
+    [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "NEKO_ENV line $n is not NAME=value (its text is not shown: it may be secret)"
+    key=${line%%=*} value=${line#*=}
+    if [[ -n $element && $key == NEKO_CAPTURE_VIDEO_PIPELINE ]]; then
+      log "NEKO_ENV sets NEKO_CAPTURE_VIDEO_PIPELINE: replaced by the $element pipeline"
+      continue
+    fi
+    if [[ $key =~ PASS|SECRET|TOKEN|KEY|CREDENTIAL|ICESERVERS ]] && ((${#value} >= 4)); then secrets+=("$value"); fi
+    printf '%s\n' "$line" >>"$tmp/env"
+  done <<<"$env_text"
+  [[ -z $pipeline ]] || printf 'NEKO_CAPTURE_VIDEO_PIPELINE=%s\n' "$pipeline" >>"$tmp/env"
+}
+
+choose_encoder() {
+  local out driver major var
+  case $nvenc in
+    "") return 0 ;;
+    nvh264enc | nvautogpuh264enc) element=$nvenc ;;
+    auto)
+      out=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>&1) ||
+        die_untouched "NEKO_NVENC=auto: nvidia-smi failed: ${out##*$'\n'}"
+      driver=$(trim "${out%%$'\n'*}")
+      major=${driver%%.*}
+      [[ $major =~ ^[0-9]+$ ]] || die_untouched "NEKO_NVENC=auto: nvidia-smi reported driver version '$driver'"
+      if ((major >= 590)); then element=nvautogpuh264enc; else element=nvh264enc; fi
+      log "NVIDIA driver $driver: encoder $element"
+      ;;
+    *) die "NEKO_NVENC must be empty, auto, nvh264enc or nvautogpuh264enc (got '$nvenc')" ;;
+  esac
+  var=NEKO_PIPELINE_${element^^}
+  pipeline=${!var:-}
+  [[ -n $pipeline ]] || die "NEKO_NVENC chose $element but $var is not set"
+  [[ $pipeline != *$'\n'* ]] || die "$var must be one line"
+}
+
+# ---------------------------------------------------------------- the image
+
+registry_of() {
+  local first=${1%%/*}
+  if [[ $1 == */* && ($first == *.* || $first == *:* || $first == localhost) ]]; then
+    printf '%s' "$first"
+  else
+    printf 'docker.io'
+  fi
+}
+
+resolve_image() {
+  local ref=$1 registry platform
+  if [[ $ref =~ ^sha256:[0-9a-f]{64}$ ]]; then
+    docker image inspect "$ref" >/dev/null 2>&1 ||
+      die_untouched "image $ref is not in this Docker engine (an image ID is never pulled: load it first)"
+  elif [[ $ref =~ ^[^@[:space:]]+@sha256:[0-9a-f]{64}$ ]] && docker image inspect "$ref" >/dev/null 2>&1; then
+    # A digest names the content: no registry round trip (nor a still valid login) is needed.
+    log "$ref is already in the engine"
+  elif [[ $ref =~ ^[^@[:space:]]+@sha256:[0-9a-f]{64}$ ]]; then
+    phase="pulling $ref"
+    local -a cfg=()
+    if [[ -n $registry_password ]]; then
+      registry=$(registry_of "$ref")
+      mkdir "$tmp/docker-config"
+      cfg=(env "DOCKER_CONFIG=$tmp/docker-config")
+      printf '%s' "$registry_password" |
+        "${cfg[@]}" docker login --username "${REGISTRY_USER:-}" --password-stdin "$registry" >/dev/null 2>"$tmp/err" ||
+        die_untouched "the registry $registry refused the login: $(docker_error "$tmp/err")"
+    fi
+    "${cfg[@]}" docker pull --quiet --platform linux/amd64 "$ref" >/dev/null 2>"$tmp/err" ||
+      die_untouched "pulling $ref failed: $(docker_error "$tmp/err")"
+    rm -rf "$tmp/docker-config"
+  else
+    die "IMAGE_REF must be REPOSITORY@sha256:DIGEST or sha256:IMAGE_ID, got '$ref'"
+  fi
+  platform=$(docker image inspect --format '{{.Os}}/{{.Architecture}}' "$ref")
+  [[ $platform == linux/amd64 ]] || die_untouched "$ref is a $platform image; neko runs linux/amd64"
+  image_id=$(docker image inspect --format '{{.Id}}' "$ref")
+  log "image $image_id ($ref)"
+}
+
+spec_hash() {
+  {
+    printf 'image %s\nhttp %s\n' "$image_id" "$http_port"
+    printf 'publish %s\n' "${publish[@]}"
+    printf 'run-arg %s\n' "${final_args[@]}"
+    printf 'profile %s %s\n' "$profile" "$profile_dir"
+    printf 'encoder %s\n' "$element"
+    cat "$tmp/env"
+  } | sha256sum | cut -c1-64
+}
+
+# ---------------------------------------------------------------- containers
 
 exists() { docker container inspect "$1" >/dev/null 2>&1; }
-short() { local id=${1#sha256:}; printf '%s' "${id:0:12}"; }
 
-# Leftovers of an interrupted run: a candidate goes; a lone previous is the last good one.
-exists "$candidate" && docker rm -f "$candidate" >/dev/null
-if exists "$previous"; then
-  if exists "$name"; then docker rm -f "$previous" >/dev/null; else docker rename "$previous" "$name"; fi
-fi
+# HOST:PORT where the container's HTTP port is published (0.0.0.0 and :: are probed on loopback).
+published_addr() {
+  local out line v6=""
+  out=$(docker port "$1" "$http_port/tcp" 2>/dev/null) || return 1
+  while IFS= read -r line; do
+    case $line in
+      0.0.0.0:*)
+        printf '127.0.0.1:%s' "${line##*:}"
+        return 0
+        ;;
+      "[::]:"* | :::*) v6="[::1]:${line##*:}" ;;
+      *.*.*.*:*)
+        printf '%s' "$line"
+        return 0
+        ;;
+      ?*) v6=$line ;;
+    esac
+  done <<<"$out"
+  [[ -n $v6 ]] || return 1
+  printf '%s' "$v6"
+}
 
-# /health answers `true` on ADDRESS:PORT. Fails with the reason when the container exits or
-# restarts, or at the budget. Progress every 15 s.
+http_status() {
+  curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$1/health" 2>/dev/null || true
+}
+
+# The last exit code dockerd reported for container ID since the unix time SINCE.
+exit_code_since() {
+  local code
+  code=$(docker events --since "$2" --until "$(($(date +%s) + 1))" --filter "container=$1" --filter event=die \
+    --format '{{index .Actor.Attributes "exitCode"}}' 2>/dev/null | tail -n1) || true
+  printf '%s' "${code:-unknown}"
+}
+
+# wait_healthy CONTAINER BUDGET SINCE: 0 once GET /health on its published port answers 200
+# (health_addr is then that HOST:PORT); else 1 with fail_reason, at once when it exits or restarts.
 wait_healthy() {
-  local container=$1 address=$2 since=$3 started=$SECONDS status restarts code
+  local c=$1 budget=$2 since=$3 deadline=$(($2 + SECONDS)) st status code restarts addr="" last="no answer" id
+  id=$(docker inspect --format '{{.Id}}' "$c" 2>/dev/null) || id=$c
   while :; do
-    if [[ -n $address && $(curl -fsS --max-time 3 "http://$address/health" 2>/dev/null || true) == true ]]; then return 0; fi
-    read -r status restarts code < <(docker inspect --format '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}' "$container" 2>/dev/null || echo "gone 0 0")
-    if [[ $status == exited || $status == dead || $status == gone ]]; then
-      why="exited with code $code"
+    if ! st=$(docker inspect --format '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$c" 2>&1); then
+      fail_reason="is gone ($st)"
       return 1
     fi
-    if [[ $status == restarting ]] || ((restarts > 0)); then
-      code=$(docker events --since "$since" --until "$(date +%s)" --filter "container=$container" --filter event=die \
-        --format '{{index .Actor.Attributes "exitCode"}}' 2>/dev/null | tail -n1)
-      why="keeps crashing (exit code ${code:-unknown}, restarted $restarts time(s))"
+    read -r status code restarts <<<"$st"
+    case $status in
+      exited | dead)
+        fail_reason="exited with code $code"
+        return 1
+        ;;
+      restarting)
+        fail_reason="exited with code $code and is restarting"
+        return 1
+        ;;
+    esac
+    if ((restarts > 0)); then
+      fail_reason="exited with code $(exit_code_since "$id" "$since") and was restarted ($restarts time(s))"
       return 1
     fi
-    if ((SECONDS - started >= budget)); then
-      why="did not answer /health within ${budget}s (status $status)"
+    if [[ $status == running ]]; then
+      [[ -n $addr ]] || addr=$(published_addr "$c") || addr=""
+      if [[ -n $addr ]]; then
+        code=$(http_status "$addr")
+        if [[ $code == 200 ]]; then
+          health_addr=$addr
+          return 0
+        fi
+        [[ $code == 000 ]] && last="no answer" || last="HTTP $code"
+      fi
+    fi
+    if ((SECONDS >= deadline)); then
+      fail_reason="did not answer /health within ${budget}s (still $status; last probe: $last)"
       return 1
     fi
-    if (((SECONDS - started) % 15 == 0 && SECONDS > started)); then log "waiting for $container to answer /health ($((SECONDS - started)) s of ${budget}s)"; fi
-    sleep 1
+    sleep 0.5
   done
 }
 
-container_logs() { docker logs --tail 30 "$1" 2>&1 | sed 's/^/  | /' || true; }
+# A container's last log lines, masked and indented.
+log_lines() {
+  local lines
+  lines=$(docker logs --tail 30 "$1" 2>&1 | mask) || true
+  [[ -n ${lines//[[:space:]]/} ]] || lines="(none)"
+  printf '%s\n' "$lines" | sed 's/^/    /'
+}
 
-# Chromium refuses a profile whose lock names another host or a dead process.
+tail_logs() { log_lines "$1" >&2; }
+
+# The browser refuses a profile whose Singleton* files another container left behind.
 clear_locks() {
-  [[ -n ${NEKO_PROFILE:-} ]] || return 0
-  local dir=$NEKO_PROFILE_DIR
-  docker run --rm --user 0 --entrypoint rm "${profile_args[@]}" "$1" -f "$dir/SingletonLock" "$dir/SingletonCookie" "$dir/SingletonSocket" >/dev/null 2>&1 ||
-    log "warning: could not clear the profile's lock files (the browser may refuse the profile)"
+  [[ -n $profile ]] || return 0
+  docker run --rm --network none --user 0 --entrypoint rm -v "$profile:/p" "$1" \
+    -f /p/SingletonLock /p/SingletonCookie /p/SingletonSocket >/dev/null 2>"$tmp/err" || {
+    fail_reason="could not clear the profile's lock files: $(docker_error "$tmp/err")"
+    return 1
+  }
 }
 
-current=""
-if exists "$name"; then
-  current=$(docker inspect --format '{{.Image}}' "$name")
-  running_spec=$(docker inspect --format "{{index .Config.Labels \"$label\"}}" "$name")
-  if [[ $running_spec == "$spec" && $(docker inspect --format '{{.State.Status}}' "$name") == running ]] &&
-    [[ $(curl -fsS --max-time 3 "http://127.0.0.1:$port/health" 2>/dev/null || true) == true ]]; then
-    echo "$name runs $ref (image $(short "$image"), unchanged)"
-    exit 0
-  fi
-fi
-
-# ------------------------------------------------------------------ the candidate
-
-doing="checking the candidate $candidate"
-log "starting $candidate from $ref beside the running neko"
-candidate_args=()
-for a in "${run_args[@]}"; do [[ $a == --restart=* ]] || candidate_args+=("$a"); done
-since=$(date +%s)
-docker run --detach --name "$candidate" --restart=no --publish "127.0.0.1::$port/tcp" "${candidate_args[@]}" \
-  --env-file "$tmp/env" "$image" >/dev/null 2>"$tmp/err" || die "cannot start $candidate: $(tail -n2 "$tmp/err")"
-# (none when it already exited: wait_healthy then reports how)
-probe=$(docker port "$candidate" "$port/tcp" 2>/dev/null | head -n1 || true)
-why=""
-ok=1
-wait_healthy "$candidate" "$probe" "$since" || ok=0
-if ((ok)) && [[ -n $element ]]; then
-  if ! docker exec "$candidate" gst-inspect-1.0 "$element" >/dev/null 2>"$tmp/gst"; then
-    libs=$(docker exec "$candidate" sh -c 'ls /usr/lib64/libnvidia-encode.so* /usr/lib64/libcuda.so* /usr/lib/x86_64-linux-gnu/libnvidia-encode.so* /usr/lib/x86_64-linux-gnu/libcuda.so* 2>/dev/null' || true)
-    why="cannot load the encoder $element ($(tail -n1 "$tmp/gst")); NVIDIA libraries in the container: ${libs:-none (is the NVIDIA runtime configured? --gpus needs it)}"
-    ok=0
-  fi
-fi
-if ((!ok)); then
-  log "the candidate $why; its last log lines:"
-  container_logs "$candidate" >&2
-  docker rm -f "$candidate" >/dev/null
-  die "$ref was not deployed: the candidate $why; the running neko${current:+ ($(short "$current"))} was not touched"
-fi
-docker rm -f "$candidate" >/dev/null
-
-# ------------------------------------------------------------------ the swap
-
-doing="replacing $name"
-if [[ -n $current ]]; then
-  log "replacing $name ($(short "$current")) with $(short "$image")"
-  docker stop --time 10 "$name" >/dev/null
-  docker rename "$name" "$previous"
-fi
-start_final() {
-  clear_locks "$image"
-  docker run --detach --name "$name" "${publish[@]/#/--publish=}" "${run_args[@]}" "${profile_args[@]}" \
-    --label "$label=$spec" --env-file "$tmp/env" "$image" >/dev/null 2>"$tmp/err"
+# Brings NAME-previous back as NAME and starts it (no wait).
+restore_previous() {
+  docker rm --force --volumes "$name" >/dev/null 2>&1 || true
+  docker rename "$prev" "$name"
+  clear_locks "$prev_image" || log "$fail_reason (starting it anyway)"
+  docker start "$name" >/dev/null
 }
-since=$(date +%s)
-if start_final && wait_healthy "$name" "127.0.0.1:$port" "$since"; then
-  exists "$previous" && docker rm -f "$previous" >/dev/null
-  echo "$name runs $ref (image $(short "$image")${current:+, replaced $(short "$current")})"
-  exit 0
-fi
-why=${why:-could not start: $(tail -n2 "$tmp/err")}
-container_logs "$name" >"$tmp/new.log"
-docker rm -f "$name" >/dev/null 2>&1 || true
-if [[ -z $current ]]; then
-  cat "$tmp/new.log" >&2
-  die "$ref was not deployed: $name $why (the lines above)"
-fi
 
-# ------------------------------------------------------------------ the rollback
+# A leftover of an interrupted earlier run.
+handle_leftovers() {
+  if exists "$cand"; then
+    log "removing $cand, left over by an interrupted run"
+    docker rm --force --volumes "$cand" >/dev/null
+  fi
+  exists "$prev" || return 0
+  prev_image=$(docker inspect --format '{{.Image}}' "$prev")
+  if ! exists "$name"; then
+    log "$prev without $name: an earlier run stopped during its swap; restoring the last good container first"
+    docker rename "$prev" "$name"
+    if [[ $(docker inspect --format '{{.State.Running}}' "$name") != true ]]; then
+      clear_locks "$prev_image" || log "$fail_reason (starting it anyway)"
+      docker start "$name" >/dev/null
+    fi
+    return 0
+  fi
+  local addr
+  if addr=$(published_addr "$name") && [[ $(http_status "$addr") == 200 ]]; then
+    log "$prev left over next to a $name that answers /health: removing $prev"
+    docker rm --force "$prev" >/dev/null
+  else
+    log "$prev left over next to a $name that does not answer /health: restoring $prev"
+    restore_previous
+  fi
+}
 
-doing="rolling back to $(short "$current")"
-log "$(short "$image") $why; rolling back to $(short "$current")"
-docker rename "$previous" "$name"
-clear_locks "$current"
-since=$(date +%s)
-docker start "$name" >/dev/null
-rolled_back=1
-wait_healthy "$name" "127.0.0.1:$port" "$since" || rolled_back=0
-echo "neko-rollout: the new container's last log lines:" >&2
-cat "$tmp/new.log" >&2
-if ((rolled_back)); then
-  die "$ref was rolled back: it passed as a candidate but $name $why once it took over; the previous image $(short "$current") runs again"
-fi
-echo "neko-rollout: the previous container's last log lines:" >&2
-container_logs "$name" >&2
-die "$ref failed ($why) and the previous image $(short "$current") did not come back either"
+# ---------------------------------------------------------------- the rollout
+
+candidate_failed() {
+  log "the candidate $cand $1; its last log lines:"
+  tail_logs "$cand"
+  docker rm --force --volumes "$cand" >/dev/null 2>&1 || true
+  if exists "$name"; then
+    die "$2; the running $name was not touched"
+  fi
+  die "$2; no $name was running and none was started"
+}
+
+encoder_check() {
+  local out libs
+  # shellcheck disable=SC2016 # expanded by the container's shell
+  local probe='IFS=:; out=""
+    for lib in libnvidia-encode libcuda; do
+      found=""
+      for d in /usr/lib64 /usr/lib/x86_64-linux-gnu /run/opengl-driver/lib $LD_LIBRARY_PATH; do
+        for f in "$d/$lib".so*; do [ -e "$f" ] && found=${found:-$f}; done
+      done
+      out="$out${out:+, }$lib: ${found:-not visible}"
+    done
+    echo "$out"'
+  if out=$(timeout 60 docker exec "$cand" gst-inspect-1.0 "$element" 2>&1); then
+    return 0
+  fi
+  libs=$(timeout 30 docker exec "$cand" sh -c "$probe" 2>&1) || libs="libraries not checked: $libs"
+  fail_reason="cannot load the encoder $element (gst-inspect-1.0: $(printf '%s' "${out##*$'\n'}" | mask)); $libs (looked in /usr/lib64, /usr/lib/x86_64-linux-gnu, /run/opengl-driver/lib, LD_LIBRARY_PATH)"
+  return 1
+}
+
+run_candidate() {
+  local -a throwaway_profile=()
+  [[ -z $profile ]] || throwaway_profile=(--volume "$profile_dir") # an anonymous volume: never the real profile
+  stage=candidate
+  phase="starting the candidate $cand"
+  local started
+  started=$(date +%s)
+  if ! docker run --detach --name "$cand" --restart=no --env-file "$tmp/env" \
+    --publish "127.0.0.1::$http_port" --label neko-infra.role=candidate \
+    "${throwaway_profile[@]}" "${cand_args[@]}" "$image_id" >/dev/null 2>"$tmp/err"; then
+    candidate_failed "could not start: $(docker_error "$tmp/err")" "the new image was not rolled out"
+  fi
+  log "started the candidate $cand"
+  phase="waiting up to ${health_seconds}s for the candidate $cand to answer /health"
+  wait_healthy "$cand" "$health_seconds" "$started" ||
+    candidate_failed "$fail_reason" "the new image was not rolled out"
+  log "the candidate answers /health"
+  if [[ -n $element ]]; then
+    phase="checking that the candidate loads $element"
+    encoder_check || candidate_failed "$fail_reason" "the new image was not rolled out"
+    log "the candidate loads $element"
+  fi
+  docker rm --force --volumes "$cand" >/dev/null
+  stage=prepare
+}
+
+# Swap failed: put the previous container back (or, on a first deploy, remove the failed one).
+roll_back() {
+  local reason=$1 new_lines
+  phase="rolling back to $prev"
+  new_lines=$(log_lines "$name")
+  if ((!had_prev)); then
+    docker rm --force --volumes "$name" >/dev/null 2>&1 || true
+    log "the new $name $reason; its last log lines:"
+    printf '%s\n' "$new_lines" >&2
+    die "first deploy failed: the failed $name was removed"
+  fi
+  restore_previous
+  local started
+  started=$(date +%s)
+  if wait_healthy "$name" "$health_seconds" "$started"; then
+    log "the new $name $reason; its last log lines:"
+    printf '%s\n' "$new_lines" >&2
+    log "the previous $name answers /health again; its last log lines:"
+    tail_logs "$name"
+    stage=finished
+    die "the update was rolled back: the new container failed after the swap; the previous image $prev_image runs again"
+  fi
+  log "the new $name $reason; its last log lines:"
+  printf '%s\n' "$new_lines" >&2
+  log "the previous $name, started again, $fail_reason; its last log lines:"
+  tail_logs "$name"
+  stage=finished
+  die "the update failed and so did the rollback: $name is down"
+}
+
+swap() {
+  local started
+  stage=swap
+  if exists "$name"; then
+    prev_image=$(docker inspect --format '{{.Image}}' "$name")
+    phase="stopping the running $name"
+    docker stop "$name" >/dev/null
+    docker rename "$name" "$prev"
+    had_prev=1
+    log "stopped $name, kept as $prev"
+  fi
+  phase="starting the new $name"
+  clear_locks "$image_id" || roll_back "did not start: $fail_reason"
+  started=$(date +%s)
+  if ! docker run --detach --name "$name" --env-file "$tmp/env" --label "$spec_label=$spec" \
+    "${publish[@]}" "${profile_args[@]}" "${final_args[@]}" "$image_id" >/dev/null 2>"$tmp/err"; then
+    roll_back "could not start: $(docker_error "$tmp/err")"
+  fi
+  phase="waiting up to ${health_seconds}s for the new $name to answer /health"
+  wait_healthy "$name" "$health_seconds" "$started" || roll_back "$fail_reason"
+  if ((had_prev)); then
+    docker rm --force "$prev" >/dev/null
+  fi
+  stage=finished
+}
+
+record_state() {
+  [[ -n $state_dir ]] || {
+    [[ -z $api_token ]] || log "NEKO_API_TOKEN is set but NEKO_STATE_DIR is not: the token was not recorded"
+    return 0
+  }
+  if [[ -n $api_token ]]; then
+    (umask 077 && printf '%s\n' "$api_token" >"$state_dir/api-token.new")
+    mv -f "$state_dir/api-token.new" "$state_dir/api-token"
+  fi
+  printf 'http://%s\n' "$health_addr" >"$state_dir/neko-url.new"
+  mv -f "$state_dir/neko-url.new" "$state_dir/neko-url"
+}
+
+on_signal() {
+  trap - TERM INT
+  log "ran out of its time budget (or was stopped) while $phase"
+  case $stage in
+    candidate)
+      docker rm --force --volumes "$cand" >/dev/null 2>&1 || true
+      log "removed $cand; the running $name was not touched"
+      ;;
+    swap)
+      if exists "$prev"; then
+        if restore_previous 2>/dev/null; then
+          log "put the previous $name back (started; not waited for)"
+        else
+          log "could not put $prev back: the next run restores it"
+        fi
+      elif [[ -n $prev_image ]] && exists "$name" && [[ $(docker inspect --format '{{.State.Running}}' "$name") != true ]]; then
+        docker start "$name" >/dev/null 2>&1 && log "started the stopped $name again (not waited for)"
+      fi
+      ;;
+  esac
+  exit 143
+}
+
+main() {
+  (($# == 1)) || {
+    echo "usage: bash -s -- IMAGE_REF (env: see the header of neko-rollout.sh)" >&2
+    exit 2
+  }
+  [[ -n $http_port ]] || die "NEKO_HTTP_PORT is not set"
+  check_inputs
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/neko-rollout.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  trap on_signal TERM INT
+  [[ -n $registry_password ]] && secrets+=("$registry_password")
+  [[ -n $api_token ]] && secrets+=("$api_token")
+
+  local out
+  out=$(docker version --format '{{.Server.Version}}' 2>&1) || die "cannot reach the Docker engine: ${out##*$'\n'}"
+
+  local lock_dir=${state_dir:-${XDG_RUNTIME_DIR:-/tmp}}
+  if [[ -n $state_dir && ! -d $state_dir ]]; then (umask 077 && mkdir -p "$state_dir"); fi
+  local lock=$lock_dir/neko-rollout-$name.lock
+  exec 9>>"$lock"
+  if ! flock -n 9; then
+    phase="waiting for the lock $lock"
+    log "another neko-rollout for $name runs; waiting up to ${lock_seconds}s for it"
+    flock -w "$lock_seconds" 9 || die_untouched "another neko-rollout for $name still ran after ${lock_seconds}s (lock $lock)"
+  fi
+
+  choose_encoder
+  write_env_file
+  resolve_image "$1"
+  spec=$(spec_hash)
+  profile_args=()
+  [[ -z $profile ]] || profile_args=(--volume "$profile:$profile_dir")
+  if [[ $profile == /* && ! -d $profile ]]; then mkdir -p "$profile"; fi
+
+  phase="checking what runs"
+  handle_leftovers
+  local addr
+  if [[ $(docker inspect --format "{{.State.Running}} {{index .Config.Labels \"$spec_label\"}}" "$name" 2>/dev/null) == "true $spec" ]] &&
+    addr=$(published_addr "$name") && [[ $(http_status "$addr") == 200 ]]; then
+    health_addr=$addr
+    record_state
+    printf '%s unchanged %s http://%s\n' "$name" "$image_id" "$health_addr"
+    return 0
+  fi
+
+  local outcome=started
+  exists "$name" && outcome=replaced
+  run_candidate
+  swap
+  record_state
+  log "$name $outcome: $image_id answers /health on http://$health_addr"
+  printf '%s %s %s http://%s\n' "$name" "$outcome" "$image_id" "$health_addr"
+}
+
+main "$@" </dev/null
