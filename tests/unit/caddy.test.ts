@@ -1,4 +1,5 @@
-import { acmeDirName, caddyfile, certificatePaths, storageSafe, TLS_ROOT_PATH } from "../../lib/caddy";
+import { acmeDirName, caddyfile, certificatePaths, storageSafe, TLS_DATA_DIR, TLS_ROOT_PATH } from "../../lib/caddy";
+import { readScript } from "../../lib/shell";
 import { LETS_ENCRYPT } from "../../lib/settings";
 
 describe("Caddyfile of the TLS front", () => {
@@ -114,5 +115,19 @@ describe("where Caddy stores the certificate", () => {
     expect(certificatePaths(LETS_ENCRYPT, "2001:db8::10").cert).toBe(
       "certificates/acme-v02.api.letsencrypt.org-directory/2001-db8--10/2001-db8--10.crt",
     );
+  });
+});
+
+describe("scripts/tls-front.sh agrees with lib/caddy.ts", () => {
+  const script = readScript("tls-front.sh");
+  test("the config directory is mounted where the Caddyfile and the private root are read", () => {
+    expect(TLS_ROOT_PATH).toBe("/etc/caddy/acme-root.pem");
+    expect(script).toContain(`-v "$dir/config:/etc/caddy:ro"`);
+    expect(script).toContain(`"$dir/config/acme-root.pem"`);
+    expect(script).toContain("caddy run --config /etc/caddy/Caddyfile --adapter caddyfile");
+  });
+  test("the data directory is mounted where the Caddyfile stores certificates", () => {
+    expect(TLS_DATA_DIR).toBe("/data");
+    expect(script).toContain(`-v "$dir/data:${TLS_DATA_DIR}"`);
   });
 });

@@ -1,5 +1,16 @@
 import { parseSettings, TurnSettings } from "../../lib/settings";
-import { DENIED_PEER_RANGES, iceServers, TURN_CERT_DIR, TURN_TLS_DIR, turnRelayEnv, turnserverConf, turnTlsFiles } from "../../lib/turn";
+import { readScript } from "../../lib/shell";
+import {
+  DENIED_PEER_RANGES,
+  iceServers,
+  TURN_CERT_DIR,
+  TURN_PROC_GROUP,
+  TURN_PROC_USER,
+  TURN_TLS_DIR,
+  turnRelayEnv,
+  turnserverConf,
+  turnTlsFiles,
+} from "../../lib/turn";
 
 function turn(t: unknown = true): TurnSettings {
   return parseSettings({
@@ -135,5 +146,16 @@ describe("ICE servers handed to browsers", () => {
     expect(
       iceServers({ turn: turn(), address: "2001:db8::10", tlsName: "2001:db8::10", username: "neko", credential: "c" })[0].urls[2],
     ).toBe("turns:[2001:db8::10]:5349?transport=tcp");
+  });
+});
+
+describe("scripts/turn-relay.sh agrees with lib/turn.ts", () => {
+  const script = readScript("turn-relay.sh");
+  test("the front's data is mounted where the certificate paths point", () => {
+    expect(script).toContain(`tls_mount=${TURN_TLS_DIR}`);
+  });
+  test("the entrypoint copies the certificate where turnserver reads it, readable by the user it drops to", () => {
+    expect(script).toContain(`certs=${TURN_CERT_DIR}\n`);
+    expect(script).toContain(`chown ${TURN_PROC_USER}:${TURN_PROC_GROUP} `);
   });
 });
