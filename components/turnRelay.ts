@@ -32,16 +32,14 @@ export function turnRelay(
     {
       script: "turn-relay.sh",
       args: [TURN_IMAGE],
-      env: pulumi
-        .all([host.publicAddress, subject, a.password])
-        .apply(([address, sub, password]) =>
-          turnRelayEnv({
-            turn: a.turn,
-            publicAddress: address,
-            password,
-            tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined,
-          }),
-        ),
+      env: pulumi.all([host.publicAddress, subject, a.password]).apply(([address, sub, password]) =>
+        turnRelayEnv({
+          turn: a.turn,
+          publicAddress: address,
+          password,
+          tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined,
+        }),
+      ),
       purpose: "the TURN relay",
       budgetSeconds: 300,
       triggers: [host.generation],
