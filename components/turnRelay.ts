@@ -7,7 +7,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { IceServer } from "../lib/neko";
 import { TlsSettings, TurnSettings } from "../lib/settings";
-import { iceServers, TURN_IMAGE, TURN_USER, turnserverConf } from "../lib/turn";
+import { iceServers, TURN_IMAGE, TURN_USER, turnRelayEnv } from "../lib/turn";
 import { HostMachine } from "./hostMachine";
 import { runStep, Step } from "./runScript";
 
@@ -19,7 +19,12 @@ export interface TurnRelayArgs {
   dependsOn: pulumi.Resource[];
 }
 
-export function turnRelay(name: string, parent: pulumi.Resource, host: HostMachine, a: TurnRelayArgs): { step: pulumi.Resource; iceServers: pulumi.Output<IceServer[]> } {
+export function turnRelay(
+  name: string,
+  parent: pulumi.Resource,
+  host: HostMachine,
+  a: TurnRelayArgs,
+): { step: pulumi.Resource; iceServers: pulumi.Output<IceServer[]> } {
   const subject = host.publicAddress.apply((ip) => a.tls?.domain ?? ip);
   const step: Step = runStep(
     name,
@@ -27,9 +32,14 @@ export function turnRelay(name: string, parent: pulumi.Resource, host: HostMachi
     {
       script: "turn-relay.sh",
       args: [TURN_IMAGE],
-      env: pulumi.all([host.publicAddress, subject, a.password]).apply(([address, sub, password]) => ({
-        TURN_CONF: turnserverConf({ turn: a.turn, publicAddress: address, password, tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined }),
-      })),
+      env: pulumi.all([host.publicAddress, subject, a.password]).apply(([address, sub, password]) =>
+        turnRelayEnv({
+          turn: a.turn,
+          publicAddress: address,
+          password,
+          tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined,
+        }),
+      ),
       purpose: "the TURN relay",
       budgetSeconds: 300,
       triggers: [host.generation],

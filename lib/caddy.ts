@@ -1,6 +1,12 @@
 /**
  * The TLS front's configuration: a Caddyfile for Caddy in front of neko. Caddy obtains and renews
  * the certificate itself (ACME), redirects HTTP to HTTPS, and carries WebSockets.
+ *
+ * Shaped by what Caddy 2.11.9 did against Pebble (notes/tls-turn-experiment.md):
+ * - the site carries its own `tls { issuer acme { ... } }`: with only a global issuer, Caddy
+ *   silently takes its internal CA for private and loopback IP addresses;
+ * - `skip_install_trust`: with an internal CA Caddy installs its root into the system trust store;
+ * - `profile shortlived` for IP subjects: Let's Encrypt issues IP certificates only with it.
  */
 import { isIpAddress } from "./addresses";
 
@@ -27,41 +33,75 @@ export interface CaddyOptions {
 }
 
 export function caddyfile(o: CaddyOptions): string {
-  // Let's Encrypt issues IP address certificates only with its short-lived profile (about 6 days).
-  const profile = isIpAddress(o.subject) ? "shortlived" : undefined;
+  const ip = isIpAddress(o.subject);
   const issuer = [
-    `\t\t\tdir ${o.acmeServer}`,
-    ...(o.privateRoot ? [`\t\t\ttrusted_roots ${TLS_ROOT_PATH}`] : []),
-    ...(profile ? [`\t\t\tprofile ${profile}`] : []),
+    `dir ${o.acmeServer}`,
+    ...(o.privateRoot ? [`trusted_roots ${TLS_ROOT_PATH}`] : []),
+    ...(o.email ? [`email ${o.email}`] : []),
+    // Let's Encrypt issues IP address certificates only with its short-lived profile (160 hours).
+    ...(ip ? ["profile shortlived"] : []),
   ];
   return [
     "{",
-    ...(o.email ? [`\temail ${o.email}`] : []),
     `\tstorage file_system ${TLS_DATA_DIR}`,
     "\tadmin off",
+    // Never touch a trust store (Caddy would install its internal CA's root as root).
+    "\tskip_install_trust",
+    // Browsers send no SNI to an IP address; Caddy then looks for a certificate for the address
+    // the connection arrived on, which behind 1:1 NAT (an Elastic IP) is the private one.
+    ...(ip ? [`\tdefault_sni ${o.subject}`] : []),
     "}",
     // An IPv6 subject is written in brackets in a site address.
     `${o.subject.includes(":") ? `[${o.subject}]` : o.subject} {`,
     "\ttls {",
     "\t\tissuer acme {",
-    ...issuer,
+    ...issuer.map((l) => `\t\t\t${l}`),
     "\t\t}",
     "\t}",
-    // neko behind a proxy: Caddy sets X-Forwarded-For/-Proto and passes WebSocket upgrades on.
-    `\treverse_proxy 127.0.0.1:${o.nekoPort}`,
+    // neko behind a proxy (NEKO_SERVER_PROXY): Caddy replaces X-Forwarded-For/-Proto and passes
+    // WebSocket upgrades on; X-Real-IP names the client too.
+    `\treverse_proxy 127.0.0.1:${o.nekoPort} {`,
+    "\t\theader_up X-Real-IP {remote_host}",
+    "\t}",
     "}",
     "",
   ].join("\n");
 }
 
-/** Caddy's directory name for an ACME server: `https://acme-v02.api.letsencrypt.org/directory` -> `acme-v02.api.letsencrypt.org-directory`. */
-export function acmeDirName(acmeServer: string): string {
-  const u = new URL(acmeServer);
-  return [u.hostname, u.port, ...u.pathname.split("/")].filter(Boolean).join("-");
+/**
+ * certmagic's storage key component (KeyBuilder.Safe): lower case, a few characters replaced
+ * (`:` becomes `-`), anything but word characters, `@`, `.` and `-` dropped.
+ */
+export function storageSafe(s: string): string {
+  return s
+    .toLowerCase()
+    .trim()
+    .replace(/ /g, "_")
+    .replace(/\+/g, "_plus_")
+    .replace(/\*/g, "wildcard_")
+    .replace(/:/g, "-")
+    .replace(/\.\./g, "")
+    .replace(/[^\w@.-]/g, "");
 }
 
-/** Where Caddy stores the certificate and key of `subject` (inside TLS_DATA_DIR). */
+/**
+ * Caddy's directory name for an ACME server (certmagic's issuer key: the URL's host as written,
+ * port included, then its path with `/` as `-`): `https://acme-v02.api.letsencrypt.org/directory`
+ * -> `acme-v02.api.letsencrypt.org-directory`, `https://10.0.0.1:14000/dir` -> `10.0.0.1-14000-dir`.
+ */
+export function acmeDirName(acmeServer: string): string {
+  // Go's url.URL.Host keeps an explicit default port, which WHATWG URL parsing drops: read the raw text.
+  const m = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/(?:[^/?#@]*@)?([^/?#]*)([^?#]*)/.exec(acmeServer);
+  if (!m) throw new Error(`acmeDirName: not an absolute URL: ${acmeServer}`);
+  const path = decodeURIComponent(m[2])
+    .replace(/[/\\]/g, "-")
+    .replace(/^-+|-+$/g, "");
+  return storageSafe(path ? `${m[1]}-${path}` : m[1]);
+}
+
+/** Where Caddy stores the certificate and key of `subject` (relative to TLS_DATA_DIR). */
 export function certificatePaths(acmeServer: string, subject: string): { cert: string; key: string } {
-  const base = `certificates/${acmeDirName(acmeServer)}/${subject}/${subject}`;
+  const name = storageSafe(subject);
+  const base = `certificates/${acmeDirName(acmeServer)}/${name}/${name}`;
   return { cert: `${base}.crt`, key: `${base}.key` };
 }

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# A Docker host in its own network namespace, for the TLS front and TURN relay tests: a netns with
+# a veth to this machine and a Debian dockerd (20.10) running inside it, so `--network host`
+# containers bind inside the netns (on its address and its own loopback), not on this machine.
+#
+#   nshost.sh start STATE_DIR
+#   nshost.sh stop  STATE_DIR      (idempotent; removes all containers first; also cleans up a
+#                                   failed start)
+#
+# Network: netns nekoh-<hash of STATE_DIR>, veth nkh<hash> on this machine (10.233.N.1/24) and eth0
+# inside (10.233.N.2/24), lo up; N free, picked under the harness lock
+# (/run/neko-harness-subnets.lock) or env NSHOST_SUBNET. No default route: nothing inside can
+# leave towards anything but this machine's side of the veth.
+# dockerd (entered into the netns with `nsenter --net`; not `ip netns exec`, whose fresh /sys
+# hides the cgroup mounts dockerd needs): socket unix://STATE_DIR/docker.sock, --data-root STATE_DIR/data, --exec-root
+# /run/nekoh-<hash>, its own bridge nkhbr0 (10.234.N.1/24, inside the netns),
+# --iptables=false --ip-masq=false --ip-forward=false, its own containerd namespace, an empty
+# --config-file (ignores /etc/docker/daemon.json). Log: STATE_DIR/dockerd.log.
+# Env (optional): NSHOST_SUBNET (N), NSHOST_READY_TIMEOUT (seconds for `docker info`, default 30).
+#
+# start writes STATE_DIR/env (sourceable):
+#   DOCKER_HOST (unix://STATE_DIR/docker.sock), DOCKER_BIN (/usr/bin/docker, the Debian client),
+#   DOCKER_CONFIG (STATE_DIR/client), NSHOST_ADDR (10.233.N.2, the host's address),
+#   NSHOST_SIDE_ADDR (10.233.N.1, this machine's end of the veth), NSHOST_NETNS
+# Run a command "on the host" (its network) with `ip netns exec "$NSHOST_NETNS" CMD`.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh disable=SC1091
+source "$here/lib.sh"
+
+dockerd_bin=/usr/sbin/dockerd
+docker_bin=/usr/bin/docker
+lock=/run/neko-harness-subnets.lock
+bridge=nkhbr0 # inside the netns: no clash with other harnesses
+
+usage() {
+  echo "usage: ${0##*/} start|stop STATE_DIR" >&2
+  exit 2
+}
+
+# Names derived from STATE_DIR; start records the subnet in STATE_DIR/nshost.state.
+load_names() {
+  local h
+  h=$(short_hash "$state")
+  netns=nekoh-$h
+  veth=nkh$h
+  veth_peer=nkh${h}p
+  exec_root=/run/nekoh-$h
+  ctr_ns=nekoh-$h
+  subnet=${NSHOST_SUBNET:-}
+  if [[ -f $state/nshost.state ]]; then
+    # shellcheck source=/dev/null
+    source "$state/nshost.state"
+  fi
+}
+
+# After dockerd died without a shutdown, its containers live on under containerd-shim processes of
+# its containerd namespace (unique to this STATE_DIR): kill them and their children.
+kill_orphan_shims() {
+  local p pids=() kids
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "^/usr/bin/containerd-shim[^ ]* .*-namespace $ctr_ns "; then
+      pids+=("${p#/proc/}")
+    fi
+  done
+  ((${#pids[@]})) || return 0
+  log "killing leftover containerd shims of namespace $ctr_ns and their containers: ${pids[*]}"
+  for p in "${pids[@]}"; do
+    kids=$(cat "/proc/$p"/task/*/children 2>/dev/null || true)
+    # shellcheck disable=SC2086 # one pid per word
+    [[ -z $kids ]] || kill -KILL $kids 2>/dev/null || true
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  sleep 0.2
+}
+
+# The (empty) cgroups of this engine's containers that a dead dockerd left behind.
+remove_container_cgroups() {
+  local c id cg
+  [[ -d $state/data/containers ]] || return 0
+  for c in "$state"/data/containers/*/; do
+    [[ -d $c ]] || continue
+    id=$(basename "$c")
+    for cg in /sys/fs/cgroup/*/docker/"$id" /sys/fs/cgroup/docker/"$id"; do
+      if [[ -d $cg ]]; then
+        rmdir "$cg" 2>/dev/null || log "cannot remove cgroup $cg (still in use?)"
+      fi
+    done
+  done
+}
+
+# Unmount whatever is still mounted under DIR in this mount namespace (deepest first).
+unmount_under() {
+  local dir=$1 m
+  [[ -d $dir ]] || return 0
+  while read -r m; do
+    [[ -n $m ]] || continue
+    umount -l "$m" 2>/dev/null || true
+  done < <(awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+}
+
+do_stop() {
+  load_names
+  local pid ids
+  pid=$(read_pid "$state/dockerd.pid")
+  if [[ -n $pid ]] && pid_alive "$pid" dockerd; then
+    # Containers first: a PID 1 without a SIGTERM handler would hold dockerd's shutdown.
+    ids=$(timeout 20 "$docker_bin" -H "unix://$state/docker.sock" ps -aq 2>/dev/null || true)
+    if [[ -n $ids ]]; then
+      # shellcheck disable=SC2086 # one id per word
+      timeout 30 "$docker_bin" -H "unix://$state/docker.sock" rm -f $ids >/dev/null 2>&1 || true
+    fi
+    stop_pid "$pid" dockerd "dockerd in $netns" 30
+  fi
+  rm -f "$state/dockerd.pid" "$state/docker.pid"
+  local cpid
+  cpid=$(read_pid "$exec_root/containerd/containerd.pid")
+  if [[ -n $cpid ]]; then
+    stop_pid "$cpid" containerd "dockerd's containerd" 10
+  fi
+  kill_orphan_shims
+  remove_container_cgroups
+  unmount_under "$exec_root"
+  unmount_under "$state/data"
+  rm -rf "$exec_root"
+  if netns_exists "$netns"; then
+    # Anything a test left running inside (a peer, a server) would keep the netns busy.
+    local pids
+    pids=$(ip netns pids "$netns" 2>/dev/null | tr '\n' ' ' || true)
+    pids=${pids% }
+    if [[ -n $pids ]]; then
+      log "processes still in netns $netns: $pids; stopping them"
+      for pid in $pids; do
+        kill -TERM "$pid" 2>/dev/null || true
+      done
+      sleep 0.5
+      for pid in $(ip netns pids "$netns" 2>/dev/null || true); do
+        kill -KILL "$pid" 2>/dev/null || true
+      done
+    fi
+    ip netns delete "$netns" || die "cannot delete netns $netns"
+  fi
+  # Deleting the netns destroys the veth pair asynchronously.
+  if ip link show "$veth" >/dev/null 2>&1; then
+    ip link delete "$veth" 2>/dev/null || ! ip link show "$veth" >/dev/null 2>&1 ||
+      die "cannot delete veth $veth"
+  fi
+  rm -f "$state/env" "$state/docker.sock" "$state/nshost.state"
+}
+
+do_start() {
+  local timeout=${NSHOST_READY_TIMEOUT:-30}
+  need_root
+  need "$dockerd_bin" "$docker_bin" ip nsenter flock
+  mkdir -p "$state"
+  local sock=$state/docker.sock
+  ((${#sock} < 100)) || die "socket path $sock is too long for a unix socket (use a shorter STATE_DIR)"
+  load_names
+  local pid
+  pid=$(read_pid "$state/dockerd.pid")
+  if [[ -n $pid ]] && pid_alive "$pid" dockerd && [[ -f $state/env ]]; then
+    start_ok=1 # leave the running host alone
+    log "namespaced host already running (netns $netns, dockerd pid $pid)"
+    return 0
+  fi
+  do_stop
+  load_names
+
+  (
+    flock -w 30 9 || die "timed out waiting for $lock"
+    pick_subnet 10.233 NSHOST_SUBNET "$state"
+    if netns_exists "$netns"; then
+      die "netns $netns already exists (another harness with the same STATE_DIR?)"
+    fi
+    printf 'subnet=%q\n' "$subnet" >"$state/nshost.state"
+    ip netns add "$netns"
+    ip link add "$veth" type veth peer name "$veth_peer" netns "$netns"
+    ip addr add "10.233.$subnet.1/24" dev "$veth"
+    ip link set "$veth" up
+    ip -n "$netns" link set "$veth_peer" name eth0
+    ip -n "$netns" addr add "10.233.$subnet.2/24" dev eth0
+    ip -n "$netns" link set eth0 up
+    ip -n "$netns" link set lo up
+    ip -n "$netns" link add "$bridge" type bridge
+    ip -n "$netns" addr add "10.234.$subnet.1/24" dev "$bridge"
+    ip -n "$netns" link set "$bridge" up
+  ) 9>"$lock"
+  load_names
+
+  mkdir -p "$state/data" "$state/client" "$exec_root"
+  echo '{}' >"$state/daemon.json"
+  local args=(
+    --config-file "$state/daemon.json"
+    --host "unix://$sock"
+    --data-root "$state/data"
+    --exec-root "$exec_root"
+    --pidfile "$state/docker.pid"
+    --bridge "$bridge"
+    --iptables=false --ip-masq=false --ip-forward=false
+    --userland-proxy=true --userland-proxy-path /usr/sbin/docker-proxy
+    --containerd-namespace "$ctr_ns" --containerd-plugins-namespace "$ctr_ns-plugins"
+  )
+
+  : >"$state/dockerd.log"
+  # nsenter (without --fork) replaces itself with dockerd: $! is dockerd's pid.
+  nsenter --net="/run/netns/$netns" -- "$dockerd_bin" "${args[@]}" </dev/null >>"$state/dockerd.log" 2>&1 &
+  pid=$!
+  # dockerd writes --pidfile itself and refuses a file naming a live process: ours is separate.
+  echo "$pid" >"$state/dockerd.pid"
+
+  local deadline=$((SECONDS + timeout)) err=""
+  while :; do
+    if ! pid_alive "$pid"; then
+      tail_log "$state/dockerd.log"
+      die "dockerd (pid $pid) exited during start-up; see $state/dockerd.log"
+    fi
+    if err=$("$docker_bin" -H "unix://$sock" info --format '{{.ServerVersion}}' 2>&1 </dev/null); then
+      break
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_log "$state/dockerd.log"
+      die "dockerd on unix://$sock did not answer 'docker info' within ${timeout}s (last error: $err)"
+    fi
+    sleep 0.2
+  done
+  write_env "$state/env" \
+    "DOCKER_HOST=unix://$sock" \
+    "DOCKER_BIN=$docker_bin" \
+    "DOCKER_CONFIG=$state/client" \
+    "NSHOST_ADDR=10.233.$subnet.2" \
+    "NSHOST_SIDE_ADDR=10.233.$subnet.1" \
+    "NSHOST_NETNS=$netns"
+  start_ok=1
+  log "namespaced host up: netns $netns at 10.233.$subnet.2, dockerd pid $pid on unix://$sock; env in $state/env"
+}
+
+[[ $# -eq 2 ]] || usage
+cmd=$1
+state=$(abs_dir "$2")
+start_ok=0
+case $cmd in
+start)
+  trap '[[ $start_ok == 1 ]] || { log "start failed; cleaning up"; do_stop || true; }' EXIT
+  do_start
+  ;;
+stop)
+  need_root
+  do_stop
+  ;;
+*) usage ;;
+esac
