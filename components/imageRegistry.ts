@@ -98,7 +98,8 @@ export class ImageRegistry extends pulumi.ComponentResource {
       },
       { parent: this, dependsOn },
     );
-    this.imageRef = push.stdout.apply((out) => out.trim());
+    // A digest is not a secret, though the engine marks it so when the push's input holds a password.
+    this.imageRef = pulumi.unsecret(push.stdout.apply((out) => out.trim()));
     this.registerOutputs({ repositoryUrl: this.repositoryUrl, imageRef: this.imageRef });
   }
 }

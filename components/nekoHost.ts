@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { CONTAINER_NAME, envFile, nekoEnv, nekoSecretEnv, NekoRuntime, rolloutEnv } from "../lib/neko";
+import { envFile, nekoEnv, nekoSecretEnv, NekoRuntime, REMOVE_COMMAND, rolloutEnv } from "../lib/neko";
 import { HostSettings, NekoSettings } from "../lib/settings";
 import { SshConnection } from "../lib/sshConnection";
 import { HostMachine, hostMachine } from "./hostMachine";
@@ -91,7 +91,7 @@ export class NekoHost extends pulumi.ComponentResource {
         // A new EC2 instance starts empty: deploy again. (ssh and local hosts: an update in place.)
         triggers: s.kind === "ec2" ? [host.generation] : undefined,
         // ssh and local hosts outlive the stack: take neko off them (the profile stays).
-        onDelete: s.kind === "ec2" ? undefined : `docker rm -f ${CONTAINER_NAME} ${CONTAINER_NAME}-candidate ${CONTAINER_NAME}-previous >/dev/null 2>&1 || true`,
+        onDelete: s.kind === "ec2" ? undefined : REMOVE_COMMAND,
       },
       { parent: this, dependsOn: relay ? [relay.step] : front ? [front] : [] },
     );

@@ -59,7 +59,8 @@ export class NixImage extends pulumi.ComponentResource {
         },
         { parent: this },
       );
-      flakeRef = ship.stdout.apply((p) => `path:${p.trim()}`);
+      // The engine marks a step's output secret when any input is (here the SSH key): a store path is not.
+      flakeRef = pulumi.unsecret(ship.stdout.apply((p) => `path:${p.trim()}`));
     }
 
     const build = builder.run(
@@ -75,7 +76,8 @@ export class NixImage extends pulumi.ComponentResource {
       { parent: this },
     );
     this.flakeRef = flakeRef;
-    this.storePath = build.stdout.apply((s) => s.trim());
+    // Not a secret, though the engine marks it so when the build's input holds the cache's key.
+    this.storePath = pulumi.unsecret(build.stdout.apply((s) => s.trim()));
     this.registerOutputs({ storePath: this.storePath, flakeRef: this.flakeRef });
   }
 }

@@ -7,6 +7,8 @@ import { hostPorts, publishArgs } from "./ports";
 import { NekoSettings } from "./settings";
 
 export const CONTAINER_NAME = "neko";
+/** What `pulumi destroy` runs on ssh and local hosts: neko and any leftover of a rollout go; the profile stays. */
+export const REMOVE_COMMAND = `docker rm -f ${CONTAINER_NAME} ${CONTAINER_NAME}-candidate ${CONTAINER_NAME}-previous >/dev/null 2>&1 || true`;
 /** Where a host keeps what the idle check and the TLS front need (the API token, neko's URL). */
 export const HOST_STATE_DIR = "/var/lib/neko-infra/host";
 /** The profile directory on EC2 and ssh hosts (on EC2 an EBS volume is mounted there). */

@@ -19,7 +19,6 @@ export type ScriptName =
   | "push-image.sh"
   | "docker-load.sh"
   | "neko-rollout.sh"
-  | "neko-remove.sh"
   | "tls-front.sh"
   | "turn-relay.sh"
   | "builder-idle-stop.sh"
