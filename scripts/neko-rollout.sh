@@ -552,7 +552,8 @@ main() {
   [[ -n $http_port ]] || die "NEKO_HTTP_PORT is not set"
   check_inputs
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/neko-rollout.XXXXXX")
-  trap 'rm -rf "$tmp"' EXIT
+  deploying=""
+  trap 'rm -rf "$tmp"; [[ -z $deploying ]] || rm -f "$deploying"' EXIT
   trap on_signal TERM INT
   [[ -n $registry_password ]] && secrets+=("$registry_password")
   [[ -n $api_token ]] && secrets+=("$api_token")
@@ -568,6 +569,11 @@ main() {
     phase="waiting for the lock $lock"
     log "another neko-rollout for $name runs; waiting up to ${lock_seconds}s for it"
     flock -w "$lock_seconds" 9 || die_untouched "another neko-rollout for $name still ran after ${lock_seconds}s (lock $lock)"
+  fi
+  # The host's idle check (host-idle-stop.sh) leaves a host alone while this flag is there.
+  if [[ -n $state_dir ]]; then
+    deploying=$state_dir/deploying
+    touch "$deploying"
   fi
 
   choose_encoder

@@ -50,6 +50,8 @@ let dk: DockerEnv;
 let ports: { httpPort: number; epr: string };
 let profile: string;
 let stateDir: string;
+/** Whether the last rollout() saw NEKO_STATE_DIR/deploying while it ran. */
+let sawDeploying = false;
 let tmpDir: string;
 /** Image refs (REPO@sha256:...) and image IDs by fixture name. */
 const refs: Record<string, string> = {};
@@ -230,8 +232,14 @@ async function rollout(ref: string, o: RolloutOptions = {}): Promise<Result> {
     o.budgetSeconds !== undefined,
   );
   const stop = watchProcesses();
+  const flag = path.join(stateDir, "deploying");
+  sawDeploying = false;
+  const watch = setInterval(() => (sawDeploying ||= fs.existsSync(flag)), 20);
   const r = await runLocal(sc, hostEnv(o.extraPath), o.timeoutMs ?? 110_000);
+  clearInterval(watch);
   await stop();
+  // The idle check's "deploying" flag lives exactly as long as the run.
+  if (!o.concurrent) expect(fs.existsSync(flag)).toBe(false);
   outputs.push(r);
   // The env file and its directory are gone when the script is.
   if (!o.concurrent) expect(fs.readdirSync(tmpDir)).toEqual([]);
@@ -346,6 +354,7 @@ describe("neko-rollout.sh", () => {
     expect(fs.readFileSync(path.join(stateDir, "neko-url"), "utf8")).toBe(`http://127.0.0.1:${ports.httpPort}\n`);
     expect(fs.readFileSync(path.join(stateDir, "api-token"), "utf8")).toBe(`${API_TOKEN}\n`);
     expect(fs.statSync(path.join(stateDir, "api-token")).mode & 0o777).toBe(0o600);
+    expect(sawDeploying).toBe(true);
     // The registry login was for this pull only.
     const cfg = path.join(dk.DOCKER_CONFIG, "config.json");
     expect(fs.existsSync(cfg) ? fs.readFileSync(cfg, "utf8") : "").not.toContain(reg.REGISTRY_ADDR);
