@@ -75,7 +75,13 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
         name,
         parent,
         connection: pulumi.secret(c),
-        wakeEnv: pulumi.secret(wakeEnvironment({ ...base({ kind: "ssh", connection: c, hostKeySetting: "host.hostKey" }), method, readyTimeoutSeconds: s.readyTimeout })),
+        wakeEnv: pulumi.secret(
+          wakeEnvironment({
+            ...base({ kind: "ssh", connection: c, hostKeySetting: "host.hostKey" }),
+            method,
+            readyTimeoutSeconds: s.readyTimeout,
+          }),
+        ),
         wakeSeconds: s.readyTimeout + 180,
       },
       publicAddress: pulumi.output(s.publicAddress ?? s.host),
@@ -90,8 +96,14 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
   const tls = s.tlsFront.enabled;
   const ports = hostPorts(a.neko, { tls });
   const profileVolume = new aws.ebs.Volume(
-    `${name}-profile`,
-    { availabilityZone: profileZone(name, parent, s), size: s.profileSize, type: "gp3", encrypted: true, tags: { ...a.tags, Name: `${name}-profile` } },
+    `${name}-browser-profile`,
+    {
+      availabilityZone: profileZone(name, parent, s),
+      size: s.profileSize,
+      type: "gp3",
+      encrypted: true,
+      tags: { ...a.tags, Name: `${name}-browser-profile` },
+    },
     // The zone is chosen once: the instance follows the volume, never the other way round.
     { parent, ignoreChanges: ["availabilityZone"] },
   );
@@ -100,9 +112,7 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     identity,
     tags: a.tags,
     description: "neko-infra host: neko from the client networks, SSH from the admin networks",
-    ingress: pulumi
-      .all([identity.eip.publicIp])
-      .apply(([ip]) => [sshIngress(s.sshCidrs), ...hostIngress(ports, s.clientCidrs, ip)]),
+    ingress: pulumi.all([identity.eip.publicIp]).apply(([ip]) => [sshIngress(s.sshCidrs), ...hostIngress(ports, s.clientCidrs, ip)]),
     amiParameter: s.gpu ? GPU_AMI_PARAMETER : X86_AMI_PARAMETER,
     instanceType: s.instanceType,
     volumeSize: s.volumeSize,
@@ -121,7 +131,7 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     ),
   });
   const attachment = new aws.ec2.VolumeAttachment(
-    `${name}-profile-attach`,
+    `${name}-browser-profile-attach`,
     { instanceId: machine.instance.id, volumeId: profileVolume.id, deviceName: "/dev/sdf", stopInstanceBeforeDetaching: true },
     // One instance at a time may hold the volume: detach from the old before attaching to the new.
     { parent, deleteBeforeReplace: true },
@@ -132,7 +142,11 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     { parent },
   );
   if (a.repositoryArn !== undefined) {
-    new aws.iam.RolePolicy(`${name}-ecr-pull`, { role: machine.role.id, policy: pulumi.output(a.repositoryArn).apply(pullPolicy) }, { parent });
+    new aws.iam.RolePolicy(
+      `${name}-ecr-pull`,
+      { role: machine.role.id, policy: pulumi.output(a.repositoryArn).apply(pullPolicy) },
+      { parent },
+    );
   }
   const wakeEnv = identity.connection.apply((c) =>
     wakeEnvironment({
@@ -173,7 +187,10 @@ function profileZone(name: string, parent: pulumi.Resource, s: Extract<HostSetti
   );
   return offers.locations.apply((zones) => {
     const zone = [...zones].sort()[0];
-    if (!zone) throw new Error(`${name}: ${s.instanceType} is offered in no availability zone of ${aws.config.region}; choose another host.instanceType`);
+    if (!zone)
+      throw new Error(
+        `${name}: ${s.instanceType} is offered in no availability zone of ${aws.config.region}; choose another host.instanceType`,
+      );
     return zone;
   });
 }

@@ -45,7 +45,13 @@ export class NekoHost extends pulumi.ComponentResource {
     super("neko-infra:host:NekoHost", name, {}, opts);
     const { settings: s, neko } = args;
     const tags = { ...args.tags, Name: name, "neko-infra:role": "host" };
-    const host: HostMachine = hostMachine(name, this, { settings: s, neko, stackTag: args.stackTag, repositoryArn: args.repositoryArn, tags });
+    const host: HostMachine = hostMachine(name, this, {
+      settings: s,
+      neko,
+      stackTag: args.stackTag,
+      repositoryArn: args.repositoryArn,
+      tags,
+    });
     const rt = host.publicAddress.apply((ip): NekoRuntime => ({ publicAddress: ip, gpu: s.gpu, tls: s.tlsFront.enabled }));
 
     this.userPassword = generated(this, `${name}-user-password`, neko.userPassword, 24);
@@ -63,7 +69,9 @@ export class NekoHost extends pulumi.ComponentResource {
       : undefined;
 
     const registryEnv = args.registryCredentials
-      ? pulumi.output(args.registryCredentials.password).apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p }))
+      ? pulumi
+          .output(args.registryCredentials.password)
+          .apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p }))
       : pulumi.output({});
     const env = pulumi
       .all([rt, this.userPassword, this.adminPassword, apiToken, relay?.iceServers ?? pulumi.output(undefined), registryEnv])
@@ -105,7 +113,7 @@ export class NekoHost extends pulumi.ComponentResource {
     this.sshCommand = host.sshHint;
     this.sshAccess = host.sshAccess;
     if (s.kind === "ec2" && s.idleMinutes > 0 && s.wakeOnVisit && host.instance) {
-      this.wakeLink = new WakeOnVisit(`${name}-wake`, { instance: host.instance, nekoUrl: this.url, tags }, { parent: this }).link;
+      this.wakeLink = new WakeOnVisit(`${name}-visit`, { instance: host.instance, nekoUrl: this.url, tags }, { parent: this }).link;
     }
     this.registerOutputs({ url: this.url, publicAddress: this.publicAddress });
   }

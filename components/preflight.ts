@@ -22,13 +22,7 @@ export async function preflight(s: Settings): Promise<void> {
   if (needs.length === 0) return;
   const region = aws.config.region ?? "(the default region)";
   const defaultVpc = needs.some((n) => n.subnetId === undefined)
-    ? await aws.ec2
-        .getVpc({ default: true })
-        .then(() => true)
-        .catch((e: Error) => {
-          if (/no matching EC2 VPC found/i.test(String(e.message))) return false;
-          throw e;
-        })
+    ? (await aws.ec2.getVpcs({ filters: [{ name: "is-default", values: ["true"] }] })).ids.length > 0
     : undefined;
   const vcpus: Record<string, number> = {};
   for (const type of new Set(needs.map((n) => n.instanceType))) {
@@ -47,5 +41,6 @@ export async function preflight(s: Settings): Promise<void> {
       });
   }
   const problems = preflightProblems(needs, { region, defaultVpc, vcpus, quotas });
-  if (problems.length) throw new pulumi.RunError(new SettingsError(problems).message.replace("invalid stack configuration", "preflight failed"));
+  if (problems.length)
+    throw new pulumi.RunError(new SettingsError(problems).message.replace("invalid stack configuration", "preflight failed"));
 }

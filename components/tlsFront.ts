@@ -25,7 +25,13 @@ export function tlsFront(name: string, parent: pulumi.Resource, host: HostMachin
       script: "tls-front.sh",
       args: pulumi.all([subject]).apply(([sub]) => [TLS_IMAGE, sub]),
       env: pulumi.all([subject, host.publicAddress]).apply(([sub, address]) => ({
-        TLS_CADDYFILE: caddyfile({ subject: sub, email: a.tls.email, acmeServer: a.tls.acmeServer, privateRoot: a.tls.acmeRootCert !== undefined, nekoPort: a.nekoPort }),
+        TLS_CADDYFILE: caddyfile({
+          subject: sub,
+          email: a.tls.email,
+          acmeServer: a.tls.acmeServer,
+          privateRoot: a.tls.acmeRootCert !== undefined,
+          nekoPort: a.nekoPort,
+        }),
         ...(a.tls.acmeRootCert ? { TLS_ROOT_CERT: a.tls.acmeRootCert } : {}),
         ...(a.tls.domain ? { TLS_EXPECT_ADDRESS: address } : {}),
       })),

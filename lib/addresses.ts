@@ -63,7 +63,14 @@ export function documentationRange(cidr: string): string | undefined {
   return bits >= 32 && groups[0] === 0x2001 && groups[1] === 0x0db8 ? "2001:db8::/32" : undefined;
 }
 
-const PRIVATE_V4 = [v4("10.0.0.0", 8), v4("172.16.0.0", 12), v4("192.168.0.0", 16), v4("127.0.0.0", 8), v4("169.254.0.0", 16), v4("100.64.0.0", 10)];
+const PRIVATE_V4 = [
+  v4("10.0.0.0", 8),
+  v4("172.16.0.0", 12),
+  v4("192.168.0.0", 16),
+  v4("127.0.0.0", 8),
+  v4("169.254.0.0", 16),
+  v4("100.64.0.0", 10),
+];
 
 /** Loopback, private (RFC 1918, ULA), link-local or carrier-grade NAT: not reachable from the internet. */
 export function isPrivateAddress(addr: string): boolean {

@@ -50,16 +50,38 @@ export function hostPorts(n: NekoSettings, opts: { tls: boolean }): PortSpec[] {
     if (n.webrtc.tcpMux !== undefined) media(n.webrtc.tcpMux, n.webrtc.tcpMux, "tcp", "WebRTC media (TCP mux)");
   }
   if (opts.tls) {
-    ports.push({ from: HTTP_PORT, to: HTTP_PORT, protocol: "tcp", purpose: "ACME HTTP challenge and redirect to HTTPS", exposure: "everyone", service: "tls" });
+    ports.push({
+      from: HTTP_PORT,
+      to: HTTP_PORT,
+      protocol: "tcp",
+      purpose: "ACME HTTP challenge and redirect to HTTPS",
+      exposure: "everyone",
+      service: "tls",
+    });
     ports.push({ from: HTTPS_PORT, to: HTTPS_PORT, protocol: "tcp", purpose: "neko over HTTPS", exposure: "clients", service: "tls" });
   }
   if (n.turn.enabled) {
     const t = n.turn;
     for (const protocol of ["udp", "tcp"] as const) {
-      ports.push({ from: t.port, to: t.port, protocol, purpose: `TURN over ${protocol.toUpperCase()}`, exposure: "clients", service: "turn" });
+      ports.push({
+        from: t.port,
+        to: t.port,
+        protocol,
+        purpose: `TURN over ${protocol.toUpperCase()}`,
+        exposure: "clients",
+        service: "turn",
+      });
     }
-    if (opts.tls) ports.push({ from: t.tlsPort, to: t.tlsPort, protocol: "tcp", purpose: "TURN over TLS", exposure: "clients", service: "turn" });
-    ports.push({ from: t.relayPorts.low, to: t.relayPorts.high, protocol: "udp", purpose: "TURN relay", exposure: "self", service: "turn" });
+    if (opts.tls)
+      ports.push({ from: t.tlsPort, to: t.tlsPort, protocol: "tcp", purpose: "TURN over TLS", exposure: "clients", service: "turn" });
+    ports.push({
+      from: t.relayPorts.low,
+      to: t.relayPorts.high,
+      protocol: "udp",
+      purpose: "TURN relay",
+      exposure: "self",
+      service: "turn",
+    });
   }
   return ports;
 }

@@ -22,7 +22,10 @@ export interface Quota {
 /** EC2's vCPU quotas that the builder and the host count against. */
 export function quotaFor(instanceType: string, spot: boolean): Quota {
   const gpu = /^(g|vt)\d/.test(instanceFamily(instanceType));
-  if (gpu) return spot ? { code: "L-3819A6DF", name: "All G and VT Spot Instance Requests" } : { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances" };
+  if (gpu)
+    return spot
+      ? { code: "L-3819A6DF", name: "All G and VT Spot Instance Requests" }
+      : { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances" };
   return spot
     ? { code: "L-34B43A08", name: "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests" }
     : { code: "L-1216C47A", name: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" };

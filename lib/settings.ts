@@ -56,7 +56,8 @@ const hostKeyLine = publicKeyLine.refine((k) => !k.startsWith("ssh-rsa "), {
 });
 
 const privateKey = z.string().regex(/-----BEGIN [A-Z ]*PRIVATE KEY-----/, {
-  message: "not a PEM/OpenSSH private key (no '-----BEGIN ... PRIVATE KEY-----' line); set it from the file: pulumi config set --secret --path <key> < ~/.ssh/id_ed25519",
+  message:
+    "not a PEM/OpenSSH private key (no '-----BEGIN ... PRIVATE KEY-----' line); set it from the file: pulumi config set --secret --path <key> < ~/.ssh/id_ed25519",
 });
 
 const hostName = z
@@ -66,7 +67,9 @@ const hostName = z
 
 const domainName = z
   .string()
-  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, { message: "not a DNS name such as neko.example.com (lower case)" });
+  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, {
+    message: "not a DNS name such as neko.example.com (lower case)",
+  });
 
 const instanceType = z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9]+$/, {
   message: "not an EC2 instance type such as c6i.2xlarge",
@@ -204,7 +207,10 @@ const tlsFields = {
   /** ACME directory URL (a private CA, or Let's Encrypt's staging server while testing). */
   acmeServer: z.url({ protocol: /^https$/, message: "not an https:// ACME directory URL" }).default(LETS_ENCRYPT),
   /** PEM root certificate of a private ACME server (trusted for the ACME connection only). */
-  acmeRootCert: z.string().regex(/-----BEGIN CERTIFICATE-----/, { message: "not a PEM certificate" }).optional(),
+  acmeRootCert: z
+    .string()
+    .regex(/-----BEGIN CERTIFICATE-----/, { message: "not a PEM certificate" })
+    .optional(),
 };
 
 const hostEc2 = z.strictObject({
@@ -352,8 +358,7 @@ export type RegistrySettings = Raw["registry"];
 
 /** Resolved TLS front: on with its certificate's subject, or off. */
 export type TlsSettings =
-  | { enabled: false }
-  | { enabled: true; subject: string; domain?: string; email?: string; acmeServer: string; acmeRootCert?: string };
+  { enabled: false } | { enabled: true; subject: string; domain?: string; email?: string; acmeServer: string; acmeRootCert?: string };
 
 type TlsFieldNames = keyof typeof tlsFields;
 export type HostSettings =
@@ -456,12 +461,14 @@ export function parseSettings(input: SettingsInput): Settings {
     }
     const kind = kindOf(section, value);
     for (const issue of result.error.issues) {
-      problems.push(...describeIssue(section, issue, {
-        kind,
-        kinds: kindFields[section],
-        fields: plainFields[section],
-        nested: nestedFields[section],
-      }));
+      problems.push(
+        ...describeIssue(section, issue, {
+          kind,
+          kinds: kindFields[section],
+          fields: plainFields[section],
+          nested: nestedFields[section],
+        }),
+      );
     }
   }
   const settings = finish(parsed, input, problems);
@@ -601,7 +608,13 @@ function checkNeko(n: Raw["neko"], gpu: boolean, host: HostSettings | undefined,
   } else {
     uses.push({ key: "neko.webrtc.udpMux", what: "the WebRTC UDP mux port", protocol: "udp", low: n.webrtc.udpMux, high: n.webrtc.udpMux });
     if (n.webrtc.tcpMux !== undefined) {
-      uses.push({ key: "neko.webrtc.tcpMux", what: "the WebRTC TCP mux port", protocol: "tcp", low: n.webrtc.tcpMux, high: n.webrtc.tcpMux });
+      uses.push({
+        key: "neko.webrtc.tcpMux",
+        what: "the WebRTC TCP mux port",
+        protocol: "tcp",
+        low: n.webrtc.tcpMux,
+        high: n.webrtc.tcpMux,
+      });
     }
   }
   if (tls) {
@@ -624,7 +637,13 @@ function checkNeko(n: Raw["neko"], gpu: boolean, host: HostSettings | undefined,
     }
   }
   const { turn: _t, iceLite, ...rest } = n;
-  return { ...rest, iceLite: iceLite ?? !t.enabled, videoCodec: n.videoCodec ?? (gpu ? "h264" : "vp8"), portRange: range, turn: turnSettings };
+  return {
+    ...rest,
+    iceLite: iceLite ?? !t.enabled,
+    videoCodec: n.videoCodec ?? (gpu ? "h264" : "vp8"),
+    portRange: range,
+    turn: turnSettings,
+  };
 }
 
 /** Rules that span sections. */
@@ -636,11 +655,15 @@ function checkCombination(s: Partial<Settings>, problems: string[]): void {
       );
     }
     if (s.host && s.host.kind !== "local" && s.host.kind !== "none") {
-      problems.push(`${keyOf("registry.kind")}: docker serves only a host of kind local; a ${s.host.kind} host pulls from a registry: use registry.kind ecr or oci`);
+      problems.push(
+        `${keyOf("registry.kind")}: docker serves only a host of kind local; a ${s.host.kind} host pulls from a registry: use registry.kind ecr or oci`,
+      );
     }
   }
   if (s.host?.kind === "local" && s.registry?.kind === "ecr") {
-    problems.push(`${keyOf("registry.kind")}: a local host cannot pull from ECR without AWS credentials for Docker; use registry.kind docker (or oci)`);
+    problems.push(
+      `${keyOf("registry.kind")}: a local host cannot pull from ECR without AWS credentials for Docker; use registry.kind docker (or oci)`,
+    );
   }
   if (s.host?.kind === "local" && s.neko?.turn.enabled) {
     problems.push(`${keyOf("neko.turn")}: a TURN relay serves clients on other networks; a local host has none (use host.kind ec2 or ssh)`);

@@ -42,13 +42,25 @@ export function wakeEnvironment(w: WakeSpec): Record<string, string> {
   if (w.ready === "marker") Object.assign(env, { READY_MARKER: BOOTSTRAP_MARKER, READY_LOG: BOOTSTRAP_LOG });
   if (w.target.kind === "ssh") {
     const c = w.target.connection;
-    Object.assign(env, { SSH_HOST: c.host, SSH_PORT: String(c.port), SSH_USER: c.user, SSH_HOST_KEY: c.hostKey, SSH_PRIVATE_KEY: c.privateKey });
-    env.SSH_HOST_KEY_SETTING = w.target.hostKeySetting ?? "the host key Pulumi generated for it (was the instance replaced outside Pulumi?)";
+    Object.assign(env, {
+      SSH_HOST: c.host,
+      SSH_PORT: String(c.port),
+      SSH_USER: c.user,
+      SSH_HOST_KEY: c.hostKey,
+      SSH_PRIVATE_KEY: c.privateKey,
+    });
+    env.SSH_HOST_KEY_SETTING =
+      w.target.hostKeySetting ?? "the host key Pulumi generated for it (was the instance replaced outside Pulumi?)";
   }
   if (w.method.kind === "command") env.WAKE_COMMAND = w.method.command;
   if (w.method.kind === "ec2") {
     // A booting instance refuses connections for a while before sshd listens.
-    Object.assign(env, { EC2_REGION: w.method.region, EC2_STACK_TAG: w.method.stackTag, EC2_ROLE_TAG: w.method.role, REFUSED_GRACE: "180" });
+    Object.assign(env, {
+      EC2_REGION: w.method.region,
+      EC2_STACK_TAG: w.method.stackTag,
+      EC2_ROLE_TAG: w.method.role,
+      REFUSED_GRACE: "180",
+    });
   }
   if (w.disabled) env.DISABLED = w.disabled;
   return env;

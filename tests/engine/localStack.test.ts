@@ -56,7 +56,11 @@ function upScriptDestroy() {
   const env: NodeJS.ProcessEnv = { ...p.env, HOME: home, PULUMI_BACKEND_URL: `file://${home}/.pulumi-neko-infra` };
   delete env.PULUMI_CONFIG_PASSPHRASE;
   env.PULUMI_CONFIG_PASSPHRASE_FILE = path.join(home, ".pulumi-neko-infra", "passphrase-local");
-  return spawnSync("pulumi", ["destroy", "--yes", "--skip-preview", "--stack", "local", "--non-interactive"], { cwd: p.dir, env, encoding: "utf8" });
+  return spawnSync("pulumi", ["destroy", "--yes", "--skip-preview", "--stack", "local", "--non-interactive"], {
+    cwd: p.dir,
+    env,
+    encoding: "utf8",
+  });
 }
 
 test("npm run up -- local: neko from the local Nix, loaded into the local Docker, healthy on localhost", async () => {

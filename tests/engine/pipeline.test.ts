@@ -140,7 +140,9 @@ test("c. a sleeping builder: a no-op up leaves it asleep; a flake change wakes i
 
 /** When the running neko started: a rollout that changes nothing must not restart it. */
 const startedAt = () =>
-  execFileSync("/usr/bin/docker", ["inspect", "--format", "{{.State.StartedAt}}", "neko"], { env: { ...process.env, DOCKER_HOST: h.DOCKER_HOST } })
+  execFileSync("/usr/bin/docker", ["inspect", "--format", "{{.State.StartedAt}}", "neko"], {
+    env: { ...process.env, DOCKER_HOST: h.DOCKER_HOST },
+  })
     .toString()
     .trim();
 

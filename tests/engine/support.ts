@@ -37,7 +37,8 @@ export class Project {
     for (const f of ["index.ts", "Pulumi.yaml", "package.json", "tsconfig.json", ...(opts.files ?? [])]) {
       fs.copyFileSync(path.join(ROOT, f), path.join(this.dir, f));
     }
-    for (const d of ["lib", "components", "scripts", "lambda", "tools"]) fs.cpSync(path.join(ROOT, d), path.join(this.dir, d), { recursive: true });
+    for (const d of ["lib", "components", "scripts", "lambda", "tools"])
+      fs.cpSync(path.join(ROOT, d), path.join(this.dir, d), { recursive: true });
     fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(this.dir, "node_modules"));
     // The Debian docker client matches the harness's dockerd (the newer one on PATH may not).
     const bin = path.join(this.work, "bin");
@@ -163,7 +164,12 @@ export function sourceEnv(file: string): Record<string, string> {
 }
 
 /** Starts a harness service (tests/harness/<script> start STATE ...args) and returns its env. */
-export function startService(script: string, state: string, args: string[] = [], env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+export function startService(
+  script: string,
+  state: string,
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+): Record<string, string> {
   execFileSync("bash", [path.join(HARNESS, script), "start", state, ...args], { stdio: "inherit", env });
   return sourceEnv(path.join(state, "env"));
 }

@@ -1,66 +1,80 @@
 /**
- * The dev (x86, spot builder) and prod (GPU) stacks under mocks: the resource graph and the inputs
- * that carry the project's security, cost and correctness rules.
+ * The dev (x86, spot builder) and prod (GPU, TURN) stacks under Pulumi mocks, their example
+ * addresses replaced as an operator would: the resource graph and the inputs that carry the
+ * project's security, cost and correctness rules. AWS resources can only be checked this way here;
+ * the steps they wire are proven against real tools in tests/realtool and tests/engine.
  */
 import { parse } from "yaml";
-import { runStack, stackConfig, StackRun, EIP, AMIS } from "../support/stack";
+import { TLS_IMAGE } from "../../lib/caddy";
+import { TURN_IMAGE } from "../../lib/turn";
+import { AMIS, EIP, runStack, stackConfig, StackRun } from "../support/stack";
 
 const AL2023 = AMIS["/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"];
 const GPU_AMI = AMIS["/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"];
+const config = (stack: string) => stackConfig(stack, { realAddresses: true });
+const section = (stack: string, key: string) => JSON.parse(config(stack)[`neko-infra:${key}`]);
 
 let dev: StackRun;
 let prod: StackRun;
 beforeAll(async () => {
-  dev = await runStack(stackConfig("dev"), { stack: "dev" });
-  prod = await runStack(stackConfig("prod"), { stack: "prod" });
+  dev = await runStack(config("dev"), { stack: "dev" });
+  prod = await runStack(config("prod"), { stack: "prod" });
 }, 60_000);
 
 const componentOf = (run: StackRun, name: string) => run.byName(name).parent.split("::").pop();
 const ruleKey = (r: any) => `${r.fromPort}-${r.toPort}/${r.protocol}`;
+/** The `export NAME=value` lines at the top of a step's stdin, as a map. */
+function stdinEnv(stdin: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const m of stdin.matchAll(/^export ([A-Z_][A-Z0-9_]*)=('(?:[^']|'\\'')*'|\S*)$/gm)) {
+    env[m[1]] = m[2].startsWith("'") ? m[2].slice(1, -1).replace(/'\\''/g, "'") : m[2];
+  }
+  return env;
+}
 
 describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
   const run = () => (stack === "dev" ? dev : prod);
 
-  test("four components, every resource parented to the component that owns it", () => {
+  test("the components, and every resource under the component that owns it (wake steps under their machine)", () => {
     const components = run().resources.filter((r) => r.type.startsWith("neko-infra:"));
     expect(components.map((c) => `${c.type} ${c.name}`).sort()).toEqual([
       "neko-infra:build:BinaryCache cache",
       "neko-infra:build:NixBuilder builder",
       "neko-infra:build:NixImage image",
       "neko-infra:host:NekoHost host",
+      "neko-infra:host:WakeOnVisit host-visit",
       "neko-infra:registry:ImageRegistry registry",
     ]);
     for (const r of run().resources.filter((r) => !r.type.startsWith("neko-infra:"))) {
-      expect([r.name, componentOf(run(), r.name)]).toEqual([r.name, r.name.split("-")[0]]);
+      const owner = /^(image|registry)-.*-wake$/.test(r.name)
+        ? "builder"
+        : r.name.startsWith("host-visit")
+          ? "host-visit"
+          : r.name.split("-")[0];
+      expect([r.name, componentOf(run(), r.name)]).toEqual([r.name, owner]);
     }
   });
 
-  test.each([["builder-instance"], ["host-instance"]])("%s: IMDSv2 required, encrypted gp3 root volume, AMI changes ignored", (name) => {
-    const i = run().byName(name);
-    expect(i.inputs.metadataOptions).toMatchObject({ httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 });
-    expect(i.inputs.rootBlockDevice).toMatchObject({ encrypted: true, volumeType: "gp3", deleteOnTermination: true });
-    expect(i.ignoreChanges).toEqual(["ami"]);
-    expect(i.inputs.userData).toMatch(/^#cloud-config\n/);
-  });
+  test.each([["builder-instance"], ["host-instance"]])(
+    "%s: IMDSv2 required, encrypted gp3 root volume, AMI changes ignored, stops on shutdown",
+    (name) => {
+      const i = run().byName(name);
+      expect(i.inputs.metadataOptions).toMatchObject({ httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 });
+      expect(i.inputs.rootBlockDevice).toMatchObject({ encrypted: true, volumeType: "gp3", deleteOnTermination: true });
+      expect(i.ignoreChanges).toEqual(["ami"]);
+      expect(i.inputs.instanceInitiatedShutdownBehavior).toBe("stop"); // the idle timers power off
+      expect(i.inputs.userData).toMatch(/^#cloud-config\n/);
+      expect(i.inputs.tags).toMatchObject({ "neko-infra:stack": `neko-infra/${stack}`, "neko-infra:role": name.split("-")[0] });
+    },
+  );
 
-  test("builder: x86 AL2023, SSH only from the configured networks, no permissions of its own", () => {
-    const cfg = JSON.parse(stackConfig(stack)["neko-infra:builder"]);
+  test("builder: x86 AL2023, SSH only from the configured networks, the idle timer in its user-data", () => {
+    const cfg = section(stack, "builder");
     expect(run().byName("builder-instance").inputs).toMatchObject({ ami: AL2023, instanceType: cfg.instanceType });
     const sg = run().byName("builder-sg").inputs;
     expect(sg.ingress).toHaveLength(1);
     expect(sg.ingress[0]).toMatchObject({ protocol: "tcp", fromPort: 22, toPort: 22 });
     expect([...sg.ingress[0].cidrBlocks, ...(sg.ingress[0].ipv6CidrBlocks ?? [])].sort()).toEqual([...cfg.sshCidrs].sort());
-    expect(
-      run()
-        .ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-        .map((r) => r.name),
-    ).toEqual(["host-ssm"]);
-  });
-
-  test("builder: stops itself when idle (stop, not terminate), and up starts it again", () => {
-    expect(run().byName("builder-instance").inputs.instanceInitiatedShutdownBehavior).toBe("stop");
-    expect(run().byName("builder-running").inputs).toEqual({ instanceId: "builder-instance-id", state: "running" });
-    expect(run().byName("builder-ready").dependencies).toContain(run().byName("builder-running").urn);
     expect(parse(run().byName("builder-instance").inputs.userData).runcmd[1]).toEqual([
       "systemctl",
       "enable",
@@ -69,9 +83,32 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     ]);
   });
 
+  test("nothing asks for a running machine: no InstanceState; the steps' wake steps start them when they run", () => {
+    expect(run().ofType("aws:ec2transitgateway/instanceState:InstanceState")).toEqual([]);
+    for (const [step, role] of [
+      ["image-build", "builder"],
+      ["registry-push", "builder"],
+      ["host-tls", "host"],
+      ["host-neko", "host"],
+    ]) {
+      const wake = run().byName(`${step}-wake`);
+      expect(wake.type).toBe("command:local:Command");
+      expect(wake.inputs).toMatchObject({ create: expect.stringMatching(/^node - # wake /), update: ":", addPreviousOutputInEnv: false });
+      expect(wake.inputs.stdin).toContain("scripts/wake.js");
+      expect(wake.inputs.environment).toMatchObject({
+        WAKE: "ec2",
+        EC2_STACK_TAG: `neko-infra/${stack}`,
+        EC2_ROLE_TAG: role,
+        READY: "marker",
+      });
+      expect(run().secretInputs[`${step}-wake`]).toContain("environment"); // the SSH key
+      expect(wake.inputs.triggers).toEqual([expect.stringMatching(/^[0-9a-f]{64}$/)]);
+      expect(run().byName(step).dependencies).toContain(wake.urn);
+    }
+  });
+
   test("binary cache: a private, encrypted, expiring bucket only the builder may use", () => {
-    const bucket = run().byName("cache-bucket");
-    expect(bucket.inputs.forceDestroy).toBe(true);
+    expect(run().byName("cache-bucket").inputs.forceDestroy).toBe(true);
     expect(run().byName("cache-private").inputs).toMatchObject({
       blockPublicAcls: true,
       blockPublicPolicy: true,
@@ -88,169 +125,245 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     ]);
   });
 
-  test("the builder may push to this stack's repository only", () => {
+  test("the builder may push to this stack's repository only; the host may pull from it only", () => {
     const repoArn = `arn:aws:ecr:eu-central-1:123456789012:repository/${run().byName("registry-repo").inputs.name}`;
-    const push = run().byName("registry-builder-push");
-    expect(push.inputs.role).toBe("builder-role-id");
-    const doc = JSON.parse(push.inputs.policy);
-    expect(doc.Statement.map((s: any) => s.Resource).sort()).toEqual(["*", repoArn]);
-    expect(doc.Statement.find((s: any) => s.Resource === "*").Action).toBe("ecr:GetAuthorizationToken");
-  });
-
-  test("the host may pull from that repository only, and is reachable through SSM", () => {
-    const doc = JSON.parse(run().byName("host-ecr-pull").inputs.policy);
-    const actions = doc.Statement.flatMap((s: any) => [s.Action].flat());
-    expect(actions.some((a: string) => /Put|Upload|Delete/.test(a))).toBe(false);
+    const push = JSON.parse(run().byName("registry-builder-push").inputs.policy);
+    expect(push.Statement.map((s: any) => s.Resource).sort()).toEqual(["*", repoArn]);
+    expect(push.Statement.find((s: any) => s.Resource === "*").Action).toBe("ecr:GetAuthorizationToken");
+    const pull = JSON.parse(run().byName("host-ecr-pull").inputs.policy).Statement.flatMap((s: any) => [s.Action].flat());
+    expect(pull.some((a: string) => /Put|Upload|Delete/.test(a))).toBe(false);
     expect(run().byName("host-ssm").inputs.policyArn).toBe("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore");
   });
 
   test("ECR: immutable tags, scan on push, encrypted, lifecycle", () => {
     const repo = run().byName("registry-repo").inputs;
-    const cfg = JSON.parse(stackConfig(stack)["neko-infra:registry"]);
-    expect(repo).toMatchObject({
-      name: cfg.repository,
-      imageTagMutability: "IMMUTABLE",
-      imageScanningConfiguration: { scanOnPush: true },
-      forceDelete: cfg.forceDelete ?? false,
-    });
+    const cfg = section(stack, "registry");
+    expect(repo).toMatchObject({ name: cfg.repository, imageTagMutability: "IMMUTABLE", imageScanningConfiguration: { scanOnPush: true } });
     expect(repo.encryptionConfigurations).toEqual([{ encryptionType: "AES256" }]);
     expect(JSON.parse(run().byName("registry-lifecycle").inputs.policy).rules[0].selection.countNumber).toBe(cfg.keepImages);
   });
 
-  test("the build runs nix-build.sh on the builder, over SSH with the pinned host key", () => {
+  test("the build: a readable command line bounded on the builder, the cache key only on stdin, the host key pinned", () => {
     const build = run().byName("image-build");
-    const img = JSON.parse(stackConfig(stack)["neko-infra:image"]);
+    const img = section(stack, "image");
     expect(build.type).toBe("command:remote:Command");
-    const cacheKey = "neko-infra-" + stack + "-1:[A-Za-z0-9+/]+=*";
-    expect(build.inputs.create).toMatch(
-      new RegExp(
-        `^NIX_CACHE='s3://neko-cache-bucket-a1b2c3\\?region=eu-central-1' NIX_CACHE_PUBLIC_KEY=${cacheKey} NIX_CACHE_SECRET_KEY=${cacheKey} bash -s -- ${img.flake} ${img.attr}$`,
-      ),
-    );
-    expect(run().secretInputs["image-build"]).toContain("create");
-    expect(build.inputs.logging).toBe("stderr");
+    expect(build.inputs.create).toBe(`timeout -k 15s 7200s bash -s -- ${img.flake} ${img.attr}`);
+    expect(run().secretInputs["image-build"]).not.toContain("create");
+    expect(run().secretInputs["image-build"]).toEqual(expect.arrayContaining(["stdin", "connection"]));
+    const env = stdinEnv(build.inputs.stdin);
+    expect(env).toMatchObject({ NIX_CACHE: "s3://neko-cache-bucket-a1b2c3?region=eu-central-1" });
+    expect(env.NIX_CACHE_SECRET_KEY).toMatch(new RegExp(`^neko-infra-${stack}-1:[A-Za-z0-9+/]+=*$`));
     expect(build.inputs.stdin).toContain("usage: nix-build.sh FLAKE_REF ATTR");
-    expect(build.inputs.connection).toMatchObject({ host: EIP.builder, user: "ec2-user", port: 22 });
+    expect(build.inputs.connection).toMatchObject({ host: EIP.builder, user: "ec2-user", port: 22, dialErrorLimit: 4 });
     expect(build.inputs.connection.hostKey).toMatch(/^ssh-ed25519 \S+$/);
-    expect(build.inputs.connection.hostKey).toBe(run().byName("builder-ready").inputs.connection.hostKey);
     expect(build.inputs.addPreviousOutputInEnv).toBe(false);
-    expect(run().secretInputs["image-build"]).toContain("connection");
   });
 
   test("the push runs on the builder with ECR auth from its role: no registry token anywhere", () => {
     const push = run().byName("registry-push");
-    const storePath = String(run().outputs.storePath);
-    expect(push.inputs.create).toBe(
-      `REGISTRY_AUTH=ecr bash -s -- ${storePath} 123456789012.dkr.ecr.eu-central-1.amazonaws.com/${run().byName("registry-repo").inputs.name}`,
-    );
-    expect(push.dependencies).toContain(run().resources.find((r) => r.name === "registry-builder-push")!.urn);
+    const repo = `123456789012.dkr.ecr.eu-central-1.amazonaws.com/${run().byName("registry-repo").inputs.name}`;
+    expect(push.inputs.create).toBe(`timeout -k 15s 3600s bash -s -- ${run().outputs.storePath} ${repo}`);
+    expect(stdinEnv(push.inputs.stdin)).toEqual({ REGISTRY_AUTH: "ecr" });
+    expect(push.dependencies).toContain(run().byName("registry-builder-push").urn);
     const all = JSON.stringify(run().resources.map((r) => r.inputs));
-    expect(all).not.toMatch(/"(password|registryAuth|authorizationToken|proxyEndpoint)"/);
+    expect(all).not.toMatch(/"(registryAuth|authorizationToken|proxyEndpoint)"/);
+    expect(run().outputs.imageRef).toMatch(new RegExp(`^${repo.replace(/\./g, "\\.")}@sha256:[0-9a-f]{64}$`));
   });
 
-  test("host security group: SSH from admins, exactly the container's ports from clients", () => {
-    const sg = run().byName("host-sg").inputs;
-    const host = JSON.parse(stackConfig(stack)["neko-infra:host"]);
-    const [ssh, ...neko] = sg.ingress;
-    expect(ssh).toMatchObject({ fromPort: 22, toPort: 22, protocol: "tcp", cidrBlocks: host.sshCidrs });
-    for (const r of neko) expect([...r.cidrBlocks, ...(r.ipv6CidrBlocks ?? [])].sort()).toEqual([...host.clientCidrs].sort());
-    const covered = neko.flatMap((r: any) =>
-      Array.from({ length: r.toPort - r.fromPort + 1 }, (_, i) => `${r.fromPort + i}/${r.protocol}`),
-    );
-    const published = run()
-      .byName("host-neko")
-      .inputs.ports.map((p: any) => `${p.external}/${p.protocol}`);
-    expect(covered.sort()).toEqual(published.sort());
-    expect(neko.map(ruleKey)).toEqual(["8080-8080/tcp", "52000-52100/udp"]);
-  });
-
-  test("container: pinned digest, linux/amd64, 1:1 ports, 2 GB shm, health-gated, passwords secret", () => {
-    const c = run().byName("host-neko").inputs;
-    // the image ID printed by the pull of imageRef (by digest)
-    expect(c.image).toMatch(/^sha256:[0-9a-f]{64}$/);
-    expect(run().outputs.imageRef).toMatch(/@sha256:[0-9a-f]{64}$/);
-    expect(c).toMatchObject({ name: "neko", platform: "linux/amd64", shmSize: 2048, restart: "unless-stopped", wait: false });
-    expect(c.ports.every((p: any) => p.internal === p.external)).toBe(true);
-    expect(c.ports).toHaveLength(1 + 101);
-    expect(c.healthcheck).toMatchObject({
-      tests: ["CMD-SHELL", "wget -q -O - http://127.0.0.1:8080/health || exit 1"],
-      retries: 8,
-      interval: "10s",
-      timeout: "5s",
+  test("the profile: its own encrypted volume, in the zone chosen once; the instance follows it; one instance holds it at a time", () => {
+    const vol = run().byName("host-browser-profile");
+    expect(vol.inputs).toMatchObject({ encrypted: true, type: "gp3", size: 10, availabilityZone: "eu-central-1a" });
+    expect(vol.ignoreChanges).toEqual(["availabilityZone"]);
+    expect(run().byName("host-instance").inputs.availabilityZone).toBe("eu-central-1a");
+    const attach = run().byName("host-browser-profile-attach");
+    expect(attach.inputs).toMatchObject({
+      instanceId: "host-instance-id",
+      volumeId: "host-browser-profile-id",
+      stopInstanceBeforeDetaching: true,
     });
-    expect(c.envs).toContain(`NEKO_WEBRTC_NAT1TO1=${EIP.host}`);
-    expect(c.envs).toContain("NEKO_SERVER_BIND=:8080");
-    expect(c.envs).toContain("NEKO_WEBRTC_EPR=52000-52100");
-    expect(c.envs).toContain("NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD=generated-host-admin-password");
-    expect(c.envs.filter((e: string) => /^NEKO_(EPR|NAT1TO1|PASSWORD|SCREEN|ICELITE)=/.test(e))).toEqual([]);
-    expect(run().secretInputs["host-neko"]).toEqual(["envs"]);
-    const healthy = run().byName("host-healthy");
-    expect(healthy.inputs.create).toBe("bash -s -- neko 150");
-    expect(healthy.inputs.triggers).toEqual(["host-neko-id"]);
-    expect(healthy.dependencies).toContain(run().byName("host-neko").urn);
+    expect(parse(run().byName("host-instance").inputs.userData).runcmd[0].slice(-1)).toEqual(["host-browser-profile-id"]);
   });
 
-  test("the image is pulled by digest on the host before the container is created", () => {
-    const pull = run().byName("host-pull");
-    expect(pull.inputs.create).toBe(`bash -s -- ${run().outputs.imageRef}`);
-    expect(run().byName("host-neko").dependencies).toContain(pull.urn);
-  });
-
-  test("docker runs over SSH on the host, after the host answered", () => {
-    const provider = run().byName("host-docker");
-    expect(provider.inputs.host).toBe(`ssh://ec2-user@${EIP.host}:22`);
-    expect(JSON.parse(provider.inputs.sshOpts).join(" ")).toContain("StrictHostKeyChecking=yes");
-    expect(provider.dependencies).toContain(run().byName("host-ready").urn);
-    expect(run().byName("host-neko").provider).toContain("host-docker");
-  });
-
-  test("stack outputs: url, digest, addresses, ssh hint; passwords secret", () => {
-    const o = run().outputs;
-    expect(o.url).toBe(`http://${EIP.host}:8080/`);
-    expect(o).toMatchObject({ hostIp: EIP.host, builderIp: EIP.builder });
-    expect(o.sshCommand).toMatch(
-      new RegExp(`^ssh -i \\S+/${stack}-host/id -o UserKnownHostsFile=\\S+ -p 22 ec2-user@${EIP.host.replace(/\./g, "\\.")}$`),
+  test("host security group: SSH from the admins; HTTPS and media from the clients; 80 (ACME) from anyone; neko's own port closed", () => {
+    const sg = run().byName("host-sg").inputs;
+    const host = section(stack, "host");
+    const [ssh, ...rest] = sg.ingress;
+    expect(ssh).toMatchObject({ fromPort: 22, toPort: 22, protocol: "tcp" });
+    expect([...ssh.cidrBlocks, ...(ssh.ipv6CidrBlocks ?? [])].sort()).toEqual([...host.sshCidrs].sort());
+    const byPort = Object.fromEntries(
+      rest.map((r: any) => [`${ruleKey(r)} ${r.description}`, [...r.cidrBlocks, ...(r.ipv6CidrBlocks ?? [])]]),
     );
-    expect(run().secretOutputs.sort()).toEqual(["adminPassword", "userPassword"]);
+    expect(byPort["80-80/tcp ACME HTTP challenge and redirect to HTTPS"]).toEqual(["0.0.0.0/0", "::/0"]);
+    expect(byPort["443-443/tcp neko over HTTPS"].sort()).toEqual([...host.clientCidrs].sort());
+    expect(byPort["52000-52100/udp WebRTC media (EPR)"].sort()).toEqual([...host.clientCidrs].sort());
+    expect(rest.some((r: any) => r.fromPort === 8080)).toBe(false);
+  });
+
+  test("the HTTPS front: Caddy with an IP certificate (short-lived profile) for the Elastic IP, before neko is deployed", () => {
+    const tls = run().byName("host-tls");
+    expect(tls.inputs.create).toBe(`timeout -k 15s 600s bash -s -- ${TLS_IMAGE} ${EIP.host}`);
+    const caddyfile = stdinEnv(tls.inputs.stdin).TLS_CADDYFILE;
+    expect(caddyfile).toContain(`${EIP.host} {`);
+    expect(caddyfile).toContain("profile shortlived");
+    expect(caddyfile).toContain("dir https://acme-v02.api.letsencrypt.org/directory");
+    expect(caddyfile).toContain("reverse_proxy 127.0.0.1:8080");
+    expect(run().byName("host-neko").dependencies).toContain(run().byName(stack === "prod" ? "host-turn" : "host-tls").urn);
+    expect(run().outputs.url).toBe(`https://${EIP.host}/`);
+  });
+
+  test("neko's rollout: the image by digest on a readable command line; passwords only on stdin; again on a new instance", () => {
+    const neko = run().byName("host-neko");
+    expect(neko.inputs.create).toBe(`timeout -k 15s 1800s bash -s -- ${run().outputs.imageRef}`);
+    expect(neko.inputs.triggers).toEqual(["host-instance-id"]);
+    expect(neko.inputs.delete).toBeUndefined(); // an EC2 host's containers go with the instance
+    expect(run().secretInputs["host-neko"]).toEqual(expect.arrayContaining(["stdin"]));
+    const env = stdinEnv(neko.inputs.stdin);
+    expect(env).toMatchObject({
+      NEKO_NAME: "neko",
+      NEKO_PUBLISH: "127.0.0.1:8080:8080/tcp\n52000-52100:52000-52100/udp",
+      NEKO_PROFILE: "/var/lib/neko-infra/profile",
+      NEKO_PROFILE_DIR: "/home/neko/.config/chromium",
+      NEKO_STATE_DIR: "/var/lib/neko-infra/host",
+      NEKO_API_TOKEN: "generated-host-api-token",
+    });
+    const nekoEnv = Object.fromEntries(
+      env.NEKO_ENV.trim()
+        .split("\n")
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+    expect(nekoEnv).toMatchObject({
+      NEKO_SERVER_BIND: ":8080",
+      NEKO_SERVER_PROXY: "true",
+      NEKO_WEBRTC_NAT1TO1: EIP.host,
+      NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD: "generated-host-admin-password",
+      NEKO_SESSION_API_TOKEN: "generated-host-api-token",
+    });
+    expect(Object.keys(nekoEnv).filter((k) => /^NEKO_(EPR|NAT1TO1|PASSWORD|SCREEN|ICELITE)$/.test(k))).toEqual([]);
+  });
+
+  test("wake on visit: a function URL whose token the function itself never holds, allowed to start this instance only", () => {
+    const fn = run().byName("host-visit-fn");
+    expect(fn.inputs).toMatchObject({ runtime: "nodejs22.x", handler: "index.handler" });
+    const vars = fn.inputs.environment.variables;
+    expect(vars).toMatchObject({ INSTANCE_ID: "host-instance-id", NEKO_URL: `https://${EIP.host}/`, MAX_STARTS: "6" });
+    expect(vars.TOKEN_SHA256).toMatch(/^[0-9a-f]{64}$/);
+    expect(JSON.stringify(fn.inputs)).not.toContain("generated-host-visit-token");
+    expect(run().byName("host-visit-url").inputs.authorizationType).toBe("NONE");
+    const policy = JSON.parse(run().byName("host-visit-start").inputs.policy);
+    expect(policy.Statement.find((s: any) => s.Sid === "StartAndCount").Resource).toBe(
+      `arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id`,
+    );
+    expect(run().outputs.wakeLink).toBe("https://host-visit-url.lambda-url.eu-central-1.on.aws/?t=generated-host-visit-token");
+  });
+
+  test("stack outputs: url, digest, addresses, ssh hint; passwords, logins and the wake link secret", () => {
+    const o = run().outputs;
+    expect(o).toMatchObject({ hostIp: EIP.host, builderIp: EIP.builder, sshCommand: `npm run ssh -- ${stack} host` });
+    expect(run().secretOutputs.sort()).toEqual(["adminPassword", "builderSsh", "hostSsh", "userPassword", "wakeLink"]);
   });
 });
 
 describe("dev vs prod", () => {
-  test("dev: a cheap x86 host with VP8 and a spot builder", () => {
+  test("dev: a cheap x86 host with VP8, and a spot builder whose request is cancelled before its instance goes", () => {
     expect(dev.byName("host-instance").inputs).toMatchObject({
       ami: AL2023,
       instanceType: "c6i.xlarge",
       rootBlockDevice: { volumeSize: 30 },
     });
-    expect(dev.byName("host-neko").inputs.gpus).toBeUndefined();
-    expect(dev.byName("host-neko").inputs.envs).toContain("NEKO_CAPTURE_VIDEO_CODEC=vp8");
     expect(dev.byName("builder-instance").inputs.instanceMarketOptions).toEqual({
       marketType: "spot",
       spotOptions: { spotInstanceType: "persistent", instanceInterruptionBehavior: "stop" },
     });
+    const guard = dev.byName("builder-spot-request");
+    expect(guard.inputs).toMatchObject({ create: ":", delete: 'node -e "$SPOT_CANCEL_SCRIPT"', triggers: ["sir-builder-instance"] });
+    expect(guard.inputs.environment).toMatchObject({ SPOT_REQUEST_ID: "sir-builder-instance", EC2_REGION: "eu-central-1" });
+    expect(guard.dependencies).toContain(dev.byName("builder-instance").urn);
+    expect(prod.resources.some((r) => r.name === "builder-spot-request")).toBe(false);
   });
 
-  test("prod: the NVIDIA AMI on a GPU type, the GPU handed to the container, NVENC H.264", () => {
+  test("prod: the NVIDIA AMI on a GPU type, the GPU handed to neko, the encoder chosen on the host", () => {
     expect(prod.byName("host-instance").inputs).toMatchObject({
       ami: GPU_AMI,
       instanceType: "g5.xlarge",
       rootBlockDevice: { volumeSize: 120 },
     });
-    const c = prod.byName("host-neko").inputs;
-    expect(c.gpus).toBe("all");
-    expect(c.envs).toEqual(
-      expect.arrayContaining(["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all", "NEKO_CAPTURE_VIDEO_CODEC=h264"]),
-    );
-    expect(c.envs.find((e: string) => e.startsWith("NEKO_CAPTURE_VIDEO_PIPELINE="))).toContain("nvh264enc");
-    expect(prod.byName("builder-instance").inputs.instanceMarketOptions).toBeUndefined();
+    const env = stdinEnv(prod.byName("host-neko").inputs.stdin);
+    expect(env.NEKO_RUN_ARGS.split("\n")).toContain("--gpus=all");
+    expect(env.NEKO_NVENC).toBe("auto");
+    expect(env.NEKO_ENV).toContain("NVIDIA_VISIBLE_DEVICES=all");
+    expect(env.NEKO_ENV).toContain("NEKO_CAPTURE_VIDEO_CODEC=h264");
+    expect(stdinEnv(dev.byName("host-neko").inputs.stdin).NEKO_NVENC).toBeUndefined();
     expect(parse(prod.byName("host-instance").inputs.userData).runcmd[0].slice(2, 4)).toEqual(["ec2-user", "1"]);
     expect(parse(dev.byName("host-instance").inputs.userData).runcmd[0].slice(2, 4)).toEqual(["ec2-user", "0"]);
   });
 
+  test("prod: a TURN relay with generated credentials; neko's ICE servers point at it and ICE lite is off", () => {
+    const turn = prod.byName("host-turn");
+    expect(turn.inputs.create).toBe(`timeout -k 15s 300s bash -s -- ${TURN_IMAGE}`);
+    const conf = stdinEnv(turn.inputs.stdin).TURN_CONF;
+    expect(conf).toContain("user=neko:generated-host-turn-password");
+    expect(conf).toContain(`external-ip=${EIP.host}`);
+    const nekoEnv = stdinEnv(prod.byName("host-neko").inputs.stdin).NEKO_ENV;
+    expect(nekoEnv).toContain("NEKO_WEBRTC_ICELITE=0");
+    const frontend = JSON.parse(
+      nekoEnv
+        .split("\n")
+        .find((l) => l.startsWith("NEKO_WEBRTC_ICESERVERS_FRONTEND="))!
+        .split("=")
+        .slice(1)
+        .join("="),
+    );
+    expect(frontend).toEqual([
+      {
+        urls: [`turn:${EIP.host}:3478?transport=udp`, `turn:${EIP.host}:3478?transport=tcp`, `turns:${EIP.host}:5349?transport=tcp`],
+        username: "neko",
+        credential: "generated-host-turn-password",
+      },
+    ]);
+    const sg = prod
+      .byName("host-sg")
+      .inputs.ingress.map((r: any) => `${ruleKey(r)} ${[...r.cidrBlocks, ...(r.ipv6CidrBlocks ?? [])].join(",")}`);
+    expect(sg).toEqual(
+      expect.arrayContaining([`49160-49200/udp ${EIP.host}/32`, `52000-52100/udp ${EIP.host}/32`, "3478-3478/udp 0.0.0.0/0,::/0"]),
+    );
+    expect(dev.resources.some((r) => r.name === "host-turn")).toBe(false);
+  });
+
   test("prod: IPv6 admin networks land in ipv6CidrBlocks", () => {
     expect(prod.byName("builder-sg").inputs.ingress[0]).toMatchObject({
-      cidrBlocks: ["198.51.100.24/32"],
-      ipv6CidrBlocks: ["2001:db8:10::/48"],
+      cidrBlocks: ["100.64.100.24/32"],
+      ipv6CidrBlocks: ["fd00:db8:10::/48"],
     });
+  });
+});
+
+describe("preflight, before anything is created", () => {
+  test("a zero GPU quota fails prod with the quota, the setting and how to raise it; nothing is registered", async () => {
+    await expect(runStack(config("prod"), { stack: "prod", account: { quotas: { "L-DB2E81BA": 0 } } })).rejects.toThrow(
+      /preflight failed \(1 problem\):\n {2}- neko-infra:host\.instanceType: host g5\.xlarge \(4 vCPUs\) needs 4 vCPUs of the EC2 quota "Running On-Demand G and VT instances" \(L-DB2E81BA\), which is 0 in eu-central-1/,
+    );
+  });
+
+  test("no default VPC fails dev, naming both machines' subnetId", async () => {
+    await expect(runStack(config("dev"), { stack: "dev", account: { defaultVpc: false } })).rejects.toThrow(
+      /neko-infra:builder\.subnetId: eu-central-1 has no default VPC.*\n.*neko-infra:host\.subnetId: eu-central-1 has no default VPC/,
+    );
+  });
+
+  test("given subnets need no default VPC; the security groups go into the subnet's VPC", async () => {
+    const c = config("dev");
+    const withSubnet = (key: string) => JSON.stringify({ ...JSON.parse(c[key]), subnetId: "subnet-0123456789abcdef0" });
+    const run = await runStack(
+      { ...c, "neko-infra:builder": withSubnet("neko-infra:builder"), "neko-infra:host": withSubnet("neko-infra:host") },
+      { stack: "dev", account: { defaultVpc: false } },
+    );
+    expect(run.byName("host-sg").inputs.vpcId).toBe("vpc-0given000000000000");
+    expect(run.byName("host-instance").inputs).toMatchObject({ subnetId: "subnet-0123456789abcdef0" });
+    expect(run.byName("host-browser-profile").inputs.availabilityZone).toBe("eu-central-1c");
+  });
+
+  test("a quota the operator may not read is a warning, not a failure", async () => {
+    const run = await runStack(config("prod"), { stack: "prod", account: { quotas: { "L-DB2E81BA": null } } });
+    expect(run.byName("host-instance").inputs.instanceType).toBe("g5.xlarge");
   });
 });

@@ -11,6 +11,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { parse } from "yaml";
+import { readScript } from "../../lib/shell";
 
 export interface Registered {
   type: string;
@@ -75,6 +76,17 @@ function fakeState(type: string, name: string, inputs: Record<string, any>): Rec
         arn: `arn:aws:ecr:${region}:${ACCOUNT}:repository/${inputs.name}`,
         repositoryUrl: `${ACCOUNT}.dkr.ecr.${region}.amazonaws.com/${inputs.name}`,
       };
+    case "aws:ec2/instance:Instance":
+      return {
+        ...inputs,
+        arn: `arn:aws:ec2:${region}:${ACCOUNT}:instance/${name}-id`,
+        privateIp: "172.31.7.9",
+        ...(inputs.instanceMarketOptions ? { spotInstanceRequestId: `sir-${name}` } : {}),
+      };
+    case "aws:lambda/functionUrl:FunctionUrl":
+      return { ...inputs, functionUrl: `https://${name}.lambda-url.${region}.on.aws/` };
+    case "aws:lambda/function:Function":
+      return { ...inputs, arn: `arn:aws:lambda:${region}:${ACCOUNT}:function:${name}`, name: `${name}-7654321` };
     case "aws:iam/role:Role":
       return { ...inputs, arn: `arn:aws:iam::${ACCOUNT}:role/${name}`, name: `${name}-1234567` };
     case "aws:iam/instanceProfile:InstanceProfile":
@@ -106,11 +118,28 @@ function fakeState(type: string, name: string, inputs: Record<string, any>): Rec
   }
 }
 
-/** What each script prints on success (told apart by its usage line), so outputs flow on as in a real run. */
+/** Which script a step runs: its standard input ends with the script's text. */
+function scriptOf(stdin: string): string | undefined {
+  for (const name of [
+    "nix-build.sh",
+    "ship-flake.sh",
+    "push-image.sh",
+    "docker-load.sh",
+    "neko-rollout.sh",
+    "tls-front.sh",
+    "turn-relay.sh",
+  ] as const) {
+    if (stdin.endsWith(readScript(name))) return name;
+  }
+  return undefined;
+}
+
+/** What each script prints on success, so outputs flow on as in a real run. */
 function fakeStdout(inputs: Record<string, any>): string {
   const stdin = String(inputs.stdin ?? "");
   const create = String(inputs.create ?? "");
   if (create === ":") return "";
+  if (create.startsWith("node - ")) return "ready: the machine\n";
   const args =
     create
       .split(" -- ")[1]
@@ -118,16 +147,24 @@ function fakeStdout(inputs: Record<string, any>): string {
       .map((w) => w.replace(/^'|'$/g, "")) ?? [];
   const nixHash = (text: string) => crypto.createHash("sha256").update(text).digest("hex").slice(0, 32);
   const digest = (text: string) => crypto.createHash("sha256").update(text).digest("hex");
-  if (create.startsWith("node - ")) return "ready: the machine\n";
-  if (stdin.includes("usage: nix-build.sh")) return `/nix/store/${nixHash(args.join(" "))}-docker-image-neko.tar.gz\n`;
-  // content-addressed, like `nix flake archive`: the trigger carries the flake's content hash
-  if (stdin.includes("usage: ship-flake.sh")) return `/nix/store/${nixHash(args[0] + JSON.stringify(inputs.triggers))}-source\n`;
-  if (stdin.includes("usage: push-image.sh")) return `${args[1]}@sha256:${digest(args[0])}\n`;
-  if (stdin.includes("usage: docker-load.sh")) return `sha256:${digest(args[0])}\n`;
-  if (stdin.includes("usage: neko-rollout.sh")) return `neko runs ${args[0]}\n`;
-  if (stdin.includes("usage: tls-front.sh")) return `https://${args[1]}/ serves a certificate\n`;
-  if (stdin.includes("usage: turn-relay.sh")) return "turn relay running\n";
-  throw new Error(`mock: a command runs a script the mocks do not know: ${create}`);
+  switch (scriptOf(stdin)) {
+    case "nix-build.sh":
+      return `/nix/store/${nixHash(args.join(" "))}-docker-image-neko.tar.gz\n`;
+    case "ship-flake.sh": // content-addressed, like `nix flake archive`: the trigger carries the flake's content hash
+      return `/nix/store/${nixHash(args[0] + JSON.stringify(inputs.triggers))}-source\n`;
+    case "push-image.sh":
+      return `${args[1]}@sha256:${digest(args[0])}\n`;
+    case "docker-load.sh":
+      return `sha256:${digest(args[0])}\n`;
+    case "neko-rollout.sh":
+      return `neko started sha256:${digest(args[0])} http://127.0.0.1:8080\n`;
+    case "tls-front.sh":
+      return `https://${args[1]}/ serves a certificate\n`;
+    case "turn-relay.sh":
+      return "neko-turn listens\n";
+    default:
+      throw new Error(`mock: a command runs a script the mocks do not know: ${create}`);
+  }
 }
 
 export interface FakeAccount {
@@ -155,10 +192,10 @@ function fakeInvoke(token: string, inputs: Record<string, any>, account: FakeAcc
       if (!value) throw new Error(`unexpected SSM parameter ${inputs.name}`);
       return { ...inputs, value, type: "String" };
     }
-    case "aws:ec2/getVpc:getVpc":
-      if (!inputs.default) throw new Error(`unexpected VPC look-up ${JSON.stringify(inputs)}`);
-      if (account.defaultVpc === false) throw new Error("no matching EC2 VPC found");
-      return { ...inputs, id: "vpc-0default0000000000", cidrBlock: "172.31.0.0/16" };
+    case "aws:ec2/getVpcs:getVpcs":
+      if (JSON.stringify(inputs.filters) !== JSON.stringify([{ name: "is-default", values: ["true"] }]))
+        throw new Error(`unexpected VPC look-up ${JSON.stringify(inputs)}`);
+      return { ...inputs, ids: account.defaultVpc === false ? [] : ["vpc-0default0000000000"] };
     case "aws:ec2/getInstanceType:getInstanceType": {
       const vcpus = VCPUS[inputs.instanceType];
       if (vcpus === undefined) throw new Error(`mock: no vCPU count for ${inputs.instanceType}`);
