@@ -65,11 +65,9 @@ const hostName = z
   .min(1)
   .regex(/^[A-Za-z0-9.:_-]+$/, { message: "not a host name or IP address" });
 
-const domainName = z
-  .string()
-  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, {
-    message: "not a DNS name such as neko.example.com (lower case)",
-  });
+const domainName = z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, {
+  message: "not a DNS name such as neko.example.com (lower case)",
+});
 
 const instanceType = z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9]+$/, {
   message: "not an EC2 instance type such as c6i.2xlarge",

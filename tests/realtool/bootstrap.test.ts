@@ -52,7 +52,11 @@ const documents: [string, () => string, string][] = [
       }),
     "host-bootstrap.sh",
   ],
-  ["CPU host without ECR, never idle", () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 0 }), "host-bootstrap.sh"],
+  [
+    "CPU host without ECR, never idle",
+    () => hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 0 }),
+    "host-bootstrap.sh",
+  ],
 ];
 
 function writeDoc(name: string, text: string): string {

@@ -149,9 +149,18 @@ describe("user-data", () => {
 
   test("host: GPU flag, ECR registry and profile volume reach the bootstrap; '-' for none", () => {
     const doc = parse(
-      hostUserData({ hostKey, sshUser: "ec2-user", gpu: true, ecrRegistry: "1.dkr.ecr.eu-central-1.amazonaws.com", profileVolumeId: "vol-0abc", idleMinutes: 0 }),
+      hostUserData({
+        hostKey,
+        sshUser: "ec2-user",
+        gpu: true,
+        ecrRegistry: "1.dkr.ecr.eu-central-1.amazonaws.com",
+        profileVolumeId: "vol-0abc",
+        idleMinutes: 0,
+      }),
     );
-    expect(doc.runcmd).toEqual([["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com", "vol-0abc"]]);
+    expect(doc.runcmd).toEqual([
+      ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com", "vol-0abc"],
+    ]);
     expect(parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 0 })).runcmd).toEqual([
       ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "0", "-", "-"],
     ]);
@@ -160,8 +169,12 @@ describe("user-data", () => {
   test("host: the idle timer runs host-idle-stop.sh every minute with the configured limit", () => {
     const doc = parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 20 }));
     const files = Object.fromEntries(doc.write_files.map((f: any) => [f.path, f.content]));
-    expect(files["/var/lib/neko-infra/host-idle-stop.sh"]).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-idle-stop.sh"), "utf8"));
-    expect(files["/etc/systemd/system/neko-host-idle.service"]).toContain("ExecStart=/usr/bin/bash /var/lib/neko-infra/host-idle-stop.sh 20\n");
+    expect(files["/var/lib/neko-infra/host-idle-stop.sh"]).toBe(
+      fs.readFileSync(path.join(__dirname, "../../scripts/host-idle-stop.sh"), "utf8"),
+    );
+    expect(files["/etc/systemd/system/neko-host-idle.service"]).toContain(
+      "ExecStart=/usr/bin/bash /var/lib/neko-infra/host-idle-stop.sh 20\n",
+    );
     expect(doc.runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-host-idle.timer"]);
   });
 });

@@ -25,7 +25,12 @@ function neko(overrides: Record<string, unknown> = {}, gpu = false): NekoSetting
 }
 
 const V2_NAMES = /^NEKO_(EPR|NAT1TO1|PASSWORD|PASSWORD_ADMIN|SCREEN|ICELITE|UDPMUX|TCPMUX|BIND|VIDEO_CODEC|PROXY)$/;
-const rt = (o: Partial<{ publicAddress: string; gpu: boolean; tls: boolean }> = {}) => ({ publicAddress: "100.64.0.20", gpu: false, tls: false, ...o });
+const rt = (o: Partial<{ publicAddress: string; gpu: boolean; tls: boolean }> = {}) => ({
+  publicAddress: "100.64.0.20",
+  gpu: false,
+  tls: false,
+  ...o,
+});
 
 describe("one port list", () => {
   test("EPR without TLS: neko's HTTP port and the UDP range, both for the clients", () => {
@@ -97,7 +102,13 @@ describe("one port list", () => {
   });
 
   test("SSH rule is port 22 from the given networks only", () => {
-    expect(sshIngress(["100.64.0.24/32"])).toMatchObject({ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["100.64.0.24/32"], ipv6CidrBlocks: [] });
+    expect(sshIngress(["100.64.0.24/32"])).toMatchObject({
+      protocol: "tcp",
+      fromPort: 22,
+      toPort: 22,
+      cidrBlocks: ["100.64.0.24/32"],
+      ipv6CidrBlocks: [],
+    });
   });
 });
 
@@ -157,7 +168,10 @@ describe("environment", () => {
   });
 
   test.each([[false], [true]])("never a v2 name (gpu=%s)", (gpu) => {
-    const names = Object.keys({ ...nekoEnv(neko({}, gpu), rt({ gpu, tls: true })), ...nekoSecretEnv({ userPassword: "u", adminPassword: "a", apiToken: "t" }) });
+    const names = Object.keys({
+      ...nekoEnv(neko({}, gpu), rt({ gpu, tls: true })),
+      ...nekoSecretEnv({ userPassword: "u", adminPassword: "a", apiToken: "t" }),
+    });
     expect(names.filter((n) => V2_NAMES.test(n))).toEqual([]);
   });
 
@@ -169,7 +183,12 @@ describe("environment", () => {
 
 describe("rollout", () => {
   test("x86 with TLS: neko published on loopback, 2 GB shm, fixed hostname, profile and state dir", () => {
-    const env = rolloutEnv(neko(), rt({ tls: true }), { bindAddress: "", profile: "/var/lib/neko-infra/profile", stackTag: "neko-infra/dev", stateDir: "/s" });
+    const env = rolloutEnv(neko(), rt({ tls: true }), {
+      bindAddress: "",
+      profile: "/var/lib/neko-infra/profile",
+      stackTag: "neko-infra/dev",
+      stateDir: "/s",
+    });
     expect(env).toEqual({
       NEKO_NAME: "neko",
       NEKO_PUBLISH: "127.0.0.1:8080:8080/tcp\n52000-52100:52000-52100/udp",

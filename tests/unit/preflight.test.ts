@@ -30,7 +30,9 @@ describe("preflight", () => {
   });
 
   test("a quota that could not be read is not checked", () => {
-    expect(preflightProblems([{ section: "host", instanceType: "g5.xlarge", spot: false }], { ...facts, quotas: { "L-DB2E81BA": undefined } })).toEqual([]);
+    expect(
+      preflightProblems([{ section: "host", instanceType: "g5.xlarge", spot: false }], { ...facts, quotas: { "L-DB2E81BA": undefined } }),
+    ).toEqual([]);
   });
 
   test("no default VPC: each machine without a subnet is named, with both fixes", () => {
@@ -107,7 +109,14 @@ describe("wake environment", () => {
   });
 
   test("a disabled machine carries the text the wake step fails with; a local one needs no SSH", () => {
-    const env = wakeEnvironment({ machine: "the builder", target: { kind: "local" }, method: { kind: "none" }, ready: "nix", readyTimeoutSeconds: 60, disabled: "off" });
+    const env = wakeEnvironment({
+      machine: "the builder",
+      target: { kind: "local" },
+      method: { kind: "none" },
+      ready: "nix",
+      readyTimeoutSeconds: 60,
+      disabled: "off",
+    });
     expect(env).toEqual({ WAKE_MACHINE: "the builder", TARGET: "local", WAKE: "none", READY: "nix", READY_TIMEOUT: "60", DISABLED: "off" });
   });
 
@@ -115,7 +124,12 @@ describe("wake environment", () => {
     const doc = JSON.parse(wakePolicy("arn:aws:ec2:eu-central-1:123456789012:instance/i-0abc"));
     expect(doc.Statement).toEqual([
       { Sid: "Describe", Effect: "Allow", Action: "ec2:DescribeInstances", Resource: "*" },
-      { Sid: "StartAndCount", Effect: "Allow", Action: ["ec2:StartInstances", "ec2:CreateTags"], Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/i-0abc" },
+      {
+        Sid: "StartAndCount",
+        Effect: "Allow",
+        Action: ["ec2:StartInstances", "ec2:CreateTags"],
+        Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/i-0abc",
+      },
     ]);
   });
 });

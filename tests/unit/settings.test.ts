@@ -122,7 +122,8 @@ describe("valid settings", () => {
       throw new Error("the unedited stack file parsed");
     })();
     expect(e.problems.length).toBeGreaterThan(0);
-    for (const p of e.problems) expect(p).toMatch(/^neko-infra:(builder|host)\.(sshCidrs|clientCidrs)\[\d+\]: \S+ lies in .*documentation range/);
+    for (const p of e.problems)
+      expect(p).toMatch(/^neko-infra:(builder|host)\.(sshCidrs|clientCidrs)\[\d+\]: \S+ lies in .*documentation range/);
   });
 
   test("Pulumi.local.yaml parses: local builder, docker registry, local host on loopback", () => {
@@ -144,7 +145,12 @@ describe("valid settings", () => {
 
   test("an ssh host on a private address has no TLS by default; a domain or a public address turns it on", () => {
     const ssh = (extra: object) =>
-      parseSettings(input(edit((c) => (c.host = { kind: "ssh", host: "10.0.0.5", privateKey: KEY, hostKey: HOSTKEY, ...extra })), ["host"])).host;
+      parseSettings(
+        input(
+          edit((c) => (c.host = { kind: "ssh", host: "10.0.0.5", privateKey: KEY, hostKey: HOSTKEY, ...extra })),
+          ["host"],
+        ),
+      ).host;
     expect(ssh({})).toMatchObject({ tlsFront: { enabled: false } });
     expect(ssh({ domain: "neko.example.com" })).toMatchObject({ tlsFront: { enabled: true, subject: "neko.example.com" } });
     expect(ssh({ publicAddress: "100.100.100.100" })).toMatchObject({ tlsFront: { enabled: false } }); // CGNAT: private
@@ -186,7 +192,11 @@ describe("valid settings", () => {
 // One config key wrong at a time; each must be reported with its key and what is accepted.
 const BAD: [string, Record<string, unknown>, string][] = [
   ["unknown top-level key", { ...base(), weather: {} }, `${P}:weather: unknown key; neko-infra reads`],
-  ["unknown field", edit((c) => (c.builder.instanceTyp = "c6i.large")), `${P}:builder.instanceTyp: unknown key; did you mean 'instanceType'?`],
+  [
+    "unknown field",
+    edit((c) => (c.builder.instanceTyp = "c6i.large")),
+    `${P}:builder.instanceTyp: unknown key; did you mean 'instanceType'?`,
+  ],
   ["section not an object", { ...base(), neko: "big" }, `${P}:neko: must be an object`],
   ["wrong builder kind", edit((c) => (c.builder.kind = "docker")), `${P}:builder.kind: must be one of ec2, ssh, local`],
   ["wrong host kind", edit((c) => (c.host.kind = "k8s")), `${P}:host.kind: must be one of ec2, ssh, local, none`],
@@ -259,7 +269,11 @@ const BAD: [string, Record<string, unknown>, string][] = [
     edit((c) => Object.assign(c.neko, { turn: true, iceLite: true })),
     `${P}:neko.iceLite: ICE lite must be off with a TURN relay`,
   ],
-  ["TURN without a host", edit((c) => Object.assign(c, { host: { kind: "none" }, neko: { turn: true } })), `${P}:neko.turn: a TURN relay needs a host`],
+  [
+    "TURN without a host",
+    edit((c) => Object.assign(c, { host: { kind: "none" }, neko: { turn: true } })),
+    `${P}:neko.turn: a TURN relay needs a host`,
+  ],
   ["UDP range not a range", edit((c) => (c.neko.webrtc = { epr: "52000:52100" })), `${P}:neko.webrtc.epr: not a port range`],
   ["UDP range too wide", edit((c) => (c.neko.webrtc = { epr: "20000-40000" })), `${P}:neko.webrtc.epr: 20000-40000 spans 20001 ports`],
   [
@@ -306,25 +320,53 @@ const BAD: [string, Record<string, unknown>, string][] = [
     edit((c) => (c.builder = { kind: "local", instanceType: "c6i.large" })),
     `${P}:builder.instanceType: applies to kind ec2, but builder.kind is local`,
   ],
-  ["text for a boolean", edit((c) => (c.builder.spot = "yes")), `${P}:builder.spot: "yes" is text; use true or false: pulumi config set --path 'builder.spot' true`],
-  ["documentation range in sshCidrs", edit((c) => (c.builder.sshCidrs = ["198.51.100.24/32"])), `${P}:builder.sshCidrs[0]: 198.51.100.24/32 lies in 198.51.100.0/24, a documentation range`],
+  [
+    "text for a boolean",
+    edit((c) => (c.builder.spot = "yes")),
+    `${P}:builder.spot: "yes" is text; use true or false: pulumi config set --path 'builder.spot' true`,
+  ],
+  [
+    "documentation range in sshCidrs",
+    edit((c) => (c.builder.sshCidrs = ["198.51.100.24/32"])),
+    `${P}:builder.sshCidrs[0]: 198.51.100.24/32 lies in 198.51.100.0/24, a documentation range`,
+  ],
   [
     "documentation range in clientCidrs (IPv6)",
     edit((c) => (c.host.clientCidrs = ["0.0.0.0/0", "2001:db8:10::/48"])),
     `${P}:host.clientCidrs[1]: 2001:db8:10::/48 lies in 2001:db8::/32, a documentation range`,
   ],
-  ["unpinned github flake", edit((c) => (c.image.flake = "github:G-structure/neko")), `${P}:image.flake: github:G-structure/neko is not pinned to a commit`],
-  ["branch instead of a commit", edit((c) => (c.image.flake = "github:G-structure/neko/main")), `${P}:image.flake: github:G-structure/neko/main is not pinned`],
+  [
+    "unpinned github flake",
+    edit((c) => (c.image.flake = "github:G-structure/neko")),
+    `${P}:image.flake: github:G-structure/neko is not pinned to a commit`,
+  ],
+  [
+    "branch instead of a commit",
+    edit((c) => (c.image.flake = "github:G-structure/neko/main")),
+    `${P}:image.flake: github:G-structure/neko/main is not pinned`,
+  ],
   [
     "RSA host key",
     edit((c) => (c.builder = { kind: "ssh", host: "h", hostKey: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC" })),
     `${P}:builder.hostKey: an RSA host key cannot be used`,
   ],
-  ["dotted key set without --path", { ...base(), "host.gpu": "true" }, `${P}:host.gpu: set without --path, so it is a key of its own named 'host.gpu'; move it: pulumi config rm 'host.gpu' && pulumi config set --path 'host.gpu' <value>`],
+  [
+    "dotted key set without --path",
+    { ...base(), "host.gpu": "true" },
+    `${P}:host.gpu: set without --path, so it is a key of its own named 'host.gpu'; move it: pulumi config rm 'host.gpu' && pulumi config set --path 'host.gpu' <value>`,
+  ],
   ["misspelled top-level key", { ...base(), hots: {} }, `${P}:hots: unknown key; did you mean 'host'?`],
   ["misspelled nested field", edit((c) => (c.neko.webrtc = { mdoe: "mux" })), `${P}:neko.webrtc.mdoe: unknown key; did you mean 'mode'?`],
-  ["field of another host kind", edit((c) => Object.assign(c.host, { bindAddress: "0.0.0.0" })), `${P}:host.bindAddress: applies to kind local, but host.kind is ec2`],
-  ["number given as text", edit((c) => (c.builder.volumeSize = "200")), `${P}:builder.volumeSize: "200" is text; give the number itself: pulumi config set --path 'builder.volumeSize' 200`],
+  [
+    "field of another host kind",
+    edit((c) => Object.assign(c.host, { bindAddress: "0.0.0.0" })),
+    `${P}:host.bindAddress: applies to kind local, but host.kind is ec2`,
+  ],
+  [
+    "number given as text",
+    edit((c) => (c.builder.volumeSize = "200")),
+    `${P}:builder.volumeSize: "200" is text; give the number itself: pulumi config set --path 'builder.volumeSize' 200`,
+  ],
   [
     "docker registry with a remote builder",
     edit((c) => (c.registry = { kind: "docker" })),
