@@ -60,7 +60,7 @@ export interface StepOptions {
 export function runStep(name: string, machine: Machine, args: StepArgs, opts: StepOptions): Step {
   const remote = machine.connection !== undefined && !args.runHere;
   const create = pulumi.output(args.args).apply((a) => commandLine({ args: a, budgetSeconds: args.budgetSeconds }, remote));
-  const stdin = pulumi.output(args.env ?? {}).apply((env) => scriptInput({ script: args.script, env }));
+  const stdin = pulumi.output(args.env ?? {}).apply((env) => scriptInput({ script: args.script, env, budgetSeconds: args.budgetSeconds }));
   const triggers = args.triggers ?? [];
 
   const wake = new command.local.Command(

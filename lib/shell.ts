@@ -67,9 +67,10 @@ export function commandLine(run: Pick<ScriptRun, "args" | "budgetSeconds">, remo
   return [...bound, "bash", "-s", "--", ...run.args.map(shellQuote)].join(" ");
 }
 
-/** The standard input: the environment, then the script. */
-export function scriptInput(run: Pick<ScriptRun, "script" | "env">): string {
-  return envPreamble(run.env ?? {}) + readScript(run.script);
+/** The standard input: the environment (and the budget, for the script's messages), then the script. */
+export function scriptInput(run: Pick<ScriptRun, "script" | "env" | "budgetSeconds">): string {
+  const budget: Record<string, string> = run.budgetSeconds ? { STEP_BUDGET: `${run.budgetSeconds}s` } : {};
+  return envPreamble({ ...budget, ...run.env }) + readScript(run.script);
 }
 
 export function scriptCommand(run: ScriptRun, remote = false): ScriptCommand {

@@ -33,30 +33,12 @@ name=$(basename "$store_path")
 tag=${name%%-*}
 doing="starting"
 
-# Stopped by SIGTERM: by timeout(1) when the step's time budget ran out (the command line is
-# `timeout ... BUDGET bash -s ...`), else by whoever stopped it. Say which and what it was doing.
-budget_of_parent() {
-  local w i=0 next=duration
-  [[ -r /proc/$PPID/cmdline ]] || return 1
-  while IFS= read -r -d '' w; do
-    if ((i == 0)); then
-      [[ ${w##*/} == timeout ]] || return 1
-    elif [[ $next == value ]]; then
-      next=duration
-    elif [[ $w == -k || $w == -s || $w == --kill-after || $w == --signal ]]; then
-      next=value
-    elif [[ $w != -* ]]; then
-      echo "$w"
-      return 0
-    fi
-    i=$((i + 1))
-  done </proc/$PPID/cmdline
-  return 1
-}
+# Stopped by SIGTERM: by timeout(1) when the step's time budget ran out (STEP_BUDGET, from
+# lib/shell.ts), else by whoever stopped it. Say which and what it was doing.
 on_term() {
   trap - TERM
-  local why budget
-  if budget=$(budget_of_parent); then why="ran out of its time budget ($budget)"; else why="was stopped (SIGTERM)"; fi
+  local why="was stopped (SIGTERM)"
+  [[ -z ${STEP_BUDGET:-} ]] || why="ran out of its time budget ($STEP_BUDGET)"
   echo "push-image: $why after ${SECONDS}s while $doing" >&2
   exit 143
 }

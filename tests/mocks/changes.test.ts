@@ -249,7 +249,7 @@ describe("other kinds", () => {
     const build = run.byName("image-build");
     expect(build.type).toBe("command:local:Command");
     expect(build.inputs.create).toBe(`bash -s -- path:${flakeDir} image`);
-    expect(build.inputs.stdin.startsWith(`export NIX_BUILDERS='${builders}'\n`)).toBe(true);
+    expect(build.inputs.stdin.startsWith(`export STEP_BUDGET=7200s\nexport NIX_BUILDERS='${builders}'\n`)).toBe(true);
     expect(build.inputs.triggers).toHaveLength(1);
   });
 });

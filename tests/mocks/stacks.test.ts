@@ -163,7 +163,7 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     const push = run().byName("registry-push");
     const repo = `123456789012.dkr.ecr.eu-central-1.amazonaws.com/${run().byName("registry-repo").inputs.name}`;
     expect(push.inputs.create).toBe(`timeout -k 15s 3600s bash -s -- ${run().outputs.storePath} ${repo}`);
-    expect(stdinEnv(push.inputs.stdin)).toEqual({ REGISTRY_AUTH: "ecr" });
+    expect(stdinEnv(push.inputs.stdin)).toEqual({ STEP_BUDGET: "3600s", REGISTRY_AUTH: "ecr" });
     expect(push.dependencies).toContain(run().byName("registry-builder-push").urn);
     const all = JSON.stringify(run().resources.map((r) => r.inputs));
     expect(all).not.toMatch(/"(registryAuth|authorizationToken|proxyEndpoint)"/);

@@ -27,7 +27,8 @@ describe("shell command lines", () => {
     const cmd = scriptCommand(run);
     expect(cmd.command).toBe("bash -s -- 'a b' c");
     expect(cmd.command).not.toContain("p'w");
-    expect(cmd.stdin.startsWith(`export REGISTRY_PASSWORD='p'\\''w $x'\n`)).toBe(true);
+    // the budget, for the script's own message when timeout(1) stops it, then the environment
+    expect(cmd.stdin.startsWith(`export STEP_BUDGET=60s\nexport REGISTRY_PASSWORD='p'\\''w $x'\n`)).toBe(true);
     expect(cmd.stdin.endsWith(fs.readFileSync(path.join(__dirname, "../../scripts/push-image.sh"), "utf8"))).toBe(true);
     // what a real shell makes of it: the preamble, then a stand-in script that prints what it got
     const input = envPreamble(run.env) + 'printf "%s|%s|%s" "$1" "$2" "$REGISTRY_PASSWORD"';
