@@ -55,14 +55,6 @@ export const SPECS: Record<RuleName, Spec> = {
     description: 'IAM policies use Resource "*" for ECR only with ecr:GetAuthorizationToken.',
     types: [TYPES.rolePolicy, TYPES.iamPolicy],
   },
-  "gpu-container": {
-    description: 'A container whose envs set NVIDIA_VISIBLE_DEVICES has gpus: "all", and the other way round.',
-    types: [TYPES.container],
-  },
-  "container-passwords-secret": {
-    description: "Container envs whose name contains PASSWORD are Pulumi secrets.",
-    types: [TYPES.container],
-  },
 };
 
 export const policies: ResourceValidationPolicy[] = (Object.keys(SPECS) as RuleName[]).map((name) => {

@@ -18,7 +18,6 @@ export const TYPES = {
   ecrRepository: "aws:ecr/repository:Repository",
   rolePolicy: "aws:iam/rolePolicy:RolePolicy",
   iamPolicy: "aws:iam/policy:Policy",
-  container: "docker:index/container:Container",
 } as const;
 
 export interface PolicyResource {
@@ -197,21 +196,40 @@ export const noSshFromAnywhere: Rule = (r, config = {}) => {
     });
 };
 
+/** The TLS front's ports (lib/ports.ts): ACME's HTTP challenge and the redirect on 80, HTTPS on 443. */
+export const ACME_HTTP_PORT = 80;
+export const HTTPS_PORT = 443;
+const isPort = (rule: Ingress, port: number) => rule.protocol === "tcp" && rule.fromPort === port && rule.toPort === port;
+
 /**
- * No other port (neko's HTTP and WebRTC ports: everything a neko-infra security group opens
- * besides SSH) reachable from the whole internet, unless the stack's policy config allows it.
+ * No port but SSH (which has its own rule) reachable from the whole internet, unless the stack's
+ * policy config allows it: neko over HTTPS, its WebRTC media, TURN, and neko's own HTTP port.
+ *
+ * One exception: 80/tcp alone, in a security group that also opens 443/tcp. That is the TLS front
+ * (Caddy): Let's Encrypt's HTTP challenge comes from anywhere, so port 80 must be open to everyone,
+ * and Caddy answers there only the challenge and a redirect to HTTPS; neko never listens on 80
+ * (lib/ports.ts). Without 443 beside it, a world-open 80 serves something else. A standalone rule
+ * resource cannot show what else its group opens, so it gets no exception.
  */
 export const noWorldClients: Rule = (r, config = {}) => {
   if (config.allowWorldClients === true) return [];
-  return ingressRules(r)
+  const rules = ingressRules(r);
+  const tlsFront = r.type === TYPES.securityGroup && rules.some((x) => x.protocol === "tcp" && covers(x, HTTPS_PORT));
+  return rules
     .filter((x) => ["tcp", "udp", "all"].includes(x.protocol))
-    .filter((x) => !(x.protocol === "tcp" && x.fromPort === 22 && x.toPort === 22))
+    .filter((x) => !isPort(x, 22))
     .flatMap((x) => {
       const world = x.cidrs.filter(isWorld);
       if (!world.length) return [];
+      if (isPort(x, ACME_HTTP_PORT) && tlsFront) return [];
       const what = x.description ? ` (${x.description})` : "";
+      const acme = !isPort(x, ACME_HTTP_PORT)
+        ? ""
+        : r.type === TYPES.securityGroup
+          ? ` (port ${ACME_HTTP_PORT} may be open to everyone only for the TLS front's ACME challenge, in a group that also opens ${HTTPS_PORT}/tcp: this one does not)`
+          : ` (port ${ACME_HTTP_PORT} may be open to everyone only for the TLS front's ACME challenge, declared in the ingress of a security group that also opens ${HTTPS_PORT}/tcp; a standalone rule cannot show that)`;
       return [
-        `${label(r)}: ${x.where} opens ${portText(x)}${what} to ${world.join(", ")}; list the client networks in ` +
+        `${label(r)}: ${x.where} opens ${portText(x)}${what} to ${world.join(", ")}${acme}; list the client networks in ` +
           `neko-infra:host.clientCidrs, or set "allowWorldClients": true for policy "no-world-open-neko-ports" ` +
           `in ${CONFIG_FILE} to serve neko to everyone`,
       ];
@@ -279,63 +297,6 @@ export const ecrWildcardOnlyForAuthToken: Rule = (r) => {
   });
 };
 
-// ------------------------------------------------------------------------------------------------
-// Containers
-// ------------------------------------------------------------------------------------------------
-
-/** `NAME=value` entries of a docker container's `envs`. */
-function envEntries(r: PolicyResource): { index: number; name: string; value: string }[] {
-  const envs: any[] = r.props.envs ?? [];
-  return envs.map((e, index) => {
-    const s = String(e);
-    const eq = s.indexOf("=");
-    return { index, name: eq < 0 ? s : s.slice(0, eq), value: eq < 0 ? "" : s.slice(eq + 1) };
-  });
-}
-
-/** A container that asks for the GPU gets it (`gpus: "all"`), and one given the GPU asks for it. */
-export const gpuContainer: Rule = (r) => {
-  if (r.type !== TYPES.container) return [];
-  const nvidia = envEntries(r).find((e) => e.name === "NVIDIA_VISIBLE_DEVICES" && !["", "void", "none"].includes(e.value));
-  const gpus = r.props.gpus;
-  if (nvidia && gpus !== "all") {
-    return [
-      `${label(r)}: envs ask for the GPU (NVIDIA_VISIBLE_DEVICES=${nvidia.value}) but gpus is ${show(gpus)}, so the ` +
-        `container gets no GPU; set gpus: "all" (neko-infra:host.gpu: true sets both)`,
-    ];
-  }
-  if (!nvidia && gpus !== undefined && gpus !== null && gpus !== "") {
-    return [
-      `${label(r)}: gpus is ${show(gpus)} but envs have no NVIDIA_VISIBLE_DEVICES, so the NVIDIA runtime exposes no ` +
-        `device; add NVIDIA_VISIBLE_DEVICES=all and NVIDIA_DRIVER_CAPABILITIES=all (neko-infra:host.gpu: true sets both)`,
-    ];
-  }
-  return [];
-};
-
-const isSecretAt = (paths: readonly string[], prop: string, index: number) => paths.includes(prop) || paths.includes(`${prop}[${index}]`);
-
-/** Passwords (any env name containing PASSWORD) reach a container only as Pulumi secrets. */
-export const passwordEnvsSecret: Rule = (r) => {
-  if (r.type !== TYPES.container) return [];
-  const passwords = envEntries(r).filter((e) => /PASSWORD/i.test(e.name));
-  if (!passwords.length) return [];
-  if (r.secretPaths === undefined) {
-    return [
-      `${label(r)}: cannot tell whether ${passwords.map((e) => e.name).join(", ")} are secret (no secret information ` +
-        `reached the policy: see policy/secrets.ts); wrap envs in pulumi.secret()`,
-    ];
-  }
-  const paths = r.secretPaths;
-  return passwords
-    .filter((e) => !isSecretAt(paths, "envs", e.index))
-    .map(
-      (e) =>
-        `${label(r)}: envs[${e.index}] ${e.name} is a password in plain text (it would be stored unencrypted in the ` +
-        `state and shown in diffs); pass envs through pulumi.secret()`,
-    );
-};
-
 /** Every rule, by the policy name it is served under. */
 export const RULES = {
   "imdsv2-required": imdsV2Required,
@@ -345,8 +306,6 @@ export const RULES = {
   "no-world-open-neko-ports": noWorldClients,
   "ecr-scan-on-push-immutable-tags": ecrRepositoryHardened,
   "ecr-wildcard-only-for-auth-token": ecrWildcardOnlyForAuthToken,
-  "gpu-container": gpuContainer,
-  "container-passwords-secret": passwordEnvsSecret,
 } satisfies Record<string, Rule>;
 
 export type RuleName = keyof typeof RULES;
