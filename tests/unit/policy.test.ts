@@ -55,37 +55,91 @@ const inspected = (stack: Stack, rule: RuleName) =>
     .map((r) => r.name)
     .sort();
 
+/** The stack files (Pulumi.<stack>.yaml) and the policy config files (policy/config/<stack>.json), by stack. */
+const STACK_FILES = fs
+  .readdirSync(ROOT)
+  .filter((f) => /^Pulumi\.[^.]+\.yaml$/.test(f))
+  .map((f) => f.split(".")[1])
+  .sort();
+const CONFIG_FILES = fs
+  .readdirSync(path.join(ROOT, "policy", "config"))
+  .filter((f) => f.endsWith(".json"))
+  .map((f) => f.replace(/\.json$/, ""))
+  .sort();
+
+/** The policy config a stack's settings call for: an allowance for each /0 in its SSH or client networks. */
+function packConfigFor(config: Record<string, string>): PackConfig {
+  const section = (key: string) => JSON.parse(config[`neko-infra:${key}`] ?? "{}");
+  const world = (...lists: unknown[]) => lists.flatMap((l) => (Array.isArray(l) ? l : [])).some((c) => /\/0$/.test(String(c).trim()));
+  const host = section("host");
+  const builder = section("builder");
+  return {
+    "no-ssh-from-anywhere": { allowSshFromAnywhere: world(host.sshCidrs, builder.sshCidrs) },
+    "no-world-open-neko-ports": { allowWorldClients: world(host.clientCidrs) },
+  };
+}
+
+/** A policy config file's text, laid out as policy/config/*.json are (one line per policy, as Prettier keeps it). */
+function configText(cfg: PackConfig): string {
+  const flags = (f: object) =>
+    `{ ${Object.entries(f)
+      .map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`)
+      .join(", ")} }`;
+  return `{\n${Object.entries(cfg)
+    .map(([policy, f]) => `  ${JSON.stringify(policy)}: ${flags(f ?? {})}`)
+    .join(",\n")}\n}\n`;
+}
+
+/** What is missing or left over among the policy config files, each with what to do about it. */
+function configFileProblems(stacks: string[], configs: string[], wanted: (stack: string) => PackConfig): string[] {
+  const missing = stacks
+    .filter((s) => !configs.includes(s))
+    .map(
+      (s) =>
+        `Pulumi.${s}.yaml has no policy config. The CI previews and deploys run the pack with --policy-pack-config ` +
+        `policy/config/<stack>.json, so add policy/config/${s}.json; for this stack's sshCidrs and clientCidrs it holds:\n` +
+        configText(wanted(s)),
+    );
+  const leftover = configs
+    .filter((c) => !stacks.includes(c))
+    .map((c) => `policy/config/${c}.json belongs to no stack (there is no Pulumi.${c}.yaml): delete it, or add the stack file`);
+  return [...missing, ...leftover];
+}
+
 describe("policy config", () => {
-  test("one config file per stack, naming only configurable policies and their flags", () => {
-    const stackFiles = fs
-      .readdirSync(ROOT)
-      .filter((f) => /^Pulumi\.[^.]+\.yaml$/.test(f))
-      .map((f) => f.split(".")[1])
-      .sort();
-    const configFiles = fs
-      .readdirSync(path.join(ROOT, "policy", "config"))
-      .map((f) => f.replace(/\.json$/, ""))
-      .sort();
-    expect(configFiles).toEqual(stackFiles);
-    for (const stack of configFiles) {
-      for (const [policy, cfg] of Object.entries(packConfig(stack))) {
-        const schema = SPECS[policy as RuleName]?.configSchema;
-        expect([stack, policy, schema === undefined]).toEqual([stack, policy, false]);
-        for (const [key, value] of Object.entries(cfg as object)) {
-          expect([stack, key, schema!.properties[key]?.type, typeof value]).toEqual([stack, key, "boolean", "boolean"]);
-        }
-      }
+  test("one config file per stack", () => {
+    const problems = configFileProblems(STACK_FILES, CONFIG_FILES, (stack) => packConfigFor(stackConfig(stack)));
+    if (problems.length) throw new Error(problems.join("\n\n"));
+  });
+
+  test("a stack file without one: the failure names the file to add and its content", () => {
+    const staging = packConfigFor({
+      "neko-infra:builder": JSON.stringify({ kind: "ec2", sshCidrs: ["100.64.0.1/32"] }),
+      "neko-infra:host": JSON.stringify({ kind: "ec2", sshCidrs: ["100.64.0.1/32"], clientCidrs: ["0.0.0.0/0"] }),
+    });
+    expect(configFileProblems(["dev", "staging"], ["dev", "old"], () => staging)).toEqual([
+      "Pulumi.staging.yaml has no policy config. The CI previews and deploys run the pack with --policy-pack-config " +
+        "policy/config/<stack>.json, so add policy/config/staging.json; for this stack's sshCidrs and clientCidrs it holds:\n" +
+        "{\n" +
+        '  "no-ssh-from-anywhere": { "allowSshFromAnywhere": false },\n' +
+        '  "no-world-open-neko-ports": { "allowWorldClients": true }\n' +
+        "}\n",
+      "policy/config/old.json belongs to no stack (there is no Pulumi.old.yaml): delete it, or add the stack file",
+    ]);
+    // what the message proposes for each stack is what its file holds (a missing file fails the test above)
+    for (const stack of STACK_FILES.filter((s) => CONFIG_FILES.includes(s))) {
+      expect([stack, JSON.parse(configText(packConfigFor(stackConfig(stack))))]).toEqual([stack, packConfig(stack)]);
     }
   });
 
-  test.each(STACKS)("%s: the allowances match what the stack config opens to the world", (stack) => {
-    const host = JSON.parse(stackConfig(stack)["neko-infra:host"]);
-    const builder = JSON.parse(stackConfig(stack)["neko-infra:builder"]);
-    const cfg = packConfig(stack);
-    const worldClients = (host.clientCidrs as string[]).some((c) => c.endsWith("/0"));
-    const worldSsh = [...host.sshCidrs, ...builder.sshCidrs].some((c: string) => c.endsWith("/0"));
-    expect(cfg["no-world-open-neko-ports"]?.allowWorldClients ?? false).toBe(worldClients);
-    expect(cfg["no-ssh-from-anywhere"]?.allowSshFromAnywhere ?? false).toBe(worldSsh);
+  test.each(CONFIG_FILES)("%s.json names only configurable policies and their boolean flags", (stack) => {
+    for (const [policy, cfg] of Object.entries(packConfig(stack))) {
+      const schema = SPECS[policy as RuleName]?.configSchema;
+      expect([stack, policy, schema === undefined]).toEqual([stack, policy, false]);
+      for (const [key, value] of Object.entries(cfg as object)) {
+        expect([stack, key, schema!.properties[key]?.type, typeof value]).toEqual([stack, key, "boolean", "boolean"]);
+      }
+    }
   });
 });
 
