@@ -55,6 +55,11 @@ export const SPECS: Record<RuleName, Spec> = {
     description: 'IAM policies use Resource "*" for ECR only with ecr:GetAuthorizationToken.',
     types: [TYPES.rolePolicy, TYPES.iamPolicy],
   },
+  "no-secret-in-command-lines": {
+    description:
+      "Command lines (create, update, delete) hold no credentials and are not secret; stdin, environment and connection holding credential-looking text are Pulumi secrets.",
+    types: [TYPES.localCommand, TYPES.remoteCommand],
+  },
 };
 
 export const policies: ResourceValidationPolicy[] = (Object.keys(SPECS) as RuleName[]).map((name) => {

@@ -8,6 +8,7 @@
  * the policy could not run, and the same policy runs again with the real value during `pulumi up`.
  */
 import { instanceFamily, NVIDIA_GPU_FAMILIES } from "../lib/instanceTypes";
+import { credentialsAt, credentialsIn, stringLeaves } from "./credentials";
 
 export const TYPES = {
   instance: "aws:ec2/instance:Instance",
@@ -18,6 +19,8 @@ export const TYPES = {
   ecrRepository: "aws:ecr/repository:Repository",
   rolePolicy: "aws:iam/rolePolicy:RolePolicy",
   iamPolicy: "aws:iam/policy:Policy",
+  localCommand: "command:local:Command",
+  remoteCommand: "command:remote:Command",
 } as const;
 
 export interface PolicyResource {
@@ -26,8 +29,9 @@ export interface PolicyResource {
   /** Input properties, secrets as their plain values. */
   props: Record<string, any>;
   /**
-   * Which properties are secret: `envs` (the whole list), `envs[3]` (one element), `a.b`.
-   * Undefined when the caller cannot tell (then rules that need it fail closed).
+   * Which properties are secret: `stdin`, `environment` (the whole map), `environment.KEY` (one
+   * entry), `a[3]` (one element). Everything below a secret path is secret too. Undefined when the
+   * caller cannot tell (then rules that need it fail closed).
    */
   secretPaths?: readonly string[];
 }
@@ -297,6 +301,70 @@ export const ecrWildcardOnlyForAuthToken: Rule = (r) => {
   });
 };
 
+// ------------------------------------------------------------------------------------------------
+// Commands (the scripts that run on the builder and the host, and the local steps)
+// ------------------------------------------------------------------------------------------------
+
+const COMMAND_LINES = ["create", "update", "delete"] as const;
+/** Where a Command may carry credentials, as Pulumi secrets: the script's stdin, the environment, the SSH connection. */
+const CREDENTIAL_INPUTS = ["stdin", "environment", "connection"] as const;
+
+/** Is `path` (`environment.SSH_PRIVATE_KEY`) secret, itself or through a secret object or list it is in? */
+const isSecretPath = (paths: readonly string[], path: string) =>
+  paths.some((p) => path === p || path.startsWith(`${p}.`) || path.startsWith(`${p}[`));
+
+/**
+ * Command lines (create, update, delete) hold no credentials and are not secret: they are stored
+ * in plain text, shown in every preview, and a secret one hides what runs and where. Credentials
+ * travel on stdin (the `export` lines lib/shell.ts writes above the script), in `environment` or in
+ * the SSH `connection`, and whatever of those holds credential-looking text must be a Pulumi
+ * secret. Without secret information (policy/secrets.ts's hook did not run) that cannot be told,
+ * and the rule fails closed.
+ */
+export const noSecretInCommandLines: Rule = (r) => {
+  if (r.type !== TYPES.localCommand && r.type !== TYPES.remoteCommand) return [];
+  const out: string[] = [];
+  for (const line of COMMAND_LINES) {
+    const text = r.props[line];
+    if (typeof text !== "string") continue;
+    const found = credentialsIn(text);
+    if (found.length) {
+      out.push(
+        `${label(r)}: ${line} holds ${found.join(", ")}; a command line is stored in plain text and shown in every preview: ` +
+          `pass the credential on stdin (an export line above the script, lib/shell.ts) or in environment, as a Pulumi secret`,
+      );
+    } else if (r.secretPaths !== undefined && isSecretPath(r.secretPaths, line)) {
+      out.push(
+        `${label(r)}: ${line} is a Pulumi secret, so previews show [secret] instead of what runs and where; build the ` +
+          `command line from plain values only and pass secret ones on stdin`,
+      );
+    }
+  }
+  const holding = CREDENTIAL_INPUTS.flatMap((input) =>
+    stringLeaves(r.props[input], input).flatMap((leaf) => {
+      const found = credentialsAt(leaf, input !== "stdin");
+      return found.length ? [{ path: leaf.path, found }] : [];
+    }),
+  );
+  if (!holding.length) return out;
+  const paths = r.secretPaths;
+  if (paths === undefined) {
+    out.push(
+      `${label(r)}: cannot tell whether ${holding.map((h) => h.path).join(", ")} are secret (no secret information reached ` +
+        `the policy: see policy/secrets.ts), and they hold ${[...new Set(holding.flatMap((h) => h.found))].join(", ")}; ` +
+        `make them Pulumi secrets (pulumi.secret())`,
+    );
+    return out;
+  }
+  for (const h of holding.filter((h) => !isSecretPath(paths, h.path))) {
+    out.push(
+      `${label(r)}: ${h.path} holds ${h.found.join(", ")} but is not a Pulumi secret, so it would be stored unencrypted in ` +
+        `the state and shown in diffs; make it a Pulumi secret (pulumi.secret())`,
+    );
+  }
+  return out;
+};
+
 /** Every rule, by the policy name it is served under. */
 export const RULES = {
   "imdsv2-required": imdsV2Required,
@@ -306,6 +374,7 @@ export const RULES = {
   "no-world-open-neko-ports": noWorldClients,
   "ecr-scan-on-push-immutable-tags": ecrRepositoryHardened,
   "ecr-wildcard-only-for-auth-token": ecrWildcardOnlyForAuthToken,
+  "no-secret-in-command-lines": noSecretInCommandLines,
 } satisfies Record<string, Rule>;
 
 export type RuleName = keyof typeof RULES;

@@ -5,6 +5,7 @@
  * secrets and hides unknowns the way the engine's requests make it.
  */
 import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import type { ResourceValidationArgs, ResourceValidationPolicy } from "@pulumi/policy";
 import { parse } from "yaml";
@@ -16,6 +17,7 @@ import {
   encryptedVolumes,
   gpuInstance,
   imdsV2Required,
+  noSecretInCommandLines,
   noSshFromAnywhere,
   noWorldClients,
   PolicyResource,
@@ -25,6 +27,7 @@ import {
   RULES,
   TYPES,
 } from "../../policy/rules";
+import { credentialsIn } from "../../policy/credentials";
 import { installSecretPaths, secretPathsIn } from "../../policy/secrets";
 import { EIP, ROOT, runStack, stackConfig, StackRun } from "../support/stack";
 
@@ -156,6 +159,11 @@ describe.each(STACKS)("%s stack graph", (stack) => {
     holds("no-world-open-neko-ports", ["builder-sg", "host-sg"]);
     holds("ecr-scan-on-push-immutable-tags", ["registry-repo"]);
     holds("ecr-wildcard-only-for-auth-token", ["host-ecr-pull", "registry-builder-push"]);
+    const steps = ["image-build", "registry-push", "host-tls", "host-neko", ...(stack === "prod" ? ["host-turn"] : [])];
+    holds("no-secret-in-command-lines", [
+      ...steps.flatMap((step) => [step, `${step}-wake`]),
+      ...(stack === "dev" ? ["builder-spot-request"] : []),
+    ]);
   });
 
   test("and the fields the rules read", () => {
@@ -181,10 +189,70 @@ describe.each(STACKS)("%s stack graph", (stack) => {
       const statements = JSON.parse(resource(stack, name).props.policy).Statement;
       expect(statements.find((s: any) => s.Resource === "*").Action).toBe("ecr:GetAuthorizationToken");
     }
+    // credentials on stdin, in the wake steps' environment and in the connection, each secret; plain command lines
+    const holding = (name: string, input: string) =>
+      credentialsIn(JSON.stringify(resource(stack, name).props[input]).replace(/\\n/g, "\n"));
+    for (const [name, input] of [
+      ["image-build", "stdin"], // the cache's signing key
+      ["host-neko", "stdin"], // neko's passwords and API token
+      ["host-neko-wake", "environment"], // the SSH key
+      ["host-neko", "connection"],
+      ...(stack === "prod" ? [["host-turn", "stdin"]] : []), // the TURN password
+    ]) {
+      expect([name, input, holding(name, input).length > 0]).toEqual([name, input, true]);
+      expect([name, resource(stack, name).secretPaths]).toEqual([name, expect.arrayContaining([input])]);
+    }
+    for (const r of all().filter((r) => r.type.startsWith("command:"))) {
+      expect([r.name, typeof r.props.create]).toEqual([r.name, "string"]);
+      expect([r.name, r.secretPaths]).toEqual([r.name, expect.not.arrayContaining(["create", "update", "delete"])]);
+    }
   });
 
   test("no rule finds a violation, with the stack's policy config", () => {
     expect(all().flatMap((r) => checkResource(r, packConfig(stack)))).toEqual([]);
+  });
+});
+
+describe("another shape: an ssh builder with the operator's key, an OCI registry with a password, neko on this machine", () => {
+  const KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n";
+  const flake = fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-policy-flake-"));
+  afterAll(() => fs.rmSync(flake, { recursive: true, force: true }));
+  let run: StackRun;
+  beforeAll(async () => {
+    fs.writeFileSync(path.join(flake, "flake.nix"), "{ outputs = _: { }; }\n");
+    const config = {
+      "neko-infra:builder": JSON.stringify({
+        kind: "ssh",
+        host: "10.231.7.2",
+        privateKey: KEY,
+        hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9nDl2ZH6Tz5R5bLPMbUE6EaF7HFGWU2mmKDzHgDm4G",
+      }),
+      "neko-infra:image": JSON.stringify({ flake, attr: "image" }),
+      "neko-infra:registry": JSON.stringify({ kind: "oci", url: "10.231.7.1:5000/neko", username: "neko", password: "s3cret-pw" }),
+      "neko-infra:host": JSON.stringify({ kind: "local" }),
+      "neko-infra:neko": JSON.stringify({ userPassword: "user-pass-1", adminPassword: "admin-pass-1", apiToken: "api-token-0123456789" }),
+    };
+    run = await runStack(config, { secretKeys: Object.keys(config).filter((k) => k !== "neko-infra:image") });
+  }, 30_000);
+
+  test("the operator's credentials reach stdin, environment and connection, each secret: no rule finds a violation", () => {
+    const steps = policyResources(run).filter((r) => r.type.startsWith("command:"));
+    const where = steps.flatMap((r) =>
+      ["stdin", "environment", "connection"].flatMap((input) =>
+        credentialsIn(JSON.stringify(r.props[input] ?? "").replace(/\\n/g, "\n")).length ? [`${r.name} ${input}`] : [],
+      ),
+    );
+    expect(where).toEqual(
+      expect.arrayContaining([
+        "image-ship stdin", // the builder's key, for nix copy
+        "image-build connection",
+        "registry-push stdin", // REGISTRY_PASSWORD
+        "host-neko stdin", // REGISTRY_PASSWORD and neko's passwords
+        "image-build-wake environment",
+      ]),
+    );
+    expect(steps.flatMap((r) => checkResource(r))).toEqual([]);
+    expect(policyResources(run).flatMap((r) => checkResource(r))).toEqual([]);
   });
 });
 
@@ -460,6 +528,122 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
     ]);
   });
 
+  test("no-secret-in-command-lines: credentials off command lines, and secret wherever else they are", () => {
+    const neko = resource("prod", "host-neko");
+    const line = neko.props.create;
+    neko.props.create = `${line} --password=hunter2`;
+    expect(fire(noSecretInCommandLines, neko)).toEqual([
+      'command:remote:Command "host-neko": create holds a credential assignment (password=…); a command line is stored in plain ' +
+        "text and shown in every preview: pass the credential on stdin (an export line above the script, lib/shell.ts) or in " +
+        "environment, as a Pulumi secret",
+    ]);
+    expect(fire(noSecretInCommandLines, neko).join()).not.toContain("hunter2");
+    // a private key, an AWS secret key, a token in update or delete; a variable's expansion is fine, so is a git revision
+    neko.props.create = line;
+    neko.props.update = "KEY='-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----' bash -s";
+    neko.props.delete = "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE aws s3 rm --secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY s3://x";
+    expect(fire(noSecretInCommandLines, neko)).toEqual([
+      expect.stringContaining('"host-neko": update holds a private key block (BEGIN RSA PRIVATE KEY); a command line'),
+      expect.stringContaining('"host-neko": delete holds a 40-character string shaped like an AWS secret access key; a command line'),
+    ]);
+    neko.props.update =
+      'REGISTRY_PASSWORD="$REGISTRY_PASSWORD" NEKO_API_TOKEN=${NEKO_API_TOKEN:-} bash -s -- github:o/neko/8bd6b3bd1674044d0cba441214e04118268bc1cc';
+    neko.props.delete = "export GITHUB_TOKEN=ghp_x; true";
+    expect(fire(noSecretInCommandLines, neko)).toEqual([
+      expect.stringContaining('"host-neko": delete holds a credential assignment (GITHUB_TOKEN=…); a command line'),
+    ]);
+    delete neko.props.update;
+    delete neko.props.delete;
+    expect(fire(noSecretInCommandLines, neko)).toEqual([]);
+
+    // a secret command line: previews would hide what runs
+    neko.secretPaths = [...neko.secretPaths!, "create"];
+    expect(fire(noSecretInCommandLines, neko)).toEqual([
+      'command:remote:Command "host-neko": create is a Pulumi secret, so previews show [secret] instead of what runs and where; ' +
+        "build the command line from plain values only and pass secret ones on stdin",
+    ]);
+
+    // stdin, environment and connection holding credentials, not secret
+    neko.secretPaths = ["connection"];
+    expect(fire(noSecretInCommandLines, neko)).toEqual([
+      'command:remote:Command "host-neko": stdin holds a credential assignment (NEKO_MEMBER_MULTIUSER_USER_PASSWORD=…), a credential ' +
+        "assignment (NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD=…), a credential assignment (NEKO_SESSION_API_TOKEN=…), a credential " +
+        "assignment (NEKO_API_TOKEN=…) but is not a Pulumi secret, so it would be stored unencrypted in the state and shown in diffs; " +
+        "make it a Pulumi secret (pulumi.secret())",
+    ]);
+    expect(fire(noSecretInCommandLines, neko).join()).not.toContain("generated-host");
+    neko.secretPaths = ["stdin"];
+    expect(fire(noSecretInCommandLines, neko)).toEqual([
+      expect.stringContaining(
+        '"host-neko": connection.privateKey holds a credential under the name privateKey, a private key block (BEGIN OPENSSH PRIVATE KEY) but is not a Pulumi secret',
+      ),
+    ]);
+    const wake = resource("prod", "host-neko-wake");
+    wake.secretPaths = [];
+    expect(fire(noSecretInCommandLines, wake)).toEqual([
+      expect.stringContaining(
+        '"host-neko-wake": environment.SSH_PRIVATE_KEY holds a credential under the name SSH_PRIVATE_KEY, a private key block',
+      ),
+    ]);
+    wake.secretPaths = ["environment.SSH_PRIVATE_KEY"]; // entry by entry is as good as the whole map
+    expect(fire(noSecretInCommandLines, wake)).toEqual([]);
+    wake.props.environment.REGISTRY_TOKEN = "abc";
+    expect(fire(noSecretInCommandLines, wake)).toEqual([
+      expect.stringContaining("environment.REGISTRY_TOKEN holds a credential under the name REGISTRY_TOKEN but is not a Pulumi secret"),
+    ]);
+    const turn = resource("prod", "host-turn");
+    turn.secretPaths = ["connection"];
+    expect(fire(noSecretInCommandLines, turn)).toEqual([
+      expect.stringContaining('"host-turn": stdin holds a TURN user=NAME:PASSWORD line but is not a Pulumi secret'),
+    ]);
+
+    // no secret information at all: fail closed, once, naming what would have to be secret
+    const unknown = resource("prod", "host-neko");
+    delete unknown.secretPaths;
+    expect(fire(noSecretInCommandLines, unknown)).toEqual([
+      'command:remote:Command "host-neko": cannot tell whether stdin, connection.privateKey are secret (no secret information ' +
+        "reached the policy: see policy/secrets.ts), and they hold a credential assignment (NEKO_MEMBER_MULTIUSER_USER_PASSWORD=…), " +
+        "a credential assignment (NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD=…), a credential assignment (NEKO_SESSION_API_TOKEN=…), a " +
+        "credential assignment (NEKO_API_TOKEN=…), a credential under the name privateKey, a private key block (BEGIN OPENSSH " +
+        "PRIVATE KEY); make them Pulumi secrets (pulumi.secret())",
+    ]);
+    // ... but a step with nothing credential-like needs no secret information: the spot request guard, the TLS front's stdin
+    const guard = resource("dev", "builder-spot-request");
+    delete guard.secretPaths;
+    expect(fire(noSecretInCommandLines, guard)).toEqual([]);
+    const tls = resource("dev", "host-tls");
+    delete tls.secretPaths;
+    delete tls.props.connection;
+    expect(fire(noSecretInCommandLines, tls)).toEqual([]);
+  });
+
+  test("what counts as credential-looking text", () => {
+    const yes: [string, string][] = [
+      ["-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----", "a private key block (BEGIN OPENSSH PRIVATE KEY)"],
+      ["-----BEGIN PRIVATE KEY-----", "a private key block (BEGIN PRIVATE KEY)"],
+      ["-----BEGIN EC PRIVATE KEY-----", "a private key block (BEGIN EC PRIVATE KEY)"],
+      ["export NEKO_PASSWORD='a b'", "a credential assignment (NEKO_PASSWORD=…)"],
+      ["docker login --password=x", "a credential assignment (password=…)"],
+      ["NIX_CACHE_SECRET_KEY=neko-1:abc", "a credential assignment (NIX_CACHE_SECRET_KEY=…)"],
+      ["static-auth-secret=abc", "a credential assignment (static-auth-secret=…)"],
+      ["API_TOKEN=abc", "a credential assignment (API_TOKEN=…)"],
+      ["gpg --passphrase=abc", "a credential assignment (passphrase=…)"],
+      ["user=neko:s3cret", "a TURN user=NAME:PASSWORD line"],
+      ["wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "a 40-character string shaped like an AWS secret access key"],
+    ];
+    for (const [text, what] of yes) expect([text, credentialsIn(text)]).toEqual([text, [what]]);
+    const no = [
+      "timeout -k 15s 7200s bash -s -- github:G-structure/neko/8bd6b3bd1674044d0cba441214e04118268bc1cc chromium-x86_64",
+      "bash -s -- 123456789012.dkr.ecr.eu-central-1.amazonaws.com/neko@sha256:06ddf0dd5358d0d8298eff44bf7160f4f33b176866b5709388ef1d23faf7fdf0",
+      "/nix/store/4aa3f19859e2399e67fd00fa923d613c-docker-image-neko.tar.gz",
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9nDl2ZH6Tz5R5bLPMbUE6EaF7HFGWU2mmKDzHgDm4G",
+      'password="" token=() secret=$(cat /run/key) PASSWORD=${REGISTRY_PASSWORD:?unset} user=${REGISTRY_USER:?unset}',
+      "TOKEN_SHA256=b106f022276d9f539bb04e21689f4f570b6048c397a4d424a7124e53da80cdb3 PASSWORD_FILE= [[ $key =~ PASS|SECRET|TOKEN ]]",
+      "if (TOKEN==x) ; -----BEGIN CERTIFICATE-----",
+    ];
+    for (const text of no) expect([text, credentialsIn(text)]).toEqual([text, []]);
+  });
+
   test("every rule has a policy, each mandatory, and each fired above", () => {
     expect(policies.map((p) => p.name).sort()).toEqual(Object.keys(RULES).sort());
     expect(policies.every((p) => p.enforcementLevel === "mandatory")).toBe(true);
@@ -538,13 +722,13 @@ interface Diagnostic {
   message: string;
 }
 
-/** The engine's marshalling of inputs: secrets wrapped at `paths` (`envs`, `envs[3]`), unknowns at `unknown`. */
+/** The engine's marshalling of inputs: secrets wrapped at `paths` (`stdin`, `a[3]`, `environment.KEY`), unknowns at `unknown`. */
 function marshal(r: PolicyResource, paths: readonly string[], unknown: string[] = []): Record<string, unknown> {
   const props = JSON.parse(JSON.stringify(r.props));
   for (const p of paths) {
-    const m = /^(\w+)(?:\[(\d+)\])?$/.exec(p)!;
-    if (m[2] === undefined) props[m[1]] = { [SIG_KEY]: SECRET_SIG, value: props[m[1]] };
-    else props[m[1]][Number(m[2])] = { [SIG_KEY]: SECRET_SIG, value: props[m[1]][Number(m[2])] };
+    const keys = [...p.matchAll(/([^.[\]]+)|\[(\d+)\]/g)].map((m) => (m[2] !== undefined ? Number(m[2]) : m[1]));
+    const holder = keys.slice(0, -1).reduce((o: any, k) => o[k], props);
+    holder[keys[keys.length - 1]] = { [SIG_KEY]: SECRET_SIG, value: holder[keys[keys.length - 1]] };
   }
   for (const k of unknown) props[k] = UNKNOWN;
   return props;
@@ -573,10 +757,8 @@ describe("served by @pulumi/policy's analyze RPC (secrets unwrapped, unknowns hi
   beforeAll(() => installSecretPaths());
 
   test("secretPathsIn: what the hook records", () => {
-    expect(secretPathsIn(marshal({ type: "t", name: "n", props: { a: [1, 2], b: { c: "x" }, d: 1 } }, ["a[1]", "b"]))).toEqual([
-      "a[1]",
-      "b",
-    ]);
+    const props = { a: [1, 2], b: { c: "x" }, d: 1, e: { f: "y", g: "z" } };
+    expect(secretPathsIn(marshal({ type: "t", name: "n", props }, ["a[1]", "b", "e.g"]))).toEqual(["a[1]", "b", "e.g"]);
   });
 
   test.each(STACKS)("%s: every resource of the graph, as the engine sends it", async (stack) => {
@@ -602,7 +784,46 @@ describe("served by @pulumi/policy's analyze RPC (secrets unwrapped, unknowns hi
     expect((await analyze(sg)).map((d) => d.policy)).toEqual(["no-ssh-from-anywhere"]);
   });
 
+  test("a step whose credentials arrive as plain values: mandatory violations; secret ones, none", async () => {
+    const neko = resource("prod", "host-neko");
+    expect(neko.secretPaths).toEqual(["connection", "stdin"]);
+    expect(await analyze(neko)).toEqual([]);
+    const found = await analyze(neko, ["connection"]);
+    expect(found.map((d) => [d.policy, d.level])).toEqual([["no-secret-in-command-lines", "mandatory"]]);
+    // what the engine shows: the policy's description, then the message
+    const [description, message] = found[0].message.split("\n");
+    expect(description).toBe(SPECS["no-secret-in-command-lines"].description);
+    expect(message).toMatch(
+      /^command:remote:Command "host-neko": stdin holds a credential assignment \(NEKO_MEMBER_MULTIUSER_USER_PASSWORD=…\)/,
+    );
+    expect(found[0].message).not.toContain("generated-host");
+    // the wake step: the whole environment secret, or only the key in it
+    const wake = resource("dev", "image-build-wake");
+    expect(await analyze(wake, ["environment"])).toEqual([]);
+    expect(await analyze(wake, ["environment.SSH_PRIVATE_KEY"])).toEqual([]);
+    expect((await analyze(wake, ["environment.SSH_HOST_KEY"])).map((d) => /\n.*?: (\S+) holds/.exec(d.message)?.[1])).toEqual([
+      "environment.SSH_PRIVATE_KEY",
+    ]);
+    // a secret command line
+    expect((await analyze(neko, ["connection", "stdin", "create"])).map((d) => d.message.split("\n")[1])).toEqual([
+      expect.stringContaining("create is a Pulumi secret, so previews show [secret]"),
+    ]);
+  });
+
+  test("without the hook (another @pulumi/policy, props not from its deserializer), the rule fails closed", () => {
+    // validate() hands the props over as they are, with no secret information, as a broken hook would
+    const messages = validate(policyNamed("no-secret-in-command-lines"), resource("dev", "host-neko"));
+    expect(messages).toEqual([expect.stringContaining('"host-neko": cannot tell whether stdin, connection.privateKey are secret')]);
+  });
+
   test("during preview an unknown input makes the policy advisory 'can't run', not a pass or a failure", async () => {
+    const neko = resource("prod", "host-neko");
+    const unknownStdin = await analyze(neko, ["connection"], ["stdin"]);
+    expect(unknownStdin.map((d) => [d.policy, d.level])).toEqual([["no-secret-in-command-lines", "advisory"]]);
+    expect(unknownStdin[0].message).toContain(
+      "can't run policy 'no-secret-in-command-lines' from policy pack 'neko-infra@v0.1.0' during preview",
+    );
+
     const host = resource("prod", "host-instance");
     const found = await analyze(host, [], ["rootBlockDevice"]);
     expect(found.map((d) => [d.policy, d.level])).toEqual([
