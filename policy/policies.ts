@@ -55,6 +55,11 @@ export const SPECS: Record<RuleName, Spec> = {
     description: 'IAM policies use Resource "*" for ECR only with ecr:GetAuthorizationToken.',
     types: [TYPES.rolePolicy, TYPES.iamPolicy],
   },
+  "scoped-instance-actions": {
+    description:
+      'IAM policies grant ec2:StartInstances, StopInstances, CreateTags and TerminateInstances only on instance ARNs, one instance each, never "*"; ec2:Describe* may use "*".',
+    types: [TYPES.rolePolicy, TYPES.iamPolicy],
+  },
   "no-secret-in-command-lines": {
     description:
       "Command lines (create, update, delete) hold no credentials and are not secret; stdin, environment and connection holding credential-looking text are Pulumi secrets.",

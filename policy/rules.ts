@@ -267,21 +267,28 @@ const AUTH_TOKEN = "ecr:getauthorizationtoken";
 /** Could the action pattern match an ECR action? (`ecr:PutImage`, `ecr:*`, `ecr:Get*`, `*`) */
 const touchesEcr = (action: string) => action === "*" || action.toLowerCase().startsWith("ecr:");
 
-/** In IAM policies, ECR actions on Resource "*" are limited to ecr:GetAuthorizationToken. */
-export const ecrWildcardOnlyForAuthToken: Rule = (r) => {
-  if (r.type !== TYPES.rolePolicy && r.type !== TYPES.iamPolicy) return [];
+/** The statements of an IAM policy resource's document, or why they cannot be read. */
+function policyStatements(r: PolicyResource): { statements: any[] } | { problem: string } {
   let doc: any = r.props.policy;
   if (typeof doc === "string") {
     try {
       doc = JSON.parse(doc);
     } catch {
-      return [`${label(r)}: policy is not valid JSON; give a JSON policy document`];
+      return { problem: `${label(r)}: policy is not valid JSON; give a JSON policy document` };
     }
   }
-  const statements: any[] = doc?.Statement === undefined ? [] : Array.isArray(doc.Statement) ? doc.Statement : [doc.Statement];
-  return statements.flatMap((s, i) => {
+  return { statements: doc?.Statement === undefined ? [] : Array.isArray(doc.Statement) ? doc.Statement : [doc.Statement] };
+}
+const statementId = (s: any, i: number) => (s.Sid ? `statement "${s.Sid}" (#${i})` : `statement #${i}`);
+
+/** In IAM policies, ECR actions on Resource "*" are limited to ecr:GetAuthorizationToken. */
+export const ecrWildcardOnlyForAuthToken: Rule = (r) => {
+  if (r.type !== TYPES.rolePolicy && r.type !== TYPES.iamPolicy) return [];
+  const doc = policyStatements(r);
+  if ("problem" in doc) return [doc.problem];
+  return doc.statements.flatMap((s, i) => {
     if (s?.Effect !== "Allow") return [];
-    const id = s.Sid ? `statement "${s.Sid}" (#${i})` : `statement #${i}`;
+    const id = statementId(s, i);
     const onEverything = asList(s.Resource).includes("*") || s.NotResource !== undefined;
     if (!onEverything) return [];
     const where = s.NotResource !== undefined ? "NotResource (every other resource)" : `Resource "*"`;
@@ -297,6 +304,54 @@ export const ecrWildcardOnlyForAuthToken: Rule = (r) => {
     return [
       `${label(r)}: ${id} grants ${broad.join(", ")} on ${where}; only ecr:GetAuthorizationToken may use "*": ` +
         `put the other ECR actions in a statement whose Resource is the repository ARN`,
+    ];
+  });
+};
+
+/** The EC2 actions that change an instance's state or tags: the wake-on-visit function's kind of rights. */
+export const INSTANCE_ACTIONS = ["ec2:StartInstances", "ec2:StopInstances", "ec2:CreateTags", "ec2:TerminateInstances"] as const;
+/** One instance: `arn:<partition>:ec2:<region>:<account>:instance/<id>`, no wildcard anywhere. */
+const INSTANCE_ARN = /^arn:aws[a-z-]*:ec2:[^:*?]+:[^:*?]+:instance\/[^*?/]+$/;
+/** Does the IAM action pattern (`ec2:*`, `ec2:Start*`, `*`; any case) match the action? */
+const matchesAction = (pattern: string, action: string) =>
+  new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+      .replace(/\*/g, ".*")
+      .replace(/\?/g, ".")}$`,
+    "i",
+  ).test(action);
+
+/**
+ * In IAM policies, ec2:StartInstances, StopInstances, CreateTags and TerminateInstances (whether
+ * named, matched by a wildcard such as ec2:* or left in by a NotAction) apply only to instance ARNs,
+ * each naming one instance: never "*", NotResource, or an ARN with a wildcard. ec2:Describe* is not
+ * among them: EC2 offers no narrower resource for it, so it may use "*".
+ */
+export const scopedInstanceActions: Rule = (r) => {
+  if (r.type !== TYPES.rolePolicy && r.type !== TYPES.iamPolicy) return [];
+  const doc = policyStatements(r);
+  if ("problem" in doc) return [doc.problem];
+  return doc.statements.flatMap((s, i) => {
+    if (s?.Effect !== "Allow") return [];
+    const negated = s.NotAction !== undefined;
+    const patterns = asList(negated ? s.NotAction : s.Action);
+    const granted = INSTANCE_ACTIONS.filter((a) => patterns.some((p) => matchesAction(p, a)) !== negated);
+    if (!granted.length) return [];
+    const named =
+      !negated && patterns.every((p) => (INSTANCE_ACTIONS as readonly string[]).some((a) => a.toLowerCase() === p.toLowerCase()));
+    const how = named ? "" : negated ? ` (every action but ${patterns.join(", ")})` : ` (by ${patterns.join(", ")})`;
+    const where =
+      s.NotResource !== undefined
+        ? ["NotResource (every other resource)"]
+        : asList(s.Resource)
+            .filter((x) => !INSTANCE_ARN.test(x))
+            .map((x) => (x === "*" ? `Resource "*"` : `${x} (not one instance's ARN)`));
+    if (!where.length) return [];
+    return [
+      `${label(r)}: ${statementId(s, i)} grants ${granted.join(", ")}${how} on ${where.join(", ")}; these act on instances: ` +
+        `give them a statement of their own whose Resource is the instance's ARN (arn:aws:ec2:<region>:<account>:instance/<id>, ` +
+        `one per instance, no wildcard); only ec2:Describe* may use "*"`,
     ];
   });
 };
@@ -374,6 +429,7 @@ export const RULES = {
   "no-world-open-neko-ports": noWorldClients,
   "ecr-scan-on-push-immutable-tags": ecrRepositoryHardened,
   "ecr-wildcard-only-for-auth-token": ecrWildcardOnlyForAuthToken,
+  "scoped-instance-actions": scopedInstanceActions,
   "no-secret-in-command-lines": noSecretInCommandLines,
 } satisfies Record<string, Rule>;
 

@@ -25,6 +25,7 @@ import {
   RuleConfig,
   RuleName,
   RULES,
+  scopedInstanceActions,
   TYPES,
 } from "../../policy/rules";
 import { credentialsIn } from "../../policy/credentials";
@@ -159,6 +160,7 @@ describe.each(STACKS)("%s stack graph", (stack) => {
     holds("no-world-open-neko-ports", ["builder-sg", "host-sg"]);
     holds("ecr-scan-on-push-immutable-tags", ["registry-repo"]);
     holds("ecr-wildcard-only-for-auth-token", ["host-ecr-pull", "registry-builder-push"]);
+    holds("scoped-instance-actions", ["host-ecr-pull", "registry-builder-push", "cache-builder-access", "host-visit-start"]);
     const steps = ["image-build", "registry-push", "host-tls", "host-neko", ...(stack === "prod" ? ["host-turn"] : [])];
     holds("no-secret-in-command-lines", [
       ...steps.flatMap((step) => [step, `${step}-wake`]),
@@ -189,6 +191,16 @@ describe.each(STACKS)("%s stack graph", (stack) => {
       const statements = JSON.parse(resource(stack, name).props.policy).Statement;
       expect(statements.find((s: any) => s.Resource === "*").Action).toBe("ecr:GetAuthorizationToken");
     }
+    // the wake-on-visit function: describe anything (EC2 has no narrower resource), start and tag this instance only
+    expect(JSON.parse(resource(stack, "host-visit-start").props.policy).Statement).toEqual([
+      { Sid: "Describe", Effect: "Allow", Action: "ec2:DescribeInstances", Resource: "*" },
+      {
+        Sid: "StartAndCount",
+        Effect: "Allow",
+        Action: ["ec2:StartInstances", "ec2:CreateTags"],
+        Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id",
+      },
+    ]);
     // credentials on stdin, in the wake steps' environment and in the connection, each secret; plain command lines
     const holding = (name: string, input: string) =>
       credentialsIn(JSON.stringify(resource(stack, name).props[input]).replace(/\\n/g, "\n"));
@@ -528,6 +540,74 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
     ]);
   });
 
+  test("scoped-instance-actions: start, stop, tag and terminate only one instance's ARN; describe on anything", () => {
+    const INSTANCE = "arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id";
+    const withStatements = (...Statement: unknown[]) => {
+      const p = resource("dev", "host-visit-start");
+      p.props.policy = JSON.stringify({ Version: "2012-10-17", Statement });
+      return p;
+    };
+    const start = resource("dev", "host-visit-start");
+    const doc = JSON.parse(start.props.policy);
+    doc.Statement[1].Resource = "*";
+    start.props.policy = JSON.stringify(doc);
+    expect(fire(scopedInstanceActions, start)).toEqual([
+      'aws:iam/rolePolicy:RolePolicy "host-visit-start": statement "StartAndCount" (#1) grants ec2:StartInstances, ec2:CreateTags on ' +
+        'Resource "*"; these act on instances: give them a statement of their own whose Resource is the instance\'s ARN ' +
+        '(arn:aws:ec2:<region>:<account>:instance/<id>, one per instance, no wildcard); only ec2:Describe* may use "*"',
+    ]);
+    // wildcards that reach them, a NotAction that leaves them in, every instance, another kind of resource, NotResource
+    expect(fire(scopedInstanceActions, withStatements({ Effect: "Allow", Action: "ec2:*", Resource: ["*"] }))).toEqual([
+      expect.stringContaining(
+        'statement #0 grants ec2:StartInstances, ec2:StopInstances, ec2:CreateTags, ec2:TerminateInstances (by ec2:*) on Resource "*";',
+      ),
+    ]);
+    expect(fire(scopedInstanceActions, withStatements({ Effect: "Allow", Action: ["s3:GetObject", "*"], Resource: "*" }))).toEqual([
+      expect.stringContaining("grants ec2:StartInstances, ec2:StopInstances, ec2:CreateTags, ec2:TerminateInstances (by s3:GetObject, *)"),
+    ]);
+    expect(
+      fire(scopedInstanceActions, withStatements({ Effect: "Allow", Action: "EC2:stop?nstances", Resource: "arn:aws:ec2:*:*:instance/*" })),
+    ).toEqual([
+      expect.stringContaining("grants ec2:StopInstances (by EC2:stop?nstances) on arn:aws:ec2:*:*:instance/* (not one instance's ARN);"),
+    ]);
+    expect(
+      fire(
+        scopedInstanceActions,
+        withStatements({
+          Effect: "Allow",
+          Action: "ec2:CreateTags",
+          Resource: [INSTANCE, "arn:aws:ec2:eu-central-1:123456789012:volume/vol-1"],
+        }),
+      ),
+    ).toEqual([
+      expect.stringContaining("grants ec2:CreateTags on arn:aws:ec2:eu-central-1:123456789012:volume/vol-1 (not one instance's ARN);"),
+    ]);
+    expect(fire(scopedInstanceActions, withStatements({ Effect: "Allow", NotAction: ["iam:*", "ec2:Terminate*"], Resource: "*" }))).toEqual(
+      [
+        expect.stringContaining(
+          'grants ec2:StartInstances, ec2:StopInstances, ec2:CreateTags (every action but iam:*, ec2:Terminate*) on Resource "*";',
+        ),
+      ],
+    );
+    expect(
+      fire(scopedInstanceActions, withStatements({ Effect: "Allow", Action: "ec2:TerminateInstances", NotResource: INSTANCE })),
+    ).toEqual([expect.stringContaining("grants ec2:TerminateInstances on NotResource (every other resource);")]);
+    // fine: describe on "*", instances by ARN (any case of the action), a Deny, other services, a NotAction that leaves them out
+    for (const fine of [
+      { Effect: "Allow", Action: ["ec2:Describe*", "ec2:DescribeTags"], Resource: "*" },
+      { Effect: "Allow", Action: ["EC2:startinstances", "ec2:StopInstances"], Resource: [INSTANCE, `${INSTANCE}-2`] },
+      { Effect: "Deny", Action: "ec2:*", Resource: "*" },
+      { Effect: "Allow", Action: "ecr:GetAuthorizationToken", Resource: "*" },
+      { Effect: "Allow", NotAction: "ec2:*", Resource: "*" },
+    ]) {
+      expect([fine, fire(scopedInstanceActions, withStatements(fine))]).toEqual([fine, []]);
+    }
+    const managed = { type: TYPES.iamPolicy, name: "wake", props: { policy: "{not json" } };
+    expect(fire(scopedInstanceActions, managed)).toEqual([
+      'aws:iam/policy:Policy "wake": policy is not valid JSON; give a JSON policy document',
+    ]);
+  });
+
   test("no-secret-in-command-lines: credentials off command lines, and secret wherever else they are", () => {
     const neko = resource("prod", "host-neko");
     const line = neko.props.create;
@@ -782,6 +862,9 @@ describe("served by @pulumi/policy's analyze RPC (secrets unwrapped, unknowns hi
     const sg = resource("dev", "builder-sg");
     sg.props.ingress[0].ipv6CidrBlocks = ["::/0"];
     expect((await analyze(sg)).map((d) => d.policy)).toEqual(["no-ssh-from-anywhere"]);
+    const start = resource("prod", "host-visit-start");
+    start.props.policy = start.props.policy.replace(/"arn:aws:ec2:[^"]*"/, '"*"');
+    expect((await analyze(start)).map((d) => [d.policy, d.level])).toEqual([["scoped-instance-actions", "mandatory"]]);
   });
 
   test("a step whose credentials arrive as plain values: mandatory violations; secret ones, none", async () => {
