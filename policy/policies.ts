@@ -65,6 +65,11 @@ export const SPECS: Record<RuleName, Spec> = {
       "Command lines (create, update, delete) hold no credentials and are not secret; stdin, environment and connection holding credential-looking text are Pulumi secrets.",
     types: [TYPES.localCommand, TYPES.remoteCommand],
   },
+  "no-credentials-in-function-environment": {
+    description:
+      "Lambda function environments hold no credential-looking values, secret or not (Lambda shows them in plain text): a digest, or a secret read at run time.",
+    types: [TYPES.lambdaFunction],
+  },
 };
 
 export const policies: ResourceValidationPolicy[] = (Object.keys(SPECS) as RuleName[]).map((name) => {

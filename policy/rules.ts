@@ -21,6 +21,7 @@ export const TYPES = {
   iamPolicy: "aws:iam/policy:Policy",
   localCommand: "command:local:Command",
   remoteCommand: "command:remote:Command",
+  lambdaFunction: "aws:lambda/function:Function",
 } as const;
 
 export interface PolicyResource {
@@ -420,6 +421,28 @@ export const noSecretInCommandLines: Rule = (r) => {
   return out;
 };
 
+// ------------------------------------------------------------------------------------------------
+// Lambda functions
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * A Lambda function's environment holds no credential-looking value, secret or not: Lambda hands
+ * its environment in plain text to anyone allowed lambda:GetFunctionConfiguration, and shows it in
+ * the console. The wake-on-visit function keeps only its token's SHA-256 (TOKEN_SHA256).
+ */
+export const noCredentialsInFunctionEnvironment: Rule = (r) => {
+  if (r.type !== TYPES.lambdaFunction) return [];
+  return stringLeaves(r.props.environment?.variables, "environment.variables").flatMap((leaf) => {
+    const found = credentialsAt(leaf, true);
+    if (!found.length) return [];
+    return [
+      `${label(r)}: ${leaf.path} holds ${found.join(", ")}; Lambda returns its environment in plain text to anyone allowed ` +
+        `lambda:GetFunctionConfiguration, Pulumi secret or not: keep only a digest to compare with (as the wake link's ` +
+        `TOKEN_SHA256), or have the function read the credential when it runs (Secrets Manager, SSM Parameter Store)`,
+    ];
+  });
+};
+
 /** Every rule, by the policy name it is served under. */
 export const RULES = {
   "imdsv2-required": imdsV2Required,
@@ -431,6 +454,7 @@ export const RULES = {
   "ecr-wildcard-only-for-auth-token": ecrWildcardOnlyForAuthToken,
   "scoped-instance-actions": scopedInstanceActions,
   "no-secret-in-command-lines": noSecretInCommandLines,
+  "no-credentials-in-function-environment": noCredentialsInFunctionEnvironment,
 } satisfies Record<string, Rule>;
 
 export type RuleName = keyof typeof RULES;

@@ -17,6 +17,7 @@ import {
   encryptedVolumes,
   gpuInstance,
   imdsV2Required,
+  noCredentialsInFunctionEnvironment,
   noSecretInCommandLines,
   noSshFromAnywhere,
   noWorldClients,
@@ -160,6 +161,7 @@ describe.each(STACKS)("%s stack graph", (stack) => {
     holds("no-world-open-neko-ports", ["builder-sg", "host-sg"]);
     holds("ecr-scan-on-push-immutable-tags", ["registry-repo"]);
     holds("ecr-wildcard-only-for-auth-token", ["host-ecr-pull", "registry-builder-push"]);
+    holds("no-credentials-in-function-environment", ["host-visit-fn"]);
     holds("scoped-instance-actions", ["host-ecr-pull", "registry-builder-push", "cache-builder-access", "host-visit-start"]);
     const steps = ["image-build", "registry-push", "host-tls", "host-neko", ...(stack === "prod" ? ["host-turn"] : [])];
     holds("no-secret-in-command-lines", [
@@ -201,6 +203,13 @@ describe.each(STACKS)("%s stack graph", (stack) => {
         Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id",
       },
     ]);
+    // its function compares the link's token with a digest: the token itself is nowhere in its configuration
+    expect(resource(stack, "host-visit-fn").props.environment.variables).toEqual({
+      INSTANCE_ID: "host-instance-id",
+      NEKO_URL: `https://${EIP.host}/`,
+      MAX_STARTS: "6",
+      TOKEN_SHA256: expect.stringMatching(/^[0-9a-f]{64}$/),
+    });
     // credentials on stdin, in the wake steps' environment and in the connection, each secret; plain command lines
     const holding = (name: string, input: string) =>
       credentialsIn(JSON.stringify(resource(stack, name).props[input]).replace(/\\n/g, "\n"));
@@ -697,6 +706,29 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
     expect(fire(noSecretInCommandLines, tls)).toEqual([]);
   });
 
+  test("no-credentials-in-function-environment: a digest, never the token or another credential", () => {
+    const fn = resource("prod", "host-visit-fn");
+    expect(fire(noCredentialsInFunctionEnvironment, fn)).toEqual([]);
+    fn.props.environment.variables.TOKEN = "generated-host-visit-token";
+    fn.props.environment.variables.SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n";
+    fn.props.environment.variables.EXTRA = "DB_PASSWORD=hunter2";
+    expect(fire(noCredentialsInFunctionEnvironment, fn)).toEqual([
+      'aws:lambda/function:Function "host-visit-fn": environment.variables.TOKEN holds a credential under the name TOKEN; Lambda ' +
+        "returns its environment in plain text to anyone allowed lambda:GetFunctionConfiguration, Pulumi secret or not: keep only a " +
+        "digest to compare with (as the wake link's TOKEN_SHA256), or have the function read the credential when it runs (Secrets " +
+        "Manager, SSM Parameter Store)",
+      expect.stringContaining("environment.variables.SSH_KEY holds a private key block (BEGIN OPENSSH PRIVATE KEY);"),
+      expect.stringContaining("environment.variables.EXTRA holds a credential assignment (DB_PASSWORD=…);"),
+    ]);
+    expect(fire(noCredentialsInFunctionEnvironment, fn).join()).not.toMatch(/generated-host-visit-token|hunter2/);
+    // secret or not makes no difference there
+    fn.secretPaths = ["environment"];
+    expect(fire(noCredentialsInFunctionEnvironment, fn)).toHaveLength(3);
+    expect(
+      fire(noCredentialsInFunctionEnvironment, { type: TYPES.lambdaFunction, name: "bare", props: { runtime: "nodejs22.x" } }),
+    ).toEqual([]);
+  });
+
   test("what counts as credential-looking text", () => {
     const yes: [string, string][] = [
       ["-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----", "a private key block (BEGIN OPENSSH PRIVATE KEY)"],
@@ -865,6 +897,11 @@ describe("served by @pulumi/policy's analyze RPC (secrets unwrapped, unknowns hi
     const start = resource("prod", "host-visit-start");
     start.props.policy = start.props.policy.replace(/"arn:aws:ec2:[^"]*"/, '"*"');
     expect((await analyze(start)).map((d) => [d.policy, d.level])).toEqual([["scoped-instance-actions", "mandatory"]]);
+    const fn = resource("dev", "host-visit-fn");
+    fn.props.environment.variables.NEKO_API_TOKEN = "generated-host-api-token";
+    expect((await analyze(fn, ["environment"])).map((d) => [d.policy, d.level])).toEqual([
+      ["no-credentials-in-function-environment", "mandatory"],
+    ]);
   });
 
   test("a step whose credentials arrive as plain values: mandatory violations; secret ones, none", async () => {
