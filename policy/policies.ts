@@ -3,8 +3,9 @@
  * policy/rules.ts, all mandatory: a violation fails `pulumi preview` and stops `pulumi up` before
  * the resource is touched.
  *
- * Two allowances are policy config, set per stack in policy/config/<stack>.json and passed with
- * `--policy-pack-config` (the CI workflows do):
+ * Every stack has its policy/config/<stack>.json (tests/unit/policy.test.ts checks that, and says
+ * what to put in a missing one), passed with `--policy-pack-config` (the CI workflows do). It holds
+ * the two allowances, false unless the stack's settings open SSH or neko to the whole internet:
  *
  *   { "no-ssh-from-anywhere": { "allowSshFromAnywhere": true },
  *     "no-world-open-neko-ports": { "allowWorldClients": true } }
@@ -30,7 +31,7 @@ export const SPECS: Record<RuleName, Spec> = {
     types: [TYPES.instance],
   },
   "encrypted-volumes": {
-    description: "Root and EBS volumes are encrypted.",
+    description: "Instance root and EBS volumes, and standalone EBS volumes (the browser profile's), are encrypted.",
     types: [TYPES.instance, TYPES.volume],
   },
   "gpu-instance": {
@@ -43,9 +44,10 @@ export const SPECS: Record<RuleName, Spec> = {
     configSchema: flag("allowSshFromAnywhere", "this stack may open SSH to the whole internet"),
   },
   "no-world-open-neko-ports": {
-    description: "neko's HTTP and WebRTC ports are not open to 0.0.0.0/0 or ::/0 unless the stack's policy config sets allowWorldClients.",
+    description:
+      "No port but SSH (its own rule) is open to 0.0.0.0/0 or ::/0 (neko over HTTPS, WebRTC media, TURN, neko's own HTTP port) unless the stack's policy config sets allowWorldClients; 80/tcp alone may be, beside 443/tcp in the same security group: the TLS front's ACME challenge and redirect, never neko.",
     types: [TYPES.securityGroup, TYPES.securityGroupRule, TYPES.ingressRule],
-    configSchema: flag("allowWorldClients", "this stack serves neko to the whole internet"),
+    configSchema: flag("allowWorldClients", "this stack serves neko (HTTPS, media, TURN) to the whole internet"),
   },
   "ecr-scan-on-push-immutable-tags": {
     description: "ECR repositories scan images on push and have immutable tags.",

@@ -6,6 +6,7 @@
  * Every message names the resource and what to change. The rules only read the properties they
  * need: during `pulumi preview` a property that is not known yet makes @pulumi/policy report that
  * the policy could not run, and the same policy runs again with the real value during `pulumi up`.
+ * What counts as credential-looking text: policy/credentials.ts.
  */
 import { instanceFamily, NVIDIA_GPU_FAMILIES } from "../lib/instanceTypes";
 import { credentialsAt, credentialsIn, stringLeaves } from "./credentials";

@@ -21,7 +21,7 @@ interface DeserializeModule {
   [SECRET_PATHS]?: true;
 }
 
-/** Paths of the secret values in a marshalled property bag: `envs`, `envs[3]`, `connection.privateKey`. */
+/** Paths of the secret values in a marshalled property bag: `stdin`, `environment.SSH_PRIVATE_KEY`, `triggers[3]`. */
 export function secretPathsIn(raw: Record<string, unknown>): string[] {
   const found: string[] = [];
   const walk = (v: unknown, path: string) => {
