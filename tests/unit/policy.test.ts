@@ -1,8 +1,9 @@
 /**
  * The neko-infra policy pack (policy/): every rule against the dev and prod resource graphs (no
- * violation, and the graphs do hold what each rule inspects), against bad resources (each rule
- * fires, with its message), and served through @pulumi/policy's own analyze RPC, which unwraps
- * secrets and hides unknowns the way the engine's requests make it.
+ * violation, and the graphs do hold what each rule inspects; also a graph whose credentials come
+ * from the operator's config), against bad resources (each rule fires, with its message), and
+ * served through @pulumi/policy's own analyze RPC, which unwraps secrets and hides unknowns the way
+ * the engine's requests make it. Also: one policy config file per stack file.
  */
 import * as fs from "fs";
 import * as os from "os";
@@ -272,8 +273,21 @@ describe("another shape: an ssh builder with the operator's key, an OCI registry
         "image-build-wake environment",
       ]),
     );
-    expect(steps.flatMap((r) => checkResource(r))).toEqual([]);
     expect(policyResources(run).flatMap((r) => checkResource(r))).toEqual([]);
+  });
+
+  test("and through the analyze RPC: no violation; the registry password's stdin sent plain is one", async () => {
+    installSecretPaths();
+    const found: Diagnostic[] = [];
+    for (const r of policyResources(run)) found.push(...(await analyze(r)));
+    expect(found).toEqual([]);
+    const push = policyResources(run).find((r) => r.name === "registry-push")!;
+    expect(push.secretPaths).toEqual(expect.arrayContaining(["stdin"]));
+    expect((await analyze(push, ["connection"])).map((d) => d.message.split("\n")[1])).toEqual([
+      expect.stringMatching(
+        /^command:remote:Command "registry-push": stdin holds a credential assignment \(REGISTRY_PASSWORD=…\) but is not/,
+      ),
+    ]);
   });
 });
 
@@ -318,9 +332,11 @@ describe("dev vs prod under the rules", () => {
 });
 
 /** Runs `rule` on `r`, and checks every message names the resource. */
+const fired = new Set<Rule>();
 function fire(rule: Rule, r: PolicyResource, config?: RuleConfig): string[] {
   const messages = rule(r, config);
   for (const m of messages) expect(m).toContain(`${r.type} "${r.name}": `);
+  if (messages.length) fired.add(rule);
   return messages;
 }
 
@@ -759,6 +775,7 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
   test("every rule has a policy, each mandatory, and each fired above", () => {
     expect(policies.map((p) => p.name).sort()).toEqual(Object.keys(RULES).sort());
     expect(policies.every((p) => p.enforcementLevel === "mandatory")).toBe(true);
+    expect(Object.entries(RULES).flatMap(([name, rule]) => (fired.has(rule) ? [] : [name]))).toEqual([]);
   });
 });
 
