@@ -25,6 +25,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh disable=SC1091
 source "$here/lib.sh"
+# shellcheck source=engine-lib.sh disable=SC1091
+source "$here/engine-lib.sh"
 
 dockerd_bin=/usr/sbin/dockerd
 docker_bin=/usr/bin/docker
@@ -48,82 +50,9 @@ load_names() {
   fi
 }
 
-# After dockerd died without a shutdown (SIGKILL, crash), its containers live
-# on under containerd-shim processes of its containerd namespace: find them by
-# that namespace (unique to this STATE_DIR) and kill them and their children.
-kill_orphan_shims() {
-  local p pids=() kids
-  for p in /proc/[0-9]*; do
-    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "^/usr/bin/containerd-shim[^ ]* .*-namespace $ctr_ns "; then
-      pids+=("${p#/proc/}")
-    fi
-  done
-  ((${#pids[@]})) || return 0
-  log "killing leftover containerd shims of namespace $ctr_ns and their containers: ${pids[*]}"
-  for p in "${pids[@]}"; do
-    kids=$(cat "/proc/$p"/task/*/children 2>/dev/null || true)
-    # shellcheck disable=SC2086 # one pid per word
-    [[ -z $kids ]] || kill -KILL $kids 2>/dev/null || true
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  sleep 0.2
-}
-
-# Remove the (empty) cgroups of this engine's containers that a dead dockerd
-# left behind (cgroup v1 here: /sys/fs/cgroup/<controller>/docker/<id>).
-remove_container_cgroups() {
-  local c id cg
-  [[ -d $state/data/containers ]] || return 0
-  for c in "$state"/data/containers/*/; do
-    [[ -d $c ]] || continue
-    id=$(basename "$c")
-    for cg in /sys/fs/cgroup/*/docker/"$id" /sys/fs/cgroup/docker/"$id"; do
-      if [[ -d $cg ]]; then
-        rmdir "$cg" 2>/dev/null || log "cannot remove cgroup $cg (still in use?)"
-      fi
-    done
-  done
-}
-
-# Unmount whatever dockerd left mounted under DIR (after a crash or SIGKILL).
-unmount_under() {
-  local dir=$1 m
-  [[ -d $dir ]] || return 0
-  # Deepest first.
-  while read -r m; do
-    [[ -n $m ]] || continue
-    umount -l "$m" 2>/dev/null || true
-  done < <(awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
-}
-
 do_stop() {
   load_names
-  local pid ids
-  pid=$(read_pid "$state/dockerd.pid")
-  [[ -n $pid ]] || pid=$(read_pid "$state/docker.pid")
-  if [[ -n $pid ]] && pid_alive "$pid" dockerd; then
-    # Remove containers first: a PID 1 without a SIGTERM handler (busybox
-    # httpd) would hold dockerd's shutdown for the 10 s stop timeout.
-    ids=$(timeout 20 "$docker_bin" -H "unix://$state/docker.sock" ps -aq 2>/dev/null || true)
-    if [[ -n $ids ]]; then
-      # shellcheck disable=SC2086 # one id per word
-      timeout 30 "$docker_bin" -H "unix://$state/docker.sock" rm -f $ids >/dev/null 2>&1 || true
-    fi
-    stop_pid "$pid" dockerd dockerd 30
-  fi
-  rm -f "$state/dockerd.pid" "$state/docker.pid"
-  # containerd (started by dockerd) exits with it; a leftover one would still
-  # have its pid file under the exec root.
-  local cpid
-  cpid=$(read_pid "$exec_root/containerd/containerd.pid")
-  if [[ -n $cpid ]]; then
-    stop_pid "$cpid" containerd "dockerd's containerd" 10
-  fi
-  kill_orphan_shims
-  remove_container_cgroups
-  unmount_under "$exec_root"
-  unmount_under "$state/data"
-  rm -rf "$exec_root"
+  stop_engine "$state" "$exec_root" "$ctr_ns" dockerd
   if ip link show "$bridge" >/dev/null 2>&1; then
     ip link delete "$bridge" || die "cannot delete bridge $bridge"
   fi
