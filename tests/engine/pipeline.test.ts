@@ -107,7 +107,13 @@ test("b. nothing changed: preview expects no changes, up runs no command, also w
   const cycles = Number(process.env.NEKO_INFRA_BENCH_CYCLES ?? 3);
   for (let i = 0; i < cycles; i++) must(p.pulumi(["preview", "--expect-no-changes"], undefined, "preview (no change)"), "preview");
   for (let i = 1; i < cycles; i++) expect(changed(p.up("no-change up", "up (no change)"))).toEqual({});
-  must(p.pulumi(["preview", "--refresh", "--expect-no-changes"]), "preview --refresh");
+  // A preview writes nothing: not into the project, not into its own empty TMPDIR (but for ts-node's
+  // compile cache, which the language host keeps there for any TypeScript program).
+  const tmp = fs.mkdtempSync(path.join(p.work, "preview-tmp-"));
+  const before = files(p.dir);
+  must(p.pulumi(["preview", "--refresh", "--expect-no-changes"], undefined, undefined, { TMPDIR: tmp }), "preview --refresh");
+  expect(files(p.dir)).toEqual(before);
+  expect(fs.readdirSync(tmp).filter((f) => !f.startsWith("ts-node-"))).toEqual([]);
   expect(changed(p.up("second up", "up (no change)"))).toEqual({});
   const refreshed = must(p.pulumi(["up", "--yes", "--skip-preview", "--refresh", "--json"]), "up --refresh");
   expect(changed(refreshed)).toEqual({});
@@ -215,8 +221,15 @@ test("f. bad config fails with the settings error, exit non-zero, nothing regist
   must(p.pulumi(["preview", "--expect-no-changes"]), "preview after restoring the config");
 });
 
-test("g. destroy takes neko off the host and leaves an empty stack and no process behind", async () => {
-  const r = must(p.pulumi(["destroy", "--yes", "--skip-preview"], undefined, "destroy"), "destroy");
+test("g. destroy, from a machine that never ran the program, takes neko off the host and leaves an empty stack and no process behind", async () => {
+  // Another machine: a directory with only the project and stack files (no program, no scripts, no
+  // node_modules, nothing the program could have written) and a fresh Pulumi home.
+  const elsewhere = fs.mkdtempSync(path.join(p.work, "elsewhere-"));
+  for (const f of ["Pulumi.yaml", "Pulumi.engine.yaml"]) fs.copyFileSync(path.join(p.dir, f), path.join(elsewhere, f));
+  const r = must(
+    p.pulumi(["destroy", "--yes", "--skip-preview"], undefined, "destroy", { PULUMI_HOME: path.join(elsewhere, ".pulumi") }, elsewhere),
+    "destroy",
+  );
   expect(r.status).toBe(0);
   expect(p.resourceCount()).toBe(0);
   expect(await httpGet(ports.httpPort, "/health")).toBeUndefined();
@@ -225,3 +238,8 @@ test("g. destroy takes neko off the host and leaves an empty stack and no proces
   stopService("builder.sh", builderState);
   expect(processesUnder(p.work)).toEqual([]);
 });
+
+/** Every path below `dir` (symlinks not followed), sorted. */
+function files(dir: string): string[] {
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => !f.startsWith("node_modules")).sort();
+}

@@ -57,12 +57,13 @@ export class Project {
     };
   }
 
-  pulumi(args: string[], input?: string, kind?: string): Run {
+  /** `pulumi ARGS` for this stack; `env` adds to the project's environment, `cwd` runs it elsewhere. */
+  pulumi(args: string[], input?: string, kind?: string, env: NodeJS.ProcessEnv = {}, cwd = this.dir): Run {
     const start = process.hrtime.bigint();
     const stackArgs = args[0] === "version" ? [] : ["--stack", this.stack, "--non-interactive"];
     const r = spawnSync("pulumi", [...args, ...stackArgs], {
-      cwd: this.dir,
-      env: this.env,
+      cwd,
+      env: { ...this.env, ...env },
       input,
       encoding: "utf8",
       maxBuffer: 64 << 20,
