@@ -33,7 +33,7 @@ function configure(overrides: Record<string, unknown> = {}) {
         user: h.BUILDER_USER,
         hostKey: h.BUILDER_HOST_KEY,
         // what an operator would give: a command that starts the machine (here, its sshd)
-        wakeCommand: `bash ${HARNESS}/sleep-builder.sh wake ${builderState} && echo woken >>${wakeLog}`,
+        wakeCommand: `bash ${HARNESS}/builder.sh wake ${builderState} && echo woken >>${wakeLog}`,
         readyTimeout: 60,
       },
       "neko-infra:image": { flake, attr: "image" },
@@ -121,7 +121,7 @@ test("b. nothing changed: preview expects no changes, up runs no command, also w
 });
 
 test("c. a sleeping builder: a no-op up leaves it asleep; a flake change wakes it once, builds and pushes once, and rolls neko over", async () => {
-  execFileSync("bash", [path.join(HARNESS, "sleep-builder.sh"), "sleep", builderState], { stdio: "inherit" });
+  execFileSync("bash", [path.join(HARNESS, "builder.sh"), "sleep", builderState], { stdio: "inherit" });
   must(p.pulumi(["preview", "--expect-no-changes"]), "preview with the builder asleep");
   expect(changed(p.up("no-op up with the builder asleep"))).toEqual({});
   expect(wakes()).toBe(0);
@@ -184,7 +184,7 @@ test("e. builder.enabled: false changes only the builder's side; changing the im
       host: h.BUILDER_ADDR,
       user: h.BUILDER_USER,
       hostKey: h.BUILDER_HOST_KEY,
-      wakeCommand: `bash ${HARNESS}/sleep-builder.sh wake ${builderState} && echo woken >>${wakeLog}`,
+      wakeCommand: `bash ${HARNESS}/builder.sh wake ${builderState} && echo woken >>${wakeLog}`,
       readyTimeout: 60,
     },
   });

@@ -4,13 +4,17 @@
 #
 #   builder.sh start STATE_DIR
 #   builder.sh stop  STATE_DIR      (idempotent; also cleans up a failed start)
+#   builder.sh sleep STATE_DIR      a stopped machine: sshd and every process in the netns stopped;
+#                                   the netns and its address stay, so connections are refused
+#   builder.sh wake  STATE_DIR      the command that starts it again: sshd in the same netns with
+#                                   the same host key, config and mounts; returns once a login works
 #
 # Env (optional, read by start):
 #   BUILDER_NETNS_NAME  netns name (default: nekob-<hash of STATE_DIR>)
 #   BUILDER_SUBNET      N of 10.231.N.0/24 (default: first free N from a hash
 #                       of STATE_DIR; chosen under a lock so concurrent starts
 #                       differ)
-#   BUILDER_READY_TIMEOUT  seconds to wait for an ssh login (default 10)
+#   BUILDER_READY_TIMEOUT  seconds to wait for an ssh login (default 10; also wake)
 #   NIX_CONF_DIR        the directory whose nix.conf Nix on the builder reads
 #                       (default: tests/harness/nix); copied to STATE_DIR/nix-conf
 # (No input is written to STATE_DIR/env, so sourcing one builder's env
@@ -40,7 +44,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 
 usage() {
-  echo "usage: ${0##*/} start|stop STATE_DIR" >&2
+  echo "usage: ${0##*/} start|stop|sleep|wake STATE_DIR" >&2
   exit 2
 }
 
@@ -76,28 +80,7 @@ do_stop() {
   rm -f "$state/sshd.pid"
   # Killing the netns' only process drops its mount namespace (and with it
   # the /nix, /root, /tmp bind mounts); deleting the netns removes both veths.
-  if netns_exists "$netns"; then
-    # Any other process still inside (e.g. a leftover ssh session) keeps it busy.
-    local pids
-    pids=$(ip netns pids "$netns" 2>/dev/null | tr '\n' ' ' || true)
-    pids=${pids% }
-    if [[ -n $pids ]]; then
-      log "processes still in netns $netns: $pids; stopping them"
-      for pid in $pids; do
-        kill -TERM "$pid" 2>/dev/null || true
-      done
-      sleep 0.5
-      for pid in $(ip netns pids "$netns" 2>/dev/null || true); do
-        kill -KILL "$pid" 2>/dev/null || true
-      done
-    fi
-    ip netns delete "$netns" || die "cannot delete netns $netns"
-  fi
-  # Deleting the netns destroys the veth pair asynchronously.
-  if ip link show "$veth" >/dev/null 2>&1; then
-    ip link delete "$veth" 2>/dev/null || ! ip link show "$veth" >/dev/null 2>&1 ||
-      die "cannot delete veth $veth"
-  fi
+  delete_netns "$netns" "$veth"
   rm -f "$state/env" "$state/builder.state"
 }
 
@@ -172,6 +155,68 @@ mount_and_exec_sshd='
   done
   exec "$2" -D -f "$state/sshd_config" -E "$state/sshd.log"'
 
+# Starts sshd in the builder's netns and its private mount namespace; sets pid. setsid: sshd leaves
+# the caller's process group, so whoever ran this can wait for it alone. ip netns exec, unshare (no
+# --fork), setsid (not a group leader here) and sh's exec all replace themselves, so $! is sshd's pid.
+launch_sshd() {
+  setsid ip netns exec "$netns" unshare -m --propagation private \
+    /bin/sh -c "$mount_and_exec_sshd" sh "$state" "$sshd_bin" \
+    </dev/null >>"$state/sshd.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$state/sshd.pid"
+}
+
+# Waits until an ssh login works (BUILDER_READY_TIMEOUT); fails when sshd PID exits first. WHEN
+# says in the messages when that was (during start-up, while waking).
+await_login() {
+  local pid=$1 when=$2 deadline=$((SECONDS + ready_timeout)) err=""
+  while :; do
+    if ! pid_alive "$pid"; then
+      tail_log "$state/sshd.log"
+      die "builder sshd (pid $pid) exited $when; see $state/sshd.log"
+    fi
+    if err=$(ssh -F "$state/ssh_config" -o ConnectTimeout=2 builder true 2>&1 </dev/null); then
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_log "$state/sshd.log"
+      die "builder sshd in $netns did not accept an ssh login within ${ready_timeout}s $when (last ssh error: ${err:-none})"
+    fi
+    sleep 0.1
+  done
+}
+
+# A started builder: its names, or a clear error.
+need_started() {
+  [[ -f $state/builder.state && -f $state/sshd_config ]] || die "no builder started in $state (run builder.sh start first)"
+  load_names
+  netns_exists "$netns" || die "netns $netns of $state is gone"
+}
+
+do_sleep() {
+  need_started
+  stop_pid "$(read_pid "$state/sshd.pid")" sshd "builder sshd"
+  # A stopped machine keeps no session either.
+  local pid
+  for pid in $(ip netns pids "$netns" 2>/dev/null || true); do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  log "builder in $netns sleeps (sshd stopped)"
+}
+
+do_wake() {
+  need_started
+  local pid
+  pid=$(read_pid "$state/sshd.pid")
+  if [[ -n $pid ]] && pid_alive "$pid" sshd; then
+    log "builder in $netns is awake already (sshd pid $pid)"
+    return 0
+  fi
+  launch_sshd
+  await_login "$pid" "while waking"
+  log "builder in $netns is awake (sshd pid $pid)"
+}
+
 do_start() {
   need_root
   need ip unshare mount ssh ssh-keygen flock "$sshd_bin" nix
@@ -222,29 +267,8 @@ do_start() {
     mkdir -p /nix
   fi
 
-  # ip netns exec, unshare (no --fork) and sh's exec all replace themselves,
-  # so $! is sshd's own pid.
-  ip netns exec "$netns" unshare -m --propagation private \
-    /bin/sh -c "$mount_and_exec_sshd" sh "$state" "$sshd_bin" \
-    </dev/null >>"$state/sshd.log" 2>&1 &
-  pid=$!
-  echo "$pid" >"$state/sshd.pid"
-
-  local deadline=$((SECONDS + ready_timeout)) err=""
-  while :; do
-    if ! pid_alive "$pid"; then
-      tail_log "$state/sshd.log"
-      die "builder sshd (pid $pid) exited during start-up; see $state/sshd.log"
-    fi
-    if err=$(ssh -F "$state/ssh_config" -o ConnectTimeout=2 builder true 2>&1 </dev/null); then
-      break
-    fi
-    if ((SECONDS >= deadline)); then
-      tail_log "$state/sshd.log"
-      die "builder sshd on $addr:22 did not accept an ssh login within ${ready_timeout}s (last ssh error: ${err:-none})"
-    fi
-    sleep 0.1
-  done
+  launch_sshd
+  await_login "$pid" "during start-up"
 
   local hostkey
   hostkey=$(cut -d' ' -f1,2 "$state/ssh_host_ed25519_key.pub")
@@ -265,9 +289,8 @@ do_start() {
 
 case $cmd in
 start) do_start ;;
-stop)
-  need_root
-  do_stop
-  ;;
+stop) need_root && do_stop ;;
+sleep) need_root && do_sleep ;;
+wake) need_root && do_wake ;;
 *) usage ;;
 esac

@@ -91,44 +91,9 @@ do_start() {
   ) 9>"$lock"
   load_names
 
-  mkdir -p "$state/data" "$state/client" "$exec_root"
-  echo '{}' >"$state/daemon.json"
-  local args=(
-    --config-file "$state/daemon.json"
-    --host "unix://$sock"
-    --data-root "$state/data"
-    --exec-root "$exec_root"
-    --pidfile "$state/docker.pid"
-    --bridge "$bridge"
-    --iptables=false --ip-masq=false --ip-forward=false
-    --userland-proxy=true --userland-proxy-path /usr/sbin/docker-proxy
-    # Should dockerd find a system containerd, keep apart from other engines.
-    --containerd-namespace "$ctr_ns" --containerd-plugins-namespace "$ctr_ns-plugins"
-  )
-  [[ -z $insecure ]] || args+=(--insecure-registry "$insecure")
-
-  : >"$state/dockerd.log"
-  "$dockerd_bin" "${args[@]}" </dev/null >>"$state/dockerd.log" 2>&1 &
-  pid=$!
-  # dockerd writes --pidfile itself and refuses to start when that file names a
-  # live process (even itself), so $! goes to a file of our own.
-  echo "$pid" >"$state/dockerd.pid"
-
-  local deadline=$((SECONDS + timeout)) err=""
-  while :; do
-    if ! pid_alive "$pid"; then
-      tail_log "$state/dockerd.log"
-      die "dockerd (pid $pid) exited during start-up; see $state/dockerd.log"
-    fi
-    if err=$("$docker_bin" -H "unix://$sock" info --format '{{.ServerVersion}}' 2>&1 </dev/null); then
-      break
-    fi
-    if ((SECONDS >= deadline)); then
-      tail_log "$state/dockerd.log"
-      die "dockerd on unix://$sock did not answer 'docker info' within ${timeout}s (last error: $err)"
-    fi
-    sleep 0.2
-  done
+  local launch=("$dockerd_bin")
+  [[ -z $insecure ]] || launch+=(--insecure-registry "$insecure")
+  start_engine "$state" "$exec_root" "$ctr_ns" "$bridge" "$timeout" "${launch[@]}"
   write_env "$state/env" \
     "DOCKER_HOST=unix://$sock" \
     "DOCKER_BIN=$docker_bin" \

@@ -1,15 +1,63 @@
 #!/usr/bin/env bash
-# Stopping a harness dockerd and what a crashed one leaves behind; sourced by dockerd.sh and
-# nshost.sh (after lib.sh).
+# Starting a harness dockerd, stopping it and what a crashed one leaves behind; sourced by dockerd.sh
+# and nshost.sh (after lib.sh).
 #
-#   stop_engine STATE_DIR EXEC_ROOT CTR_NS LABEL
+# start_engine STATE_DIR EXEC_ROOT CTR_NS BRIDGE TIMEOUT COMMAND...
+#
+# Runs COMMAND (dockerd, or a launcher that execs it, followed by any flags of its own) with the
+# flags every harness engine shares: an empty --config-file (ignores /etc/docker/daemon.json), its
+# socket STATE_DIR/docker.sock, data root STATE_DIR/data, EXEC_ROOT, BRIDGE, no iptables, the
+# userland proxy, its own containerd namespace CTR_NS (apart from other engines, should dockerd find
+# a system containerd). Log: STATE_DIR/dockerd.log. Sets pid (also in
+# STATE_DIR/dockerd.pid) and returns once `docker info` answers; fails with the log's last lines when
+# dockerd exits first or TIMEOUT seconds pass.
+start_engine() {
+  local state=$1 exec_root=$2 ctr_ns=$3 bridge=$4 timeout=$5
+  shift 5
+  local sock=$state/docker.sock
+  mkdir -p "$state/data" "$state/client" "$exec_root"
+  echo '{}' >"$state/daemon.json"
+  : >"$state/dockerd.log"
+  "$@" \
+    --config-file "$state/daemon.json" \
+    --host "unix://$sock" \
+    --data-root "$state/data" \
+    --exec-root "$exec_root" \
+    --pidfile "$state/docker.pid" \
+    --bridge "$bridge" \
+    --iptables=false --ip-masq=false --ip-forward=false \
+    --userland-proxy=true --userland-proxy-path /usr/sbin/docker-proxy \
+    --containerd-namespace "$ctr_ns" --containerd-plugins-namespace "$ctr_ns-plugins" \
+    </dev/null >>"$state/dockerd.log" 2>&1 &
+  pid=$!
+  # dockerd writes --pidfile itself and refuses to start when that file names a live process (even
+  # itself), so $! goes to a file of our own.
+  echo "$pid" >"$state/dockerd.pid"
+
+  local deadline=$((SECONDS + timeout)) err=""
+  while :; do
+    if ! pid_alive "$pid"; then
+      tail_log "$state/dockerd.log"
+      die "dockerd (pid $pid) exited during start-up; see $state/dockerd.log"
+    fi
+    if err=$(/usr/bin/docker -H "unix://$sock" info --format '{{.ServerVersion}}' 2>&1 </dev/null); then
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_log "$state/dockerd.log"
+      die "dockerd on unix://$sock did not answer 'docker info' within ${timeout}s (last error: $err)"
+    fi
+    sleep 0.2
+  done
+}
+
+# stop_engine STATE_DIR EXEC_ROOT CTR_NS LABEL
 #
 # Removes the containers (a PID 1 without a SIGTERM handler, such as busybox httpd, would hold
 # dockerd's shutdown for its 10 s stop timeout), stops dockerd (pid in STATE_DIR/dockerd.pid) and
 # its containerd, kills the containerd shims a dead dockerd left running in CTR_NS (unique to the
 # STATE_DIR) with their containers, removes their empty cgroups, unmounts what is still mounted
 # under EXEC_ROOT and STATE_DIR/data (deepest first) and deletes EXEC_ROOT. Idempotent.
-
 stop_engine() {
   local state=$1 exec_root=$2 ctr_ns=$3 label=$4 pid ids cpid
   pid=$(read_pid "$state/dockerd.pid")

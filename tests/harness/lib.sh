@@ -152,3 +152,30 @@ tail_log() {
   echo "--- last lines of $1 ---" >&2
   tail -n 20 "$1" | sed 's/^/  /' >&2
 }
+
+# Deletes network namespace NETNS (after stopping whatever still runs inside and keeps it busy: a
+# leftover ssh session, a test's peer or server) and this machine's end VETH of its veth pair.
+# Idempotent.
+delete_netns() {
+  local netns=$1 veth=$2 pids pid
+  if netns_exists "$netns"; then
+    pids=$(ip netns pids "$netns" 2>/dev/null | tr '\n' ' ' || true)
+    pids=${pids% }
+    if [[ -n $pids ]]; then
+      log "processes still in netns $netns: $pids; stopping them"
+      for pid in $pids; do
+        kill -TERM "$pid" 2>/dev/null || true
+      done
+      sleep 0.5
+      for pid in $(ip netns pids "$netns" 2>/dev/null || true); do
+        kill -KILL "$pid" 2>/dev/null || true
+      done
+    fi
+    ip netns delete "$netns" || die "cannot delete netns $netns"
+  fi
+  # Deleting the netns destroys the veth pair asynchronously.
+  if ip link show "$veth" >/dev/null 2>&1; then
+    ip link delete "$veth" 2>/dev/null || ! ip link show "$veth" >/dev/null 2>&1 ||
+      die "cannot delete veth $veth"
+  fi
+}

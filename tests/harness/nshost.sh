@@ -60,28 +60,7 @@ load_names() {
 do_stop() {
   load_names
   stop_engine "$state" "$exec_root" "$ctr_ns" "dockerd in $netns"
-  if netns_exists "$netns"; then
-    # Anything a test left running inside (a peer, a server) would keep the netns busy.
-    local pids
-    pids=$(ip netns pids "$netns" 2>/dev/null | tr '\n' ' ' || true)
-    pids=${pids% }
-    if [[ -n $pids ]]; then
-      log "processes still in netns $netns: $pids; stopping them"
-      for pid in $pids; do
-        kill -TERM "$pid" 2>/dev/null || true
-      done
-      sleep 0.5
-      for pid in $(ip netns pids "$netns" 2>/dev/null || true); do
-        kill -KILL "$pid" 2>/dev/null || true
-      done
-    fi
-    ip netns delete "$netns" || die "cannot delete netns $netns"
-  fi
-  # Deleting the netns destroys the veth pair asynchronously.
-  if ip link show "$veth" >/dev/null 2>&1; then
-    ip link delete "$veth" 2>/dev/null || ! ip link show "$veth" >/dev/null 2>&1 ||
-      die "cannot delete veth $veth"
-  fi
+  delete_netns "$netns" "$veth"
   rm -f "$state/env" "$state/docker.sock" "$state/nshost.state"
 }
 
@@ -124,42 +103,8 @@ do_start() {
   ) 9>"$lock"
   load_names
 
-  mkdir -p "$state/data" "$state/client" "$exec_root"
-  echo '{}' >"$state/daemon.json"
-  local args=(
-    --config-file "$state/daemon.json"
-    --host "unix://$sock"
-    --data-root "$state/data"
-    --exec-root "$exec_root"
-    --pidfile "$state/docker.pid"
-    --bridge "$bridge"
-    --iptables=false --ip-masq=false --ip-forward=false
-    --userland-proxy=true --userland-proxy-path /usr/sbin/docker-proxy
-    --containerd-namespace "$ctr_ns" --containerd-plugins-namespace "$ctr_ns-plugins"
-  )
-
-  : >"$state/dockerd.log"
   # nsenter (without --fork) replaces itself with dockerd: $! is dockerd's pid.
-  nsenter --net="/run/netns/$netns" -- "$dockerd_bin" "${args[@]}" </dev/null >>"$state/dockerd.log" 2>&1 &
-  pid=$!
-  # dockerd writes --pidfile itself and refuses a file naming a live process: ours is separate.
-  echo "$pid" >"$state/dockerd.pid"
-
-  local deadline=$((SECONDS + timeout)) err=""
-  while :; do
-    if ! pid_alive "$pid"; then
-      tail_log "$state/dockerd.log"
-      die "dockerd (pid $pid) exited during start-up; see $state/dockerd.log"
-    fi
-    if err=$("$docker_bin" -H "unix://$sock" info --format '{{.ServerVersion}}' 2>&1 </dev/null); then
-      break
-    fi
-    if ((SECONDS >= deadline)); then
-      tail_log "$state/dockerd.log"
-      die "dockerd on unix://$sock did not answer 'docker info' within ${timeout}s (last error: $err)"
-    fi
-    sleep 0.2
-  done
+  start_engine "$state" "$exec_root" "$ctr_ns" "$bridge" "$timeout" nsenter --net="/run/netns/$netns" -- "$dockerd_bin"
   write_env "$state/env" \
     "DOCKER_HOST=unix://$sock" \
     "DOCKER_BIN=$docker_bin" \

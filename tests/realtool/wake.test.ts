@@ -248,7 +248,7 @@ describe("READY=nix (an ssh builder neko-infra did not bootstrap)", () => {
 describe("a sleeping builder (sshd stopped: connections refused)", () => {
   let s: BuilderEnv;
   let files: { READY_MARKER: string; READY_LOG: string };
-  const sleepBuilder = path.join(HARNESS, "sleep-builder.sh");
+  const builderSh = path.join(HARNESS, "builder.sh");
   const state = () => path.join(svc.dir, "sleepy");
 
   beforeAll(async () => {
@@ -266,7 +266,7 @@ describe("a sleeping builder (sshd stopped: connections refused)", () => {
   });
 
   test("a wake command that fails: its exit code and output", async () => {
-    ok(await run(sleepBuilder, ["sleep", state()]), "sleep-builder.sh sleep");
+    ok(await run(builderSh, ["sleep", state()]), "builder.sh sleep");
     const r = await wake("failing wake command", {
       ...sshEnv(s),
       ...files,
@@ -296,7 +296,7 @@ describe("a sleeping builder (sshd stopped: connections refused)", () => {
     expect(before.stderr).toContain(`ssh: connect to host ${s.BUILDER_ADDR} port 22: Connection refused`);
     const count = path.join(svc.dir, "wake-count");
     // The wake command must not see the private key.
-    const command = `test -z "\${SSH_PRIVATE_KEY:-}" || exit 9; echo x >>${count}; ${sleepBuilder} wake ${state()}`;
+    const command = `test -z "\${SSH_PRIVATE_KEY:-}" || exit 9; echo x >>${count}; ${builderSh} wake ${state()}`;
     const r = await wake("sleeping builder, WAKE=command", { ...sshEnv(s), ...files, WAKE: "command", WAKE_COMMAND: command });
     expect(show(r)).toMatch(/^exit 0 /);
     expect(r.stdout).toBe("ready: the builder nix=2.8.0 skopeo=1.9.3\n");
@@ -375,7 +375,7 @@ const DESCRIBE =
 describe("WAKE=ec2 (the real SDK against a stand-in EC2 endpoint on loopback)", () => {
   let s: BuilderEnv;
   let files: { READY_MARKER: string; READY_LOG: string };
-  const sleepBuilder = path.join(HARNESS, "sleep-builder.sh");
+  const builderSh = path.join(HARNESS, "builder.sh");
   const state = () => path.join(svc.dir, "sleepy-ec2");
 
   beforeAll(async () => {
@@ -386,7 +386,7 @@ describe("WAKE=ec2 (the real SDK against a stand-in EC2 endpoint on loopback)", 
   }, 120_000);
 
   beforeEach(async () => {
-    ok(await run(sleepBuilder, ["sleep", state()]), "sleep-builder.sh sleep");
+    ok(await run(builderSh, ["sleep", state()]), "builder.sh sleep");
   });
 
   test("a stopped instance is started once; refused connections while it boots are waited out", async () => {
@@ -394,7 +394,7 @@ describe("WAKE=ec2 (the real SDK against a stand-in EC2 endpoint on loopback)", 
     // Like EC2: the instance boots for a while after StartInstances, refusing connections.
     const ec2 = await fakeEc2({
       instances: [["i-0wake", "stopped"]],
-      onStart: () => void (started++, setTimeout(() => void run(sleepBuilder, ["wake", state()]), 3000)),
+      onStart: () => void (started++, setTimeout(() => void run(builderSh, ["wake", state()]), 3000)),
     });
     try {
       const r = await wake("stopped instance, WAKE=ec2", { ...sshEnv(s), ...files, ...ec2.env });
