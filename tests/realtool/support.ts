@@ -11,6 +11,7 @@ import * as os from "os";
 import * as path from "path";
 import { ScriptCommand } from "../../lib/shell";
 import { parseSettings, Settings } from "../../lib/settings";
+import { configOf } from "../support/settings";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 export const HARNESS = path.join(REPO, "tests", "harness");
@@ -326,15 +327,9 @@ export function buildersLine(b: BuilderEnv, o: { addr?: string; key?: string } =
  * secrets since they may carry a key or password.
  */
 export function settings(sections: { builder?: object; image: object; registry?: object; neko?: object }): Settings {
-  const P = "neko-infra";
-  const all: Record<string, object> = { builder: { kind: "local" }, host: { kind: "none" }, ...sections };
   return parseSettings({
-    config: Object.fromEntries(
-      Object.entries(all)
-        .filter(([, v]) => v !== undefined)
-        .map(([k, v]) => [`${P}:${k}`, JSON.stringify(v)]),
-    ),
-    secretKeys: [`${P}:builder`, `${P}:registry`],
+    config: configOf({ builder: { kind: "local" }, host: { kind: "none" }, ...sections }),
+    secretKeys: ["neko-infra:builder", "neko-infra:registry"],
     projectDir: REPO,
     fileExists: (p) => fs.existsSync(p),
   });

@@ -31,6 +31,7 @@ import { caddyfile, certificatePaths, TLS_IMAGE } from "../../lib/caddy";
 import { parseSettings, Settings } from "../../lib/settings";
 import { scriptCommand, ScriptCommand, ScriptRun } from "../../lib/shell";
 import { TURN_IMAGE, turnRelayEnv } from "../../lib/turn";
+import { configOf } from "../support/settings";
 import { HARNESS, ok, readEnvFile, REPO, Result, run, show } from "./support";
 
 jest.setTimeout(120_000);
@@ -141,11 +142,11 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000)
 /** The stack's settings: an ssh host at the namespaced address, TLS from Pebble, TURN on. */
 function settingsFor(acmeServer: string): Settings {
   return parseSettings({
-    config: {
-      "neko-infra:builder": JSON.stringify({ kind: "local" }),
-      "neko-infra:image": JSON.stringify({ flake: "./tests/fixtures/flake" }),
-      "neko-infra:registry": JSON.stringify({ kind: "oci", url: "registry.neko.test/neko" }),
-      "neko-infra:host": JSON.stringify({
+    config: configOf({
+      builder: { kind: "local" },
+      image: { flake: "./tests/fixtures/flake" },
+      registry: { kind: "oci", url: "registry.neko.test/neko" },
+      host: {
         kind: "ssh",
         host: h.NSHOST_ADDR,
         privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nunused\n-----END OPENSSH PRIVATE KEY-----",
@@ -154,9 +155,9 @@ function settingsFor(acmeServer: string): Settings {
         acmeServer,
         acmeEmail: "ops@neko.test",
         acmeRootCert: fs.readFileSync(pebble.PEBBLE_MINICA, "utf8"),
-      }),
-      "neko-infra:neko": JSON.stringify({ turn: true, turnPassword: TURN_PASSWORD }),
-    },
+      },
+      neko: { turn: true, turnPassword: TURN_PASSWORD },
+    }),
     secretKeys: ["neko-infra:host", "neko-infra:neko"],
     projectDir: REPO,
     fileExists: (p) => fs.existsSync(p),

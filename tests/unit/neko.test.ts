@@ -2,22 +2,23 @@ import { envFile, nekoEnv, nekoSecretEnv, nvencPipeline, rolloutEnv } from "../.
 import { hostIngress, sshIngress } from "../../lib/network";
 import { hostPorts, publishArgs } from "../../lib/ports";
 import { NekoSettings, parseSettings } from "../../lib/settings";
+import { configOf } from "../support/settings";
 
 function neko(overrides: Record<string, unknown> = {}, gpu = false): NekoSettings {
   return parseSettings({
-    config: {
-      "neko-infra:image": JSON.stringify({ flake: "./x" }),
-      "neko-infra:builder": JSON.stringify({ kind: "local" }),
-      "neko-infra:registry": JSON.stringify({ kind: "oci", url: "r.example.com/neko" }),
-      "neko-infra:host": JSON.stringify({
+    config: configOf({
+      image: { flake: "./x" },
+      builder: { kind: "local" },
+      registry: { kind: "oci", url: "r.example.com/neko" },
+      host: {
         kind: "ssh",
         gpu,
         host: "h.example.com",
         privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx",
         hostKey: "ssh-ed25519 AAAA",
-      }),
-      "neko-infra:neko": JSON.stringify(overrides),
-    },
+      },
+      neko: overrides,
+    }),
     secretKeys: ["neko-infra:host"],
     projectDir: "/p",
     fileExists: () => true,

@@ -1,5 +1,6 @@
 import { parseSettings, SettingsError, SettingsInput, isCidr, localFlakePath } from "../../lib/settings";
 import { stackConfig } from "../support/stack";
+import { configOf } from "../support/settings";
 
 const P = "neko-infra";
 const KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----";
@@ -18,11 +19,7 @@ function base(): Record<string, Record<string, unknown>> {
 
 function input(cfg: Record<string, unknown>, secretKeys: string[] = [], files: string[] = []): SettingsInput {
   return {
-    config: Object.fromEntries(
-      Object.entries(cfg)
-        .filter(([, v]) => v !== undefined)
-        .map(([k, v]) => [`${P}:${k}`, typeof v === "string" ? v : JSON.stringify(v)]),
-    ),
+    config: configOf(cfg),
     secretKeys: secretKeys.map((k) => `${P}:${k}`),
     projectDir: "/work/project",
     fileExists: (p) => files.includes(p),

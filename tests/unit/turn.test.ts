@@ -1,5 +1,6 @@
 import { parseSettings, TurnSettings } from "../../lib/settings";
 import { readScript } from "../../lib/shell";
+import { configOf } from "../support/settings";
 import {
   DENIED_PEER_RANGES,
   iceServers,
@@ -14,18 +15,18 @@ import {
 
 function turn(t: unknown = true): TurnSettings {
   return parseSettings({
-    config: {
-      "neko-infra:image": JSON.stringify({ flake: "./x" }),
-      "neko-infra:builder": JSON.stringify({ kind: "local" }),
-      "neko-infra:registry": JSON.stringify({ kind: "oci", url: "r.example.com/neko" }),
-      "neko-infra:host": JSON.stringify({
+    config: configOf({
+      image: { flake: "./x" },
+      builder: { kind: "local" },
+      registry: { kind: "oci", url: "r.example.com/neko" },
+      host: {
         kind: "ssh",
         host: "203.0.113.10",
         privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx",
         hostKey: "ssh-ed25519 AAAA",
-      }),
-      "neko-infra:neko": JSON.stringify({ turn: t }),
-    },
+      },
+      neko: { turn: t },
+    }),
     secretKeys: ["neko-infra:host"],
     projectDir: "/p",
     fileExists: () => true,
