@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Pulumi CLI, the Node.js language host and the command provider
-# from Go modules (no download sites needed, only the Go module proxy), caches
-# them outside the repo by version, and prints the bin directory to put on PATH
-# as its only line on stdout. Everything else goes to stderr.
+# Builds the Pulumi CLI, the Node.js language host and the dynamic-provider shim
+# from Go modules (no download sites needed, only the Go module proxy), puts the
+# real command provider v1.2.1 beside them, caches it all outside the repo by
+# version, and prints the bin directory to put on PATH as its only line on
+# stdout. Everything else goes to stderr.
 #
 #   PATH="$(tools/pulumi-offline.sh):$PATH"
 #
@@ -14,36 +15,35 @@
 #   pulumi                         github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
 #   pulumi-language-nodejs         the Node.js language host (see below)
 #   pulumi-resource-pulumi-nodejs  the dynamic-provider shim shipped in sdk/v3
-#   pulumi-resource-command        github.com/pulumi/pulumi-command/provider,
-#                                  or else the stand-in in tools/command-provider
-#                                  (the engine takes it from PATH)
+#   pulumi-resource-command        the real command provider, v1.2.1 (COMMAND_VERSION;
+#                                  the engine takes it from PATH), not built here:
+#                                  the Go module proxy refuses
+#                                  github.com/pulumi/pulumi-command at every version.
+#                                  In this order, it is
+#     1. the plugin `pulumi plugin install resource command 1.2.1` installed
+#        (a machine with the internet): $PULUMI_HOME/plugins/resource-command-v1.2.1/
+#        (PULUMI_HOME defaults to ~/.pulumi; not while a .partial marker says
+#        its install is unfinished), copied;
+#     2. else ${NEKO_INFRA_SHARED:-<repo>/../shared}/providers/pulumi-resource-command-v1.2.1-linux-amd64.xz
+#        (built from the provider's public source, see PROVENANCE.md there),
+#        decompressed with xz after checking the archive and the binary against
+#        the .sha256 file beside it; a mismatch is an error;
+#     3. else the script fails and says how to get one of the two.
+#   The cache keeps the copy; its `sources` line says where it came from.
 #
-# Module versions: the language host and the command provider are Go modules
-# without tags of their own, so they are fetched by pseudo-version at the
-# commit of the release tag. The commit is read from the proxy's Origin data
-# when it has it; set PULUMI_NODEJS_HOST_MODVERSION / COMMAND_PROVIDER_MODVERSION
-# to an exact pseudo-version to skip that. When the language host's
-# pseudo-version can't be had, the host is built from the newest sdk/v3 that
-# still carried it inside the sdk module (PULUMI_NODEJS_HOST_FALLBACK_SDK,
-# v3.68.0), which works with the newer CLI.
-#
-# When the command provider can't be had (the proxy refuses it), the script
-# builds tools/command-provider instead: a small stand-in of our own that
-# implements the subset of command:local:Command and command:remote:Command
-# this project uses (its header says which). It is rebuilt whenever a file
-# under tools/command-provider changes (the cache is keyed by their hash), and
-# the script says on stderr that the stand-in is in use.
-# PULUMI_OFFLINE_REQUIRE_COMMAND=1 (or an explicit COMMAND_PROVIDER_MODVERSION)
-# asks for the real provider only and makes its absence an error. The proxy is
-# asked for it once; delete the cache directory to ask again.
+# Module versions: the language host is a Go module without tags of its own,
+# so it is fetched by pseudo-version at the commit of the release tag. The
+# commit is read from the proxy's Origin data when it has it; set
+# PULUMI_NODEJS_HOST_MODVERSION to an exact pseudo-version to skip that. When
+# the language host's pseudo-version can't be had, the host is built from the
+# newest sdk/v3 that still carried it inside the sdk module
+# (PULUMI_NODEJS_HOST_FALLBACK_SDK, v3.68.0), which works with the newer CLI.
 set -euo pipefail
 
 PULUMI_VERSION="${PULUMI_VERSION:-3.274.1}"
 COMMAND_VERSION="${COMMAND_VERSION:-1.2.1}"
 PULUMI_NODEJS_HOST_MODVERSION="${PULUMI_NODEJS_HOST_MODVERSION:-}"
 PULUMI_NODEJS_HOST_FALLBACK_SDK="${PULUMI_NODEJS_HOST_FALLBACK_SDK:-3.68.0}"
-COMMAND_PROVIDER_MODVERSION="${COMMAND_PROVIDER_MODVERSION:-}"
-PULUMI_OFFLINE_REQUIRE_COMMAND="${PULUMI_OFFLINE_REQUIRE_COMMAND:-0}"
 
 PULUMI_VERSION="${PULUMI_VERSION#v}"
 COMMAND_VERSION="${COMMAND_VERSION#v}"
@@ -60,26 +60,19 @@ die() {
 
 readonly PULUMI_MOD=github.com/pulumi/pulumi
 readonly NODEJS_HOST_MOD=github.com/pulumi/pulumi/sdk/nodejs/cmd/pulumi-language-nodejs/v3
-readonly COMMAND_MOD=github.com/pulumi/pulumi-command
+readonly COMMAND_MOD=github.com/pulumi/pulumi-command/provider
 readonly VERSION_PKG=github.com/pulumi/pulumi/sdk/v3/go/common/version
-readonly STANDIN_MOD=neko-infra/tools/command-provider
-# The stand-in's version, as its GetPluginInfo reports it.
-readonly STANDIN_VERSION=1.2.1
 
-standin_src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/command-provider"
-# A hash of every file of the stand-in's sources, or empty when there are none.
-standin_hash=""
-if [[ -f $standin_src/go.mod ]]; then
-  standin_hash="$(cd "$standin_src" && find . -type f -print0 | LC_ALL=C sort -z |
-    xargs -0 sha256sum | sha256sum | cut -c1-16)"
-fi
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Where the command provider comes from, in this order (see the header).
+command_plugin="${PULUMI_HOME:-$HOME/.pulumi}/plugins/resource-command-v$COMMAND_VERSION/pulumi-resource-command"
+command_xz="${NEKO_INFRA_SHARED:-$repo/../shared}/providers/pulumi-resource-command-v$COMMAND_VERSION-linux-amd64.xz"
 
-cache_dir="${XDG_CACHE_HOME:-$HOME/.cache}/neko-infra/pulumi-${PULUMI_VERSION}-command-${COMMAND_VERSION}"
+# "real-command": earlier caches (pulumi-VERSION-command-VERSION) may hold a
+# home-made stand-in of the provider; they are never read.
+cache_dir="${XDG_CACHE_HOME:-$HOME/.cache}/neko-infra/pulumi-${PULUMI_VERSION}-real-command-${COMMAND_VERSION}"
 bin="$cache_dir/bin"
-# Left when the command provider could not be fetched, so later runs (and
-# rebuilds of the stand-in) don't ask the proxy again.
-command_missing="$cache_dir/command-provider-unavailable"
-# What each binary was built from: lines "NAME MODULE@VERSION".
+# What each binary was built from: lines "NAME MODULE@VERSION[ (where from)]".
 sources="$cache_dir/sources"
 
 have() { [[ -x "$bin/$1" ]]; }
@@ -90,29 +83,17 @@ built_from() {
 }
 
 want_host() { built_from pulumi-language-nodejs "$PULUMI_NODEJS_HOST_MODVERSION"; }
-# The real command provider is in the cache (at COMMAND_PROVIDER_MODVERSION, if given).
-real_command() {
-  have pulumi-resource-command &&
-    grep -q "^pulumi-resource-command $COMMAND_MOD/provider@${COMMAND_PROVIDER_MODVERSION:-.*}\$" "$sources" 2>/dev/null
-}
-# The stand-in may take the real provider's place.
-standin_allowed() {
-  [[ -n $standin_hash && -z $COMMAND_PROVIDER_MODVERSION && $PULUMI_OFFLINE_REQUIRE_COMMAND != 1 ]]
-}
-# The stand-in is in the cache, built from the sources as they are now.
-standin_current() {
-  have pulumi-resource-command &&
-    grep -Fqx "pulumi-resource-command $STANDIN_MOD@$standin_hash" "$sources" 2>/dev/null
-}
+# The real command provider at COMMAND_VERSION is in the cache.
 want_command() {
-  real_command || { standin_allowed && [[ -e $command_missing ]] && standin_current; }
+  have pulumi-resource-command &&
+    grep -q "^pulumi-resource-command $COMMAND_MOD@v$COMMAND_VERSION " "$sources" 2>/dev/null
 }
 
 complete() {
   have pulumi && have pulumi-resource-pulumi-nodejs && want_host && want_command
 }
 
-# record NAME MODULE@VERSION
+# record NAME MODULE@VERSION[ (where from)]
 record() {
   { grep -v "^$1 " "$sources" 2>/dev/null || true; } >"$sources.tmp.$$"
   printf '%s %s\n' "$1" "$2" >>"$sources.tmp.$$"
@@ -120,10 +101,6 @@ record() {
 }
 
 finish() {
-  if ! real_command; then
-    log "note: pulumi-resource-command is the stand-in built from $standin_src" \
-      "(implements only part of the command provider; $(cat "$command_missing" 2>/dev/null || echo 'the real one was not tried'))"
-  fi
   printf '%s\n' "$bin" >&3
   exit 0
 }
@@ -132,13 +109,6 @@ if complete; then
   finish
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  if [[ -x /usr/local/go/bin/go ]]; then
-    PATH="/usr/local/go/bin:$PATH"
-  else
-    die "go not found (needed to build Pulumi from Go modules)"
-  fi
-fi
 # The throwaway modules must not be pulled into a go.work of the caller.
 export GOWORK=off
 
@@ -250,41 +220,95 @@ install_dynamic_shim() {
   record pulumi-resource-pulumi-nodejs "$PULUMI_MOD/sdk/v3@v$PULUMI_VERSION"
 }
 
-build_command_provider() {
-  local v="$COMMAND_PROVIDER_MODVERSION"
-  local pkg="$COMMAND_MOD/provider/cmd/pulumi-resource-command"
-  [[ -n $v ]] || v="$(pseudo_version "$COMMAND_MOD@v$COMMAND_VERSION" v0.0.0)"
-  if [[ -z $v ]]; then
-    log "the proxy gives no commit for $COMMAND_MOD v$COMMAND_VERSION"
-    return 1
-  fi
-  log "building pulumi-resource-command v$COMMAND_VERSION ($COMMAND_MOD/provider@$v)"
-  new_module command "$pkg" &&
-    (cd "$work/command" && go mod edit -require="$COMMAND_MOD/provider@$v") &&
-    build_into command "$pkg" "-X $COMMAND_MOD/provider/pkg/version.Version=$COMMAND_VERSION" \
-      pulumi-resource-command &&
-    record pulumi-resource-command "$COMMAND_MOD/provider@$v" && return 0
-  log "$COMMAND_MOD/provider@$v could not be fetched or built (see above)"
+# sha256_for NAME: the checksum the .sha256 file beside the archive gives for
+# NAME. Its lines are sha256sum's "HEX  NAME"; the archive's line names the
+# archive, the binary's line reads "HEX  pulumi-resource-command (decompressed)".
+sha256_for() {
+  local hex name
+  while read -r hex name || [[ -n $hex ]]; do
+    if [[ ${name#\*} == "$1" && $hex =~ ^[0-9a-f]{64}$ ]]; then
+      printf '%s\n' "$hex"
+      return 0
+    fi
+  done <"$command_xz.sha256"
   return 1
 }
 
-# The stand-in, built from its own module (go.mod and go.sum in tools/command-provider).
-build_command_standin() {
-  log "building the stand-in pulumi-resource-command from $standin_src ($standin_hash)"
-  if [[ $COMMAND_VERSION != "$STANDIN_VERSION" ]]; then
-    log "warning: the stand-in implements command provider v$STANDIN_VERSION, not v$COMMAND_VERSION"
+# check_sha256 FILE WANT WHAT: dies unless FILE's sha256 is WANT.
+check_sha256() {
+  local got
+  got="$(sha256sum "$1")" || die "cannot read $1"
+  got="${got%% *}"
+  [[ $got == "$2" ]] ||
+    die "$3 has sha256 $got, but $command_xz.sha256 says $2: the file is damaged or not the one PROVENANCE.md describes; get it again, do not use it"
+}
+
+# The real provider: the installed plugin, else the shared archive, else an error.
+install_command_provider() {
+  local sum
+  if [[ -x $command_plugin && ! -e ${command_plugin%/*}.partial ]]; then
+    log "pulumi-resource-command v$COMMAND_VERSION: copying the installed plugin $command_plugin"
+    cp "$command_plugin" "$tmp_out" || die "cannot copy $command_plugin"
+    sum="$(sha256sum "$tmp_out")"
+    chmod 0755 "$tmp_out"
+    mv -f "$tmp_out" "$bin/pulumi-resource-command"
+    record pulumi-resource-command "$COMMAND_MOD@v$COMMAND_VERSION (sha256 ${sum%% *}, the plugin installed at $command_plugin)"
+    return 0
   fi
-  (cd "$standin_src" && go build -trimpath -ldflags "-s -w" -o "$tmp_out" .) &&
-    mv -f "$tmp_out" "$bin/pulumi-resource-command" &&
-    record pulumi-resource-command "$STANDIN_MOD@$standin_hash"
+  if [[ -f $command_xz && $(uname -s)/$(uname -m) == Linux/x86_64 ]]; then
+    local archive want_xz want_bin
+    archive="$(cd "$(dirname "$command_xz")" && pwd)/${command_xz##*/}"
+    log "pulumi-resource-command v$COMMAND_VERSION: decompressing $archive"
+    command -v xz >/dev/null 2>&1 ||
+      die "xz not found, needed to decompress $archive (Debian: apt-get install xz-utils; bash tools/install-deps.sh installs it)"
+    [[ -f $command_xz.sha256 ]] || die "no $command_xz.sha256 beside $command_xz: without its checksums it is not used"
+    want_xz="$(sha256_for "${command_xz##*/}")" ||
+      die "$command_xz.sha256 has no checksum for ${command_xz##*/}"
+    want_bin="$(sha256_for "pulumi-resource-command (decompressed)")" ||
+      die "$command_xz.sha256 has no checksum for 'pulumi-resource-command (decompressed)'"
+    check_sha256 "$command_xz" "$want_xz" "$archive"
+    xz -dc "$command_xz" >"$tmp_out" || die "xz -dc $archive failed"
+    check_sha256 "$tmp_out" "$want_bin" "pulumi-resource-command decompressed from $archive"
+    chmod 0755 "$tmp_out"
+    mv -f "$tmp_out" "$bin/pulumi-resource-command"
+    record pulumi-resource-command "$COMMAND_MOD@v$COMMAND_VERSION (sha256 $want_bin, decompressed from $archive, sha256 $want_xz)"
+    return 0
+  fi
+  log "error: no pulumi-resource-command v$COMMAND_VERSION (the Go module proxy refuses $COMMAND_MOD, so it is never built here)."
+  log "  not installed as a plugin: $command_plugin"
+  if [[ -f $command_xz ]]; then
+    log "  $command_xz is for Linux x86_64, not $(uname -s) $(uname -m)"
+  else
+    log "  no shared copy: $command_xz"
+  fi
+  log "fix one of:"
+  log "  with the internet: pulumi plugin install resource command $COMMAND_VERSION"
+  log "  offline: the shared providers directory at ${NEKO_INFRA_SHARED:-$repo/../shared}/providers (or NEKO_INFRA_SHARED=<dir holding providers/>), with ${command_xz##*/} and its .sha256"
+  exit 1
+}
+
+need_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    if [[ -x /usr/local/go/bin/go ]]; then
+      PATH="/usr/local/go/bin:$PATH"
+    else
+      die "go not found (needed to build Pulumi from Go modules)"
+    fi
+  fi
 }
 
 start=$SECONDS
 
+# The provider first: when it is missing, say so before minutes of building.
+if ! want_command; then
+  install_command_provider
+fi
 if ! have pulumi; then
+  need_go
   build_cli
 fi
 if ! want_host; then
+  need_go
   if ! build_nodejs_host_at_tag; then
     if [[ -n $PULUMI_NODEJS_HOST_MODVERSION ]]; then
       die "could not build pulumi-language-nodejs at $PULUMI_NODEJS_HOST_MODVERSION"
@@ -293,25 +317,8 @@ if ! want_host; then
   fi
 fi
 if ! have pulumi-resource-pulumi-nodejs; then
+  need_go
   install_dynamic_shim
-fi
-if ! want_command; then
-  # Ask the proxy for the real provider unless it already said no.
-  if ! standin_allowed || [[ ! -e $command_missing ]]; then
-    if build_command_provider; then
-      rm -f "$command_missing"
-    else
-      printf 'the real command provider v%s could not be had from the Go module proxy (%s)\n' \
-        "$COMMAND_VERSION" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$command_missing"
-      if ! standin_allowed; then
-        [[ -n $standin_hash ]] || log "no stand-in sources in $standin_src"
-        die "could not build pulumi-resource-command v$COMMAND_VERSION"
-      fi
-    fi
-  fi
-  if ! real_command; then
-    build_command_standin || die "could not build the stand-in pulumi-resource-command from $standin_src"
-  fi
 fi
 
 got="$("$bin/pulumi" version)"
