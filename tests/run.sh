@@ -6,8 +6,8 @@
 #              actionlint over .github/workflows
 #   unit       pure logic, the dev/prod stacks under Pulumi mocks, the policy pack
 #   realtool   every script against real Nix, sshd, registry, skopeo, dockerd (tests/harness)
-#   engine     the local stack through the real Pulumi CLI (tools/pulumi-offline.sh), and the Go tests
-#              of its stand-in command provider (tools/command-provider, real sshd on 127.0.0.1)
+#   engine     the pipeline, the local stack and the spot guard through the real Pulumi CLI and the
+#              real command provider v1.2.1 (tools/pulumi-offline.sh)
 #
 # Env: SUITES="unit realtool engine" to run a subset (the static checks always run).
 #
@@ -57,7 +57,7 @@ log "npm ci"
 npm ci --no-audit --no-fund --loglevel=error >/dev/null
 
 if [[ " $suites " == *" engine "* ]]; then
-  log "Pulumi CLI, language host and command provider (built once from Go modules, then cached)"
+  log "Pulumi CLI and language host (built once from Go modules, then cached), the real command provider v1.2.1"
   bin=$(bash tools/pulumi-offline.sh)
   export PATH="$bin:$PATH"
 fi
@@ -77,50 +77,7 @@ check "lint (eslint, prettier)" npm run --silent lint
 check "actionlint (.github/workflows)" bash tools/actionlint.sh
 
 report=$(mktemp)
-go_report=$(mktemp)
-trap 'rm -f "$report" "$go_report"' EXIT
-
-# With the engine suite: the Go tests of the stand-in command provider (real sshd on 127.0.0.1),
-# each Go test counted as one test.
-if [[ " $suites " == *" engine "* ]]; then
-  log "go test: the stand-in command provider (tools/command-provider)"
-  go_bin=$(command -v go || echo /usr/local/go/bin/go)
-  set +e
-  (cd tools/command-provider && GOWORK=off "$go_bin" test -count=1 -json . >"$go_report")
-  go_rc=$?
-  set -e
-  # "passed failed", then the output of each failed test (read by node, like jest's report)
-  # shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
-  if summary=$(node -e '
-    const out = {}, result = {};
-    for (const line of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
-      let e;
-      try { e = JSON.parse(line); } catch { continue; }
-      if (!e.Test || e.Test.includes("/")) continue;
-      if (e.Action === "output") out[e.Test] = (out[e.Test] ?? "") + e.Output;
-      if (e.Action === "pass" || e.Action === "fail") result[e.Test] = e.Action;
-    }
-    const names = Object.keys(result), failed = names.filter((n) => result[n] === "fail");
-    console.log(`${names.length - failed.length} ${failed.length}`);
-    for (const n of failed) process.stdout.write(out[n] ?? `--- FAIL: ${n}\n`);
-  ' "$go_report"); then
-    read -r p f <<<"${summary%%$'\n'*}"
-    passed=$((passed + p))
-    failed=$((failed + f))
-    tail -n +2 <<<"$summary" >&2
-    echo "go test: $p passed, $f failed" >&2
-  else
-    echo "tests/run.sh: cannot read go test's report" >&2
-    p=0 f=1
-    failed=$((failed + 1))
-  fi
-  if ((go_rc != 0)) && ((f == 0)); then
-    # no failing test, yet go test failed: a build error or a crash, shown as it came
-    tail -n 40 "$go_report" >&2
-    echo "tests/run.sh: go test exited $go_rc without a failing test" >&2
-    failed=$((failed + 1))
-  fi
-fi
+trap 'rm -f "$report"' EXIT
 
 projects=()
 for s in $suites; do projects+=(--selectProjects "$s"); done
