@@ -47,7 +47,7 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-export function readScript(name: ScriptName | "wake.js" | "spot-cancel.js"): string {
+export function readScript(name: ScriptName | "step-preamble.sh" | "wake.js" | "spot-cancel.js"): string {
   return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
 }
 
@@ -67,10 +67,15 @@ export function commandLine(run: Pick<ScriptRun, "args" | "budgetSeconds">, remo
   return [...bound, "bash", "-s", "--", ...run.args.map(shellQuote)].join(" ");
 }
 
-/** The standard input: the environment (and the budget, for the script's messages), then the script. */
+/**
+ * The standard input: the environment (the script's name and budget, for its messages, then its
+ * own), the shared preamble (scripts/step-preamble.sh: every printed line capped, one SIGTERM
+ * message), then the script.
+ */
 export function scriptInput(run: Pick<ScriptRun, "script" | "env" | "budgetSeconds">): string {
-  const budget: Record<string, string> = run.budgetSeconds ? { STEP_BUDGET: `${run.budgetSeconds}s` } : {};
-  return envPreamble({ ...budget, ...run.env }) + readScript(run.script);
+  const own: Record<string, string> = { STEP_SCRIPT: run.script.replace(/\.sh$/, "") };
+  if (run.budgetSeconds) own.STEP_BUDGET = `${run.budgetSeconds}s`;
+  return envPreamble({ ...own, ...run.env }) + readScript("step-preamble.sh") + readScript(run.script);
 }
 
 export function scriptCommand(run: ScriptRun, remote = false): ScriptCommand {

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034 # `doing` is read by on_term, from scripts/step-preamble.sh
 # The local stack's registry: loads a docker-archive from this machine's Nix store into this
 # machine's Docker engine, tagged NAME:<store path hash>, and prints the image ID (sha256:...): the
 # only line on stdout. A store path already loaded is found by its tag: nothing is read or loaded.
@@ -15,13 +16,6 @@ base=$(basename "$store_path")
 ref="$name:${base%%-*}"
 doing="starting"
 
-# Stopped by SIGTERM (the step's time budget, or whoever stopped it): say what it was doing.
-on_term() {
-  trap - TERM
-  echo "docker-load: was stopped (SIGTERM) after ${SECONDS}s while $doing" >&2
-  exit 143
-}
-trap on_term TERM
 
 [[ $store_path == /nix/store/* && $base == *-* ]] || die "$store_path is not a Nix store path"
 [[ $name =~ ^[a-z0-9]+([._/-][a-z0-9]+)*$ ]] || die "$name is not a Docker image name (lowercase, e.g. neko-infra/neko)"

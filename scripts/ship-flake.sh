@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034 # `doing` is read by on_term, from scripts/step-preamble.sh
 # Copies a flake on this machine (and its locked inputs) into a builder's Nix store over SSH and
 # prints the store path of its source: the only line on stdout.
 #
@@ -16,16 +17,6 @@ target=$2
 port=$3
 doing="starting"
 
-# Stopped by SIGTERM: by timeout(1) when the step's time budget ran out (STEP_BUDGET, from
-# lib/shell.ts), else by whoever stopped it. Say which and what it was doing.
-on_term() {
-  trap - TERM
-  local why="was stopped (SIGTERM)"
-  [[ -z ${STEP_BUDGET:-} ]] || why="ran out of its time budget ($STEP_BUDGET)"
-  echo "ship-flake: $why after ${SECONDS}s while $doing" >&2
-  exit 143
-}
-trap on_term TERM
 
 : "${SSH_PRIVATE_KEY:?ship-flake: SSH_PRIVATE_KEY is not set}"
 : "${SSH_HOST_KEY:?ship-flake: SSH_HOST_KEY is not set}"
