@@ -68,6 +68,8 @@ export class NekoHost extends pulumi.ComponentResource {
         })
       : undefined;
 
+    const domain = s.tlsFront.enabled ? s.tlsFront.domain : undefined;
+    const frontUrl = (address: string) => `https://${domain ?? (address.includes(":") ? `[${address}]` : address)}/`;
     const registryEnv = args.registryCredentials
       ? pulumi
           .output(args.registryCredentials.password)
@@ -81,6 +83,7 @@ export class NekoHost extends pulumi.ComponentResource {
           profile: host.profile,
           stackTag: args.stackTag,
           stateDir: host.stateDir,
+          frontUrl: s.tlsFront.enabled ? frontUrl(r.publicAddress) : undefined,
         }),
         NEKO_ENV: envFile({ ...nekoEnv(neko, r), ...nekoSecretEnv({ userPassword, adminPassword, apiToken: token, iceServers }) }),
         ...(host.stateDir ? { NEKO_API_TOKEN: token } : {}),
@@ -105,10 +108,9 @@ export class NekoHost extends pulumi.ComponentResource {
     );
 
     this.publicAddress = host.publicAddress;
-    const domain = s.tlsFront.enabled ? s.tlsFront.domain : undefined;
     const loopbackOnly = s.kind === "local" && s.bindAddress === "127.0.0.1";
     this.url = host.publicAddress.apply((a) =>
-      s.tlsFront.enabled ? `https://${domain ?? a}/` : `http://${loopbackOnly ? "localhost" : a}:${neko.httpPort}/`,
+      s.tlsFront.enabled ? frontUrl(a) : `http://${loopbackOnly ? "localhost" : a}:${neko.httpPort}/`,
     );
     this.sshCommand = host.sshHint;
     this.sshAccess = host.sshAccess;

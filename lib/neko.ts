@@ -100,6 +100,8 @@ export interface RolloutSpec {
   stackTag: string;
   /** Record the API token for the host's idle check. */
   stateDir?: string;
+  /** The HTTPS front's URL (`https://<domain or address>/`): /health is checked through it too. */
+  frontUrl?: string;
 }
 
 /**
@@ -123,6 +125,7 @@ export function rolloutEnv(n: NekoSettings, rt: NekoRuntime, spec: RolloutSpec):
   };
   if (spec.profile !== undefined && n.persistProfile) Object.assign(env, { NEKO_PROFILE: spec.profile, NEKO_PROFILE_DIR: n.profileDir });
   if (spec.stateDir) env.NEKO_STATE_DIR = spec.stateDir;
+  if (spec.frontUrl) env.NEKO_FRONT_URL = spec.frontUrl;
   if (rt.gpu && n.videoCodec === "h264") {
     Object.assign(env, {
       NEKO_NVENC: n.nvencElement,

@@ -30,6 +30,10 @@
 #   NEKO_STATE_DIR      directory for the lock and what runs: api-token (0600, from the secret
 #                       NEKO_API_TOKEN), neko-url (the health/API base URL)
 #   REGISTRY_USER, REGISTRY_PASSWORD (secret)  log in for this pull only
+#   NEKO_FRONT_URL      the HTTPS front's URL (https://SUBJECT/, tls-front.sh): once neko answers,
+#                       its /health must answer 200 through the front too (connecting to
+#                       127.0.0.1:443 with SUBJECT's name), within NEKO_FRONT_SECONDS (default 60)
+#   NEKO_FRONT_CA_FILE  tests only: the CA bundle that verifies the front (default: the system's)
 # stdout: one line `NAME OUTCOME IMAGE_ID URL`, OUTCOME = unchanged | started | replaced.
 # Everything else goes to stderr; secret values never do (they are masked in container logs).
 set -euo pipefail
@@ -508,6 +512,29 @@ swap() {
   stage=finished
 }
 
+# neko answers on its own port: so must the front, the address users have (tls-front.sh waited
+# only for its certificate, since on a new host it comes before neko).
+check_front() {
+  local url=${NEKO_FRONT_URL:-} budget=${NEKO_FRONT_SECONDS:-60} deadline code="" err=""
+  [[ -n $url ]] || return 0
+  [[ $url =~ ^https://[^/]+/$ ]] || die "NEKO_FRONT_URL must be https://SUBJECT/, got '$url'"
+  [[ $budget =~ ^[1-9][0-9]*$ ]] || die "NEKO_FRONT_SECONDS must be a positive number of seconds, got '$budget'"
+  local -a curl_args=(-sS -o /dev/null -w '%{http_code}' --max-time 5 --connect-to ":443:127.0.0.1:443")
+  [[ -z ${NEKO_FRONT_CA_FILE:-} ]] || curl_args+=(--cacert "$NEKO_FRONT_CA_FILE")
+  phase="checking /health through the HTTPS front ${url}"
+  deadline=$((SECONDS + budget))
+  while :; do
+    code=$(curl "${curl_args[@]}" "${url}health" 2>"$tmp/front.err") || true
+    [[ $code != 200 ]] || break
+    if ((SECONDS >= deadline)); then
+      err=$(grep -v '^[[:space:]]*$' "$tmp/front.err" | tail -n 1 | cut -c1-200) || true
+      die "$name answers /health on http://$health_addr, but ${url}health answered ${code:-nothing}${err:+ ($err)} within ${budget}s: is the HTTPS front running (docker logs neko-tls)?"
+    fi
+    sleep 1
+  done
+  log "${url}health answers 200 through the HTTPS front"
+}
+
 record_state() {
   [[ -n $state_dir ]] || {
     [[ -z $api_token ]] || log "NEKO_API_TOKEN is set but NEKO_STATE_DIR is not: the token was not recorded"
@@ -591,6 +618,7 @@ main() {
     addr=$(published_addr "$name") && [[ $(http_status "$addr") == 200 ]]; then
     health_addr=$addr
     record_state
+    check_front
     printf '%s unchanged %s http://%s\n' "$name" "$image_id" "$health_addr"
     return 0
   fi
@@ -600,6 +628,7 @@ main() {
   run_candidate
   swap
   record_state
+  check_front
   log "$name $outcome: $image_id answers /health on http://$health_addr"
   printf '%s %s %s http://%s\n' "$name" "$outcome" "$image_id" "$health_addr"
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034 # `doing` is read by on_term, from scripts/step-preamble.sh
 # The HTTPS front of a neko host: runs Caddy in the container neko-tls (host network), which gets
 # and renews a certificate for SUBJECT by ACME, redirects HTTP to HTTPS and proxies to neko on
-# 127.0.0.1; then waits until https://SUBJECT/ serves a certificate that verifies and neko's
-# /health answers 200 through it. Prints one line on stdout:
+# 127.0.0.1; then waits until https://SUBJECT/ serves a certificate that verifies. It does not
+# wait for neko: on a new host the front comes first (TURN shares its certificate, and neko's ICE
+# servers name TURN), so Caddy answers 502 until neko runs; the rollout (neko-rollout.sh,
+# NEKO_FRONT_URL) checks /health through the front once neko answers. Prints one line on stdout:
 #   https://SUBJECT/ serves a certificate from <issuer> valid until <date>
 #
 # Usage: tls-front.sh IMAGE SUBJECT        (SUBJECT: the host's domain or its IP address)
@@ -14,7 +17,7 @@
 #        TLS_DIR             host directory for config/ (mounted read-only at /etc/caddy) and data/
 #                            (certificates, mounted at /data); default
 #                            ${NEKO_STATE_DIR:-/var/lib/neko-infra/host}/tls, created if missing
-#        TLS_WAIT_SECONDS    how long to wait for the certificate and /health (default 180)
+#        TLS_WAIT_SECONDS    how long to wait for the certificate (default 180)
 #        TLS_CA_FILE         tests only: CA bundle to verify the served certificate with
 #                            (default: the system's)
 # Idempotent: the container carries a hash of the image, the Caddyfile, the root and TLS_DIR; when
@@ -37,13 +40,6 @@ image=$1
 subject=$2
 doing="starting"
 
-# Stopped by SIGTERM (timeout(1) enforcing the step's budget, or whoever stopped it).
-on_term() {
-  trap - TERM
-  echo "tls-front: stopped by SIGTERM after ${SECONDS}s (the step's time budget ran out, or it was cancelled) while $doing" >&2
-  exit 143
-}
-trap on_term TERM
 
 if [[ $subject == *:* || $subject =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
   ip_subject=1
@@ -162,10 +158,6 @@ acme_errors() {
 }
 
 fail_waiting() {
-  local code=$1
-  if [[ $code =~ ^[1-5][0-9][0-9]$ ]]; then
-    die "https://$url_host/ serves a certificate that verifies, but /health answered $code instead of 200 within ${wait_seconds}s: is neko running and published on 127.0.0.1 (docker ps; docker logs of the neko container)?"
-  fi
   local errors
   errors=$(acme_errors || true)
   {
@@ -188,8 +180,9 @@ started=$SECONDS
 next_progress=$((SECONDS + 20))
 restarts=$(docker container inspect --format '{{.RestartCount}}' "$name" 2>/dev/null || echo 0)
 while :; do
+  # Any HTTP answer (502 while neko is not there yet) means the certificate verified.
   code=$("${check[@]}" -o /dev/null -w '%{http_code}' "https://$url_host/health" 2>"$tmp/curl.err") || true
-  [[ $code != 200 ]] || break
+  [[ ! $code =~ ^[1-5][0-9][0-9]$ ]] || break
   status=$(docker container inspect --format '{{.State.Status}} {{.RestartCount}}' "$name" 2>/dev/null || echo "missing 0")
   if [[ ${status% *} != running || ${status#* } != "$restarts" ]]; then
     echo "tls-front: $name is ${status% *} (restarts: ${status#* }); its last lines:" >&2
@@ -197,7 +190,7 @@ while :; do
     die "$name does not keep running (is port 80 or 443 taken by another server on this host?)"
   fi
   if ((SECONDS >= deadline)); then
-    fail_waiting "$code"
+    fail_waiting
   fi
   if ((SECONDS >= next_progress)); then
     log "waiting for the certificate of $subject ($((SECONDS - started)) s)"
