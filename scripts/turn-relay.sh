@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034 # `doing` is read by on_term, from scripts/step-preamble.sh
 # The TURN relay of a neko host: runs coturn in the container neko-turn (host network) with the
 # configuration from lib/turn.ts, waits until it listens, and prints one line on stdout:
 #   neko-turn listens on 3478 (UDP, TCP) and 5349 (TLS), relaying on UDP 49160-49200
@@ -40,12 +41,7 @@ log() { echo "turn-relay: $*" >&2; }
 image=$1
 doing="starting"
 
-on_term() {
-  trap - TERM
-  echo "turn-relay: stopped by SIGTERM after ${SECONDS}s (the step's time budget ran out, or it was cancelled) while $doing" >&2
-  exit 143
-}
-trap on_term TERM
+
 
 [[ -n ${TURN_CONF:-} ]] || die "TURN_CONF is empty: the configuration comes from lib/turn.ts"
 wait_seconds=${TURN_WAIT_SECONDS:-60}
@@ -75,8 +71,6 @@ if [[ -n $tls_port ]]; then
   [[ -n $cert && -n $key ]] || die "TURN_CONF has tls-listening-port=$tls_port but TURN_TLS_CERT/TURN_TLS_KEY do not name the front's certificate"
   for f in "$cert" "$key"; do
     [[ $f == "$tls_mount"/* ]] || die "TURN_TLS_CERT and TURN_TLS_KEY must lie under $tls_mount (the front's data as the container sees it), not $f"
-    [[ -f $tls_dir/data/${f#"$tls_mount"/} ]] ||
-      die "the TLS front has no $tls_dir/data/${f#"$tls_mount"/} (has tls-front.sh obtained its certificate on this host?)"
   done
 elif [[ -n $cert || -n $key ]]; then
   die "TURN_TLS_CERT/TURN_TLS_KEY are set but TURN_CONF has no tls-listening-port"
@@ -136,6 +130,19 @@ if ! image_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null); t
   docker pull --quiet "$image" >/dev/null 2>"$tmp/err" ||
     die "docker pull $image failed: $(grep -v '^[[:space:]]*$' "$tmp/err" | tail -n 2)"
   image_id=$(docker image inspect --format '{{.Id}}' "$image")
+fi
+
+# The front's certificate must be there (tls-front.sh ran and succeeded). Caddy keeps it 0600
+# root in 0700 directories, which the login user (ec2-user) cannot look into: look as the
+# container will, as root with the front's data mounted where TURN_CONF expects it.
+if [[ -n $tls_port ]]; then
+  doing="looking for the TLS front's certificate"
+  # shellcheck disable=SC2016 # expanded by the container's sh
+  if ! docker run --rm --network none --user 0:0 --entrypoint /bin/sh \
+    --mount "type=bind,source=$tls_dir/data,target=$tls_mount,readonly" "$image" \
+    -c 'for f in "$@"; do [ -f "$f" ] || { echo "no $f"; exit 1; }; done' check "$cert" "$key" >"$tmp/err" 2>&1; then
+    die "the TLS front has no certificate for TURN over TLS in $tls_dir/data ($(grep -v '^[[:space:]]*$' "$tmp/err" | grep -v 'IPv4 forwarding' | tail -n 1); has tls-front.sh obtained its certificate on this host?)"
+  fi
 fi
 
 hash=$(printf '%s\0' "$image" "$image_id" "$TURN_CONF" "$dir" "$tls_dir" "$cert" "$key" "$reload_seconds" "$entrypoint" | sha256sum | cut -c1-32)
