@@ -1,6 +1,6 @@
 /**
  * The whole pipeline through the real Pulumi engine (CLI and language host built from Go modules,
- * our strict stand-in of the command provider): an `ssh` builder that sleeps and is woken by its
+ * the real command provider v1.2.1): an `ssh` builder that sleeps and is woken by its
  * wake command (the namespaced builder of tests/harness, its own /nix and sshd), an OCI registry
  * (htpasswd, tests/harness/registry.sh) and a `local` host (the harness's dockerd). Everything the
  * program registers here is a Command: no AWS, docker, tls or random resource (the secrets are

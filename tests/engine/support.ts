@@ -1,5 +1,5 @@
 /**
- * The real Pulumi engine (CLI, Node.js language host, command provider stand-in from
+ * The real Pulumi engine (CLI, Node.js language host and the real command provider v1.2.1, from
  * tools/pulumi-offline.sh) over a copy of this project with a file backend, and what the suites
  * read from it: the operation on each resource from `--json` engine events, never from timing.
  */
