@@ -23,7 +23,11 @@
 # Inside the netns, `unshare -m --propagation private` bind-mounts
 #   STATE_DIR/nix on /nix, STATE_DIR/home on /root, STATE_DIR/tmp on /tmp,
 #   STATE_DIR/containers-lib on /var/lib/containers (skopeo's blob-info cache),
-#   STATE_DIR/containers-run on /run/containers (skopeo/podman login auth.json)
+#   STATE_DIR/containers-run on /run/containers (skopeo/podman login auth.json),
+#   STATE_DIR/etc-containers (empty) on /etc/containers, when this machine has one: Amazon Linux
+#   has no /etc/containers/policy.json, and skopeo from nixpkgs brings none, so skopeo there
+#   refuses to copy without --policy ("Error loading trust policy: open
+#   /etc/containers/policy.json: no such file or directory"), and so does it here
 # (STATE_DIR itself stays visible at its path, even when under /root or /tmp)
 # and execs sshd (key-only, root login by key, UsePAM no). /nix is created on
 # the host first when missing (a new machine has none until Nix first runs; a
@@ -153,6 +157,7 @@ mount_and_exec_sshd='
     esac
     mount --rbind "$src" "$dst"
   done
+  if [ -d /etc/containers ]; then mount --bind "$state/etc-containers" /etc/containers; fi
   exec "$2" -D -f "$state/sshd_config" -E "$state/sshd.log"'
 
 # Starts sshd in the builder's netns and its private mount namespace; sets pid. setsid: sshd leaves
@@ -257,7 +262,7 @@ do_start() {
 
   write_configs "$addr"
   mkdir -p "$state/nix" "$state/home" "$state/tmp" "$state/containers-lib" \
-    "$state/containers-run" /run/sshd /var/lib/containers /run/containers
+    "$state/containers-run" "$state/etc-containers" /run/sshd /var/lib/containers /run/containers
   chmod 700 "$state/home"
   chmod 1777 "$state/tmp"
   : >"$state/sshd.log"
