@@ -8,7 +8,7 @@ packages=(
   nix-bin busybox-static git
   openssh-server openssh-client iproute2
   docker-registry apache2-utils skopeo docker.io
-  shellcheck cloud-init curl procps coturn openssl xz-utils
+  shellcheck cloud-init curl procps coturn openssl sudo xz-utils
 )
 
 missing=()
