@@ -12,13 +12,18 @@
 #   define its own `on_term` (the trap calls it by name).
 set -euo pipefail
 
+# A shell loop, not awk or cut: those buffer a pipe's input or output (mawk waits for a full
+# block), which would hold back the progress lines a long step prints.
 step_cap_lines() {
   trap '' TERM INT
-  awk -v max="${STEP_LINE_MAX:-2000}" '{
-    if (length($0) > max) print substr($0, 1, max) " [... line cut at " max " characters]"
-    else print
-    fflush()
-  }'
+  local line max=${STEP_LINE_MAX:-2000}
+  while IFS= read -r line || [[ -n $line ]]; do
+    if ((${#line} > max)); then
+      printf '%s [... line cut at %s characters]\n' "${line:0:max}" "$max"
+    else
+      printf '%s\n' "$line"
+    fi
+  done
 }
 exec > >(step_cap_lines) 2> >(step_cap_lines >&2)
 

@@ -383,7 +383,18 @@ describe("TLS front: a certificate for the host's IP address from a real ACME se
     );
     timings.push(`tls-front.sh, first run on an empty host (account, order, validation, issuance): ${r.seconds.toFixed(1)} s`);
     // The certificate verifies while neko is not there: Caddy answers 502 until it is.
-    const before = await run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "--cacert", pebble.PEBBLE_ROOT_FILE, `https://${h.NSHOST_ADDR}/health`]);
+    const before = await run("curl", [
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "--max-time",
+      "5",
+      "--cacert",
+      pebble.PEBBLE_ROOT_FILE,
+      `https://${h.NSHOST_ADDR}/health`,
+    ]);
     expect(before.stdout).toBe("502");
     await startBackend();
     handoff.result = lines[0];
@@ -587,9 +598,14 @@ describe("TURN relay: failures", () => {
     const empty = path.join(dir, "tls-empty");
     fs.mkdirSync(path.join(empty, "data"), { recursive: true });
     const run = turnRelayRun(stack);
-    const r = await onHost(scriptCommand({ ...run, env: { ...run.env, TLS_DIR: empty, TURN_DIR: path.join(dir, "turn-empty") } }, true), 60_000);
+    const r = await onHost(
+      scriptCommand({ ...run, env: { ...run.env, TLS_DIR: empty, TURN_DIR: path.join(dir, "turn-empty") } }, true),
+      60_000,
+    );
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/turn-relay: the TLS front has no certificate for TURN over TLS in \S+tls-empty\/data \(no \/tls\/\S+\.crt; has tls-front\.sh obtained its certificate on this host\?\)/);
+    expect(r.stderr).toMatch(
+      /turn-relay: the TLS front has no certificate for TURN over TLS in \S+tls-empty\/data \(no \/tls\/\S+\.crt; has tls-front\.sh obtained its certificate on this host\?\)/,
+    );
   });
 });
 
