@@ -10,8 +10,11 @@
  *      TARGET ssh | local; SSH_HOST, SSH_PORT (22), SSH_USER, SSH_HOST_KEY (pinned public key line),
  *        SSH_PRIVATE_KEY (secret: only ever in a 0600 temp file), SSH_HOST_KEY_SETTING (for messages)
  *      WAKE none | command (WAKE_COMMAND, WAKE_COMMAND_TIMEOUT 120) | ec2 (EC2_REGION, EC2_STACK_TAG, EC2_ROLE_TAG)
- *      READY marker (READY_MARKER, READY_LOG) | nix | docker; READY_TIMEOUT (300); REFUSED_GRACE (60)
+ *      READY marker (READY_MARKER, READY_LOG) | nix | docker | login (a login works: a machine
+ *        whose setup step comes next); READY_TIMEOUT (300); REFUSED_GRACE (60)
  * Stdout: one line `ready: <machine> <details>`. Progress and failures on stderr. Exit 0 ready, 1 failed.
+ * Every line printed is capped at LINE_MAX characters: the command provider hangs for ever on an
+ * output line over 64 KiB, and the log lines quoted here (cloud-init's) can be that long.
  */
 "use strict";
 const { spawn } = require("child_process");
@@ -143,6 +146,7 @@ marker)
   if [ ! -e "$3" ]; then echo "(no $3 yet)"; else tail -n 20 "$3" 2>/dev/null || sudo -n tail -n 20 "$3" 2>/dev/null || echo "(cannot read $3 as $(id -un))"; fi ;;
 nix) tool nix --version; tool skopeo --version; echo "path $PATH" ;;
 docker) tool docker version --format '{{.Server.Version}}' ;;
+login) echo "login $(id -un)" ;;
 esac
 `;
 
@@ -162,6 +166,7 @@ function readiness(mode, out) {
     log: lines,
   });
   if (head !== "wake-check") return failed("the readiness check printed something unexpected", "check the user's login shell", out.trim());
+  if (mode === "login") return { state: "ready", details: `login as ${first.slice("login ".length)}` };
   if (mode === "marker") {
     const [word, ...text] = first.split(" ").slice(1);
     if (first.startsWith("marker ") && word === "ok") return { state: "ready", details: text.join(" ") };
@@ -294,8 +299,12 @@ async function main(env, ctx) {
     return n;
   };
   const [target, wake, mode] = [env.TARGET || "", env.WAKE || "none", env.READY || ""];
-  if (!["ssh", "local"].includes(target) || !["none", "command", "ec2"].includes(wake) || !["marker", "nix", "docker"].includes(mode)) {
-    throw bad(`TARGET must be ssh|local, WAKE none|command|ec2, READY marker|nix|docker (got ${target}, ${wake}, ${mode})`);
+  if (
+    !["ssh", "local"].includes(target) ||
+    !["none", "command", "ec2"].includes(wake) ||
+    !["marker", "nix", "docker", "login"].includes(mode)
+  ) {
+    throw bad(`TARGET must be ssh|local, WAKE none|command|ec2, READY marker|nix|docker|login (got ${target}, ${wake}, ${mode})`);
   }
   const readyTimeout = seconds("READY_TIMEOUT", 300);
   const wakeTimeout = seconds("WAKE_COMMAND_TIMEOUT", 120);
@@ -396,10 +405,23 @@ async function main(env, ctx) {
   }
 }
 
-module.exports = { classify, sshLines, ec2Decision, wakeEc2, readiness, formatFailure, Fail, CHECK };
+const LINE_MAX = 2000;
+/** Each line of `text` at most LINE_MAX characters, saying where one was cut. @param {string} text */
+function capLines(text) {
+  return text
+    .split("\n")
+    .map((l) => (l.length > LINE_MAX ? `${l.slice(0, LINE_MAX)} [... line cut at ${LINE_MAX} characters]` : l))
+    .join("\n");
+}
+
+module.exports = { classify, sshLines, ec2Decision, wakeEc2, readiness, formatFailure, Fail, CHECK, capLines, LINE_MAX };
 
 if (require.main === module || /** @type {any} */ (module).id === "[stdin]") {
   const env = process.env;
+  for (const stream of /** @type {const} */ (["log", "error"])) {
+    const write = console[stream].bind(console);
+    console[stream] = (/** @type {unknown[]} */ ...args) => write(capLines(require("util").format(...args)));
+  }
   const ctx = { tried: "" };
   /** @param {{ message: string, fix?: string, said?: string, more?: string[] }} e */
   const report = (e) => {
