@@ -11,10 +11,11 @@ import { hostPorts } from "../lib/ports";
 import { ecrHostOfArn, pullPolicy } from "../lib/registry";
 import { HostSettings, NekoSettings } from "../lib/settings";
 import { SshConnection } from "../lib/sshConnection";
-import { hostUserData } from "../lib/userdata";
+import { hostSetup, SetupRun } from "../lib/setup";
+import { machineUserData } from "../lib/userdata";
 import { WakeSpec, wakeEnvironment } from "../lib/wake";
 import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
-import { Machine } from "./runScript";
+import { Machine, runStep } from "./runScript";
 
 /** Deep Learning Base OSS NVIDIA driver AMI (AL2023): driver and container toolkit preinstalled. */
 export const GPU_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id";
@@ -38,7 +39,7 @@ export interface HostMachine {
   profile: string;
   /** Where the host's idle check reads neko's API token (EC2 hosts only). */
   stateDir?: string;
-  /** Changes when the machine is replaced: what runs on it must run again. */
+  /** Changes when the machine is replaced (its setup step ran anew): what runs on it must run again. */
   generation: pulumi.Input<string>;
   /** The instance (EC2 hosts), for the wake-on-visit link. */
   instance?: aws.ec2.Instance;
@@ -70,8 +71,10 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
   if (s.kind === "ssh") {
     const c = { host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey };
     const method: WakeSpec["method"] = s.wakeCommand ? { kind: "command", command: s.wakeCommand } : { kind: "none" };
-    return {
-      machine: {
+    // An existing Docker host: its setup step only creates the host's state directory (and the
+    // docker group membership) where missing; the steps after it wait for its marker.
+    const machine = withSetup(
+      {
         name,
         parent,
         connection: pulumi.secret(c),
@@ -79,14 +82,18 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
           wakeEnvironment({
             ...base({ kind: "ssh", connection: c, hostKeySetting: "host.hostKey" }),
             method,
+            ready: "marker",
             readyTimeoutSeconds: s.readyTimeout,
           }),
         ),
         wakeSeconds: s.readyTimeout + 180,
       },
+      { setup: hostSetup({ sshUser: s.user, gpu: false, idleMinutes: 0 }), asRoot: s.user !== "root", wakeReady: "docker" },
+    );
+    return {
+      ...machine,
       publicAddress: pulumi.output(s.publicAddress ?? s.host),
       profile: "neko-infra-profile",
-      generation: `${s.user}@${s.host}:${s.port}`,
       sshHint: pulumi.output(`ssh -p ${s.port} ${s.user}@${s.host}`),
     };
   }
@@ -119,16 +126,7 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     subnetId: s.subnetId,
     availabilityZone: profileVolume.availabilityZone,
     stopOnShutdown: true, // the idle timer powers off: that must stop, not terminate
-    userData: pulumi.all([identity.hostKey, ecrRegistry, profileVolume.id]).apply(([hostKey, registry, volumeId]) =>
-      hostUserData({
-        hostKey,
-        sshUser: EC2_USER,
-        gpu: s.gpu,
-        ecrRegistry: registry,
-        profileVolumeId: volumeId,
-        idleMinutes: s.idleMinutes,
-      }),
-    ),
+    userData: identity.hostKey.apply(machineUserData),
   });
   const attachment = new aws.ec2.VolumeAttachment(
     `${name}-browser-profile-attach`,
@@ -156,8 +154,8 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
       readyTimeoutSeconds: s.readyTimeout,
     }),
   );
-  return {
-    machine: {
+  const setup = withSetup(
+    {
       name,
       parent,
       connection: identity.connection,
@@ -165,10 +163,23 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
       wakeSeconds: s.readyTimeout + 180,
       dependsOn: [machine.association, attachment],
     },
+    {
+      setup: pulumi
+        .all([ecrRegistry, profileVolume.id])
+        .apply(([registry, volumeId]) =>
+          hostSetup({ sshUser: EC2_USER, gpu: s.gpu, ecrRegistry: registry, profileVolumeId: volumeId, idleMinutes: s.idleMinutes }),
+        ),
+      asRoot: true,
+      wakeReady: "login",
+      // A new instance starts empty: set it up, then everything on it runs again.
+      triggers: [machine.instance.id],
+    },
+  );
+  return {
+    ...setup,
     publicAddress: identity.eip.publicIp,
     profile: HOST_PROFILE_DIR,
     stateDir: HOST_STATE_DIR,
-    generation: machine.instance.id,
     instance: machine.instance,
     sshHint: pulumi.output(`npm run ssh -- ${pulumi.getStack()} host`),
     sshAccess: identity.connection,
@@ -193,4 +204,33 @@ function profileZone(name: string, parent: pulumi.Resource, s: Extract<HostSetti
       );
     return zone;
   });
+}
+
+/**
+ * The host's setup step (scripts/host-bootstrap.sh as root), and the machine as the later steps see
+ * it: after the setup, waiting for its marker. The setup step's ID is the machine's generation: a
+ * new one (a new instance, or `pulumi up --replace` of the setup step after a host was wiped) runs
+ * everything on the host again.
+ */
+function withSetup(
+  machine: Machine,
+  o: { setup: pulumi.Input<SetupRun>; asRoot: boolean; wakeReady: "login" | "docker"; triggers?: pulumi.Input<unknown>[] },
+): { machine: Machine; generation: pulumi.Output<string> } {
+  const run = pulumi.output(o.setup);
+  const step = runStep(
+    `${machine.name}-setup`,
+    machine,
+    {
+      script: "host-bootstrap.sh",
+      args: run.args,
+      env: run.env,
+      asRoot: o.asRoot,
+      wakeReady: o.wakeReady,
+      purpose: "its setup",
+      budgetSeconds: 1200,
+      triggers: o.triggers,
+    },
+    { parent: machine.parent },
+  );
+  return { machine: { ...machine, dependsOn: [...(machine.dependsOn ?? []), step.command] }, generation: step.command.id };
 }

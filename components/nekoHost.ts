@@ -99,8 +99,8 @@ export class NekoHost extends pulumi.ComponentResource {
         env,
         purpose: pulumi.interpolate`deploying ${args.imageRef}`,
         budgetSeconds: 1800,
-        // A new EC2 instance starts empty: deploy again. (ssh and local hosts: an update in place.)
-        triggers: s.kind === "ec2" ? [host.generation] : undefined,
+        // A new (or wiped and set up again) host starts empty: deploy again. (This machine: in place.)
+        triggers: s.kind === "local" ? undefined : [host.generation],
         // ssh and local hosts outlive the stack: take neko off them (the profile stays).
         onDelete: s.kind === "ec2" ? undefined : REMOVE_COMMAND,
       },

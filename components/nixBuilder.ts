@@ -3,7 +3,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { sshIngress } from "../lib/network";
 import { BuilderSettings } from "../lib/settings";
 import { SshConnection } from "../lib/sshConnection";
-import { builderUserData } from "../lib/userdata";
+import { builderSetup } from "../lib/setup";
+import { machineUserData } from "../lib/userdata";
 import { WakeSpec, wakeEnvironment } from "../lib/wake";
 import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
 import { Machine, runStep, Step, StepArgs, StepOptions } from "./runScript";
@@ -56,6 +57,7 @@ export class NixBuilder extends pulumi.ComponentResource {
     let wakeEnv: pulumi.Output<Record<string, string>>;
     let readyTimeout = 300;
     let dependsOn: pulumi.Resource[] = [];
+    let setup: { triggers: pulumi.Input<unknown>[] } | undefined;
 
     if (s.kind === "ec2") {
       const tags = { ...args.tags, Name: name, "neko-infra:role": "builder" };
@@ -79,14 +81,13 @@ export class NixBuilder extends pulumi.ComponentResource {
           instanceType: s.instanceType,
           volumeSize: s.volumeSize,
           subnetId: s.subnetId,
-          userData: identity.hostKey.apply((hostKey) =>
-            builderUserData({ hostKey, sshUser: EC2_USER, maxJobs: s.maxJobs, idleMinutes: s.idleMinutes }),
-          ),
+          userData: identity.hostKey.apply(machineUserData),
           spot: s.spot,
           stopOnShutdown: true, // the idle timer powers off: that must stop, not terminate
         });
         this.role = machine.role;
         dependsOn = [machine.association];
+        setup = { triggers: [machine.instance.id] };
       }
       wakeEnv = conn.apply((c) =>
         wakeEnvironment({
@@ -113,6 +114,18 @@ export class NixBuilder extends pulumi.ComponentResource {
     }
 
     this.machine = { name, parent: this, connection, wakeEnv, wakeSeconds: readyTimeout + 180, dependsOn };
+    if (setup && s.kind === "ec2") {
+      // Nix, skopeo, max-jobs and the idle stop, over SSH: on every new instance, and again (on the
+      // running builder, no restart) whenever the script or those settings change.
+      const run = builderSetup({ sshUser: EC2_USER, maxJobs: s.maxJobs, idleMinutes: s.idleMinutes });
+      const step = runStep(
+        `${name}-setup`,
+        this.machine,
+        { ...run, asRoot: true, wakeReady: "login", purpose: "its setup", budgetSeconds: 1800, triggers: setup.triggers },
+        { parent: this },
+      );
+      this.machine = { ...this.machine, dependsOn: [...dependsOn, step.command] };
+    }
     this.registerOutputs({ address: this.address });
   }
 

@@ -44,6 +44,11 @@ export interface StepArgs {
   runHere?: boolean;
   /** A command (no secrets) run when the step is deleted, e.g. to remove a container. */
   onDelete?: string;
+  /** Run the script as root (`sudo -n` for a login user that is not root). */
+  asRoot?: boolean;
+  /** What this step's wake step waits for instead of the machine's usual readiness: a setup step,
+   * which makes the machine ready, waits only for a login (or a Docker engine). */
+  wakeReady?: "login" | "docker";
 }
 
 export interface Step {
@@ -59,7 +64,9 @@ export interface StepOptions {
 
 export function runStep(name: string, machine: Machine, args: StepArgs, opts: StepOptions): Step {
   const remote = machine.connection !== undefined && !args.runHere;
-  const create = pulumi.output(args.args).apply((a) => commandLine({ args: a, budgetSeconds: args.budgetSeconds }, remote));
+  const create = pulumi
+    .output(args.args)
+    .apply((a) => commandLine({ args: a, budgetSeconds: args.budgetSeconds, asRoot: args.asRoot }, remote));
   const stdin = pulumi.output(args.env ?? {}).apply((env) => scriptInput({ script: args.script, env, budgetSeconds: args.budgetSeconds }));
   const triggers = args.triggers ?? [];
 
@@ -70,7 +77,9 @@ export function runStep(name: string, machine: Machine, args: StepArgs, opts: St
       // Only a change of the step's own inputs (the triggers) runs it again: then the step runs too.
       update: ":",
       stdin: readScript("wake.js"),
-      environment: pulumi.all([machine.wakeEnv, args.purpose]).apply(([env, purpose]) => ({ ...env, WAKE_FOR: purpose })),
+      environment: pulumi
+        .all([machine.wakeEnv, args.purpose])
+        .apply(([env, purpose]) => ({ ...env, WAKE_FOR: purpose, ...(args.wakeReady ? { READY: args.wakeReady } : {}) })),
       triggers: [pulumi.all([create, stdin, ...triggers]).apply((parts) => fingerprint(parts))],
       addPreviousOutputInEnv: false,
     },
@@ -93,6 +102,9 @@ export function runStep(name: string, machine: Machine, args: StepArgs, opts: St
     parent: opts.parent,
     dependsOn: [wake, ...(opts.dependsOn ?? [])],
     customTimeouts: { create: `${args.budgetSeconds + 60}s`, update: `${args.budgetSeconds + 60}s` },
+    // A step that undoes itself on delete (removing neko) must do so before its replacement runs,
+    // or the old step's delete would take away what the new one just deployed.
+    deleteBeforeReplace: args.onDelete !== undefined,
   };
   const cmd = remote
     ? new command.remote.Command(

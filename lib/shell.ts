@@ -21,8 +21,16 @@ export type ScriptName =
   | "neko-rollout.sh"
   | "tls-front.sh"
   | "turn-relay.sh"
+  | "builder-bootstrap.sh"
+  | "host-bootstrap.sh"
   | "builder-idle-stop.sh"
   | "host-idle-stop.sh";
+
+/** Shared shell a script needs before it, on the same standard input (after the step preamble). */
+const LIBRARIES: Partial<Record<ScriptName, "setup-lib.sh">> = {
+  "builder-bootstrap.sh": "setup-lib.sh",
+  "host-bootstrap.sh": "setup-lib.sh",
+};
 
 export interface ScriptCommand {
   /** What the shell runs: no secret in it. */
@@ -39,6 +47,8 @@ export interface ScriptRun {
   env?: Record<string, string>;
   /** Seconds the machine lets the script run before it stops it (remote commands). */
   budgetSeconds?: number;
+  /** Run as root: through `sudo -n` (a login user such as ec2-user with passwordless sudo). */
+  asRoot?: boolean;
 }
 
 /** Single-quote a word for POSIX shells. */
@@ -47,7 +57,7 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-export function readScript(name: ScriptName | "step-preamble.sh" | "wake.js" | "spot-cancel.js"): string {
+export function readScript(name: ScriptName | "step-preamble.sh" | "setup-lib.sh" | "wake.js" | "spot-cancel.js"): string {
   return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
 }
 
@@ -62,9 +72,10 @@ export function envPreamble(env: Record<string, string>): string {
 }
 
 /** The command line only (it holds no secret); `remote` adds the machine-side time bound. */
-export function commandLine(run: Pick<ScriptRun, "args" | "budgetSeconds">, remote: boolean): string {
+export function commandLine(run: Pick<ScriptRun, "args" | "budgetSeconds" | "asRoot">, remote: boolean): string {
   const bound = remote && run.budgetSeconds ? ["timeout", "-k", "15s", `${run.budgetSeconds}s`] : [];
-  return [...bound, "bash", "-s", "--", ...run.args.map(shellQuote)].join(" ");
+  const root = run.asRoot ? ["sudo", "-n"] : [];
+  return [...bound, ...root, "bash", "-s", "--", ...run.args.map(shellQuote)].join(" ");
 }
 
 /**
@@ -75,7 +86,10 @@ export function commandLine(run: Pick<ScriptRun, "args" | "budgetSeconds">, remo
 export function scriptInput(run: Pick<ScriptRun, "script" | "env" | "budgetSeconds">): string {
   const own: Record<string, string> = { STEP_SCRIPT: run.script.replace(/\.sh$/, "") };
   if (run.budgetSeconds) own.STEP_BUDGET = `${run.budgetSeconds}s`;
-  return envPreamble({ ...own, ...run.env }) + readScript("step-preamble.sh") + readScript(run.script);
+  const library = LIBRARIES[run.script];
+  return (
+    envPreamble({ ...own, ...run.env }) + readScript("step-preamble.sh") + (library ? readScript(library) : "") + readScript(run.script)
+  );
 }
 
 export function scriptCommand(run: ScriptRun, remote = false): ScriptCommand {

@@ -1,70 +1,60 @@
 #!/usr/bin/env bash
-# Runs once as root on a fresh neko host (from cloud-init): enables Docker, lets SSH_USER use it,
+# shellcheck disable=SC2154 # marker: set by scripts/setup-lib.sh, which lib/shell.ts puts before this script
+# The host's setup step: run as root over SSH (sudo -n for a login user such as ec2-user) on the
+# host's first `up`, on every new instance, and again whenever this script or its settings change
+# (no reboot: user-data holds only the host key). Makes sure Docker runs and SSH_USER may use it,
 # makes the ECR credential helper answer for REGISTRY_HOST, mounts the browser profile's EBS volume
 # PROFILE_VOLUME (formatting it only when it holds no file system: a volume that outlived an earlier
-# instance keeps its profile), and on GPU hosts registers the NVIDIA container runtime with Docker.
+# instance keeps its profile), on GPU hosts registers the NVIDIA container runtime with Docker,
+# creates the host's state directory for SSH_USER and installs the idle stop. On an ssh host (an
+# existing Docker host) only what is missing is done: Docker is never installed where it answers.
+# The marker is scripts/setup-lib.sh's: `ok docker=<version>` (plus `gpu=<driver version>`) last,
+# after every job above has finished (so the next SSH login is in the docker group).
 #
-# sshd answers before cloud-init runs this, so the result goes to a marker file that the wake step
-# (scripts/wake.js) reads: removed first, `ok docker=<version>` (plus `gpu=<driver version>` on GPU
-# hosts) written as the very last step, after every job above has finished (so the next SSH login
-# is in the docker group), `failed <step>` written by the EXIT trap when any step fails.
-#
-# Usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|-
-# Env:   NEKO_INFRA_MARKER  the marker file (default /var/lib/neko-infra/bootstrap.status)
-#        NEKO_INFRA_DIR     the host's directory (default /var/lib/neko-infra): host/ (state the
-#                           deploy and the idle check share) and profile/ (the mounted volume)
+# Usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|- IDLE_MINUTES
+# Env:   IDLE_STOP_SCRIPT  the text of host-idle-stop.sh (with IDLE_MINUTES > 0)
+#        NEKO_INFRA_DIR    the host's directory (default /var/lib/neko-infra): host/ (state the
+#                          deploy and the idle check share) and profile/ (the mounted volume)
+#        NEKO_INFRA_MARKER see setup-lib.sh
 set -euo pipefail
+SETUP_NAME=host-bootstrap
 
-usage="usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|-"
-(($# == 2 || $# == 3 || $# == 4)) || { echo "$usage" >&2; exit 2; }
+usage="usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|- IDLE_MINUTES"
+(($# == 5)) || { echo "$usage" >&2; exit 2; }
 user=$1
 gpu=$2
-registry=${3:--}
+registry=$3
 [[ $registry != - ]] || registry=""
-volume=${4:--}
+volume=$4
 [[ $volume != - ]] || volume=""
-marker=${NEKO_INFRA_MARKER:-/var/lib/neko-infra/bootstrap.status}
+idle_minutes=$5
+[[ $idle_minutes =~ ^[0-9]+$ ]] || { echo "$SETUP_NAME: IDLE_MINUTES must be a number, not '$idle_minutes'" >&2; exit 2; }
 base=${NEKO_INFRA_DIR:-/var/lib/neko-infra}
-
-current="starting"
-step() {
-  current=$1
-  echo "host-bootstrap: $1" >&2
-}
-# Atomic: a reader sees the old marker, no marker, or the whole new one.
-write_marker() {
-  mkdir -p "$(dirname "$marker")"
-  printf '%s\n' "$1" >"$marker.tmp.$$"
-  chmod 0644 "$marker.tmp.$$"
-  mv -f "$marker.tmp.$$" "$marker"
-}
-on_exit() {
-  local rc=$?
-  if ((rc != 0)); then
-    echo "host-bootstrap: failed while $current (exit $rc)" >&2
-    write_marker "failed $current" || true
-  fi
-}
 trap on_exit EXIT
 
 step "removing the marker of an earlier run"
 rm -f "$marker"
+wait_for_cloud_init
 
-if ! command -v docker >/dev/null 2>&1; then
-  step "installing Docker"
-  dnf install -y -q docker
+if ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+  if ! command -v docker >/dev/null 2>&1; then
+    step "installing Docker"
+    dnf install -y -q docker
+  fi
+  step "starting Docker"
+  systemctl enable --now docker
 fi
-step "starting Docker"
-systemctl enable --now docker
-step "adding $user to the docker group"
-usermod -aG docker "$user"
+if [[ $user != root ]] && ! id -nG "$user" | tr ' ' '\n' | grep -qx docker; then
+  step "adding $user to the docker group"
+  usermod -aG docker "$user"
+fi
 
 if [[ -n $registry ]]; then
   step "installing the ECR credential helper"
   dnf install -y -q amazon-ecr-credential-helper
   step "configuring the ECR credential helper for $registry"
   home=$(getent passwd "$user" | cut -d: -f6)
-  [[ -n $home ]] || { echo "host-bootstrap: no home directory for $user" >&2; exit 1; }
+  [[ -n $home ]] || { echo "$SETUP_NAME: no home directory for $user" >&2; exit 1; }
   for dir in /root/.docker "$home/.docker"; do
     mkdir -p "$dir"
     printf '{"credHelpers":{"%s":"ecr-login"}}\n' "$registry" >"$dir/config.json"
@@ -85,7 +75,7 @@ if [[ -n $volume ]]; then
     [[ -e /dev/sdf ]] && { device=/dev/sdf; break; }
     sleep 1
   done
-  [[ -e $device ]] || { echo "host-bootstrap: the profile volume $volume did not appear in 10 minutes" >&2; exit 1; }
+  [[ -e $device ]] || { echo "$SETUP_NAME: the profile volume $volume did not appear in 10 minutes" >&2; exit 1; }
   if ! blkid "$device" >/dev/null 2>&1; then
     step "formatting the new profile volume"
     mkfs.ext4 -q -L neko-profile "$device"
@@ -104,7 +94,7 @@ fi
 gpu_version=""
 if [[ $gpu == 1 ]]; then
   step "checking for the NVIDIA container toolkit"
-  command -v nvidia-ctk >/dev/null 2>&1 || { echo "host-bootstrap: nvidia-ctk missing: is this the NVIDIA driver AMI?" >&2; exit 1; }
+  command -v nvidia-ctk >/dev/null 2>&1 || { echo "$SETUP_NAME: nvidia-ctk missing: is this the NVIDIA driver AMI?" >&2; exit 1; }
   step "registering the NVIDIA runtime with Docker"
   nvidia-ctk runtime configure --runtime=docker
   step "restarting Docker"
@@ -112,12 +102,14 @@ if [[ $gpu == 1 ]]; then
   step "checking the GPU"
   nvidia-smi -L >&2
   gpu_version=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1)
-  [[ -n $gpu_version ]] || { echo "host-bootstrap: nvidia-smi reports no driver version" >&2; exit 1; }
+  [[ -n $gpu_version ]] || { echo "$SETUP_NAME: nvidia-smi reports no driver version" >&2; exit 1; }
 fi
+
+idle_timer host "$idle_minutes"
 
 step "checking that Docker answers"
 docker_version=$(docker version --format '{{.Server.Version}}')
 
 step "writing the marker"
 write_marker "ok docker=$docker_version${gpu_version:+ gpu=$gpu_version}"
-echo "host-bootstrap: ready: docker $docker_version${gpu_version:+, NVIDIA driver $gpu_version}" >&2
+echo "$SETUP_NAME: ready: docker $docker_version${gpu_version:+, NVIDIA driver $gpu_version}" >&2

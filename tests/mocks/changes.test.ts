@@ -5,6 +5,7 @@
  * rollout. Plus the other machine kinds' shapes. The engine suite proves the same with real runs
  * where the resources can be registered here (tests/engine).
  */
+import { REMOVE_COMMAND } from "../../lib/neko";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -59,6 +60,8 @@ test("builder.enabled: false removes the builder, keeps what steps connect with,
       "builder-key",
       "builder-profile",
       "builder-role",
+      "builder-setup",
+      "builder-setup-wake",
       "builder-sg",
       "builder-spot-request",
       "cache-builder-access",
@@ -233,11 +236,18 @@ describe("other kinds", () => {
     expect(run.ofType("aws:ec2/instance:Instance")).toEqual([]);
     expect(run.byName("host-neko").type).toBe("command:remote:Command");
     expect(run.byName("host-neko").inputs.connection).toMatchObject({ host: "10.0.0.5", user: "neko", port: 22 });
+    // its setup step (as root through sudo: the user is not root) needs a Docker engine; every
+    // later step waits for the setup's marker
+    expect(run.byName("host-setup").inputs.create).toBe("timeout -k 15s 1200s sudo -n bash -s -- neko 0 - - 0");
+    expect(run.byName("host-setup-wake").inputs.environment).toMatchObject({ READY: "docker", WAKE: "none" });
     expect(run.byName("host-neko-wake").inputs.environment).toMatchObject({
-      READY: "docker",
+      READY: "marker",
       WAKE: "none",
       SSH_HOST_KEY_SETTING: "host.hostKey",
     });
+    expect(run.byName("host-neko").inputs.triggers).toEqual(["host-setup-id"]);
+    expect(run.byName("host-neko").inputs.delete).toBe(REMOVE_COMMAND);
+    expect(run.byName("host-neko").deleteBeforeReplace).toBe(true); // its delete must not undo its replacement
     expect(run.byName("host-neko").inputs.stdin).toContain("NEKO_WEBRTC_NAT1TO1=8.8.4.4");
     expect(run.byName("host-tls").inputs.create).toBe("timeout -k 15s 600s bash -s -- public.ecr.aws/docker/library/caddy:2.11 8.8.4.4");
     expect(run.outputs.url).toBe("https://8.8.4.4/");
@@ -249,7 +259,9 @@ describe("other kinds", () => {
     const build = run.byName("image-build");
     expect(build.type).toBe("command:local:Command");
     expect(build.inputs.create).toBe(`bash -s -- path:${flakeDir} image`);
-    expect(build.inputs.stdin.startsWith(`export STEP_BUDGET=7200s\nexport NIX_BUILDERS='${builders}'\n`)).toBe(true);
+    expect(
+      build.inputs.stdin.startsWith(`export STEP_SCRIPT=nix-build\nexport STEP_BUDGET=7200s\nexport NIX_BUILDERS='${builders}'\n`),
+    ).toBe(true);
     expect(build.inputs.triggers).toHaveLength(1);
   });
 });

@@ -68,19 +68,27 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     },
   );
 
-  test("builder: x86 AL2023, SSH only from the configured networks, the idle timer in its user-data", () => {
+  test("builder: x86 AL2023, SSH only from the configured networks; user-data the host key only; the rest a setup step over SSH", () => {
     const cfg = section(stack, "builder");
     expect(run().byName("builder-instance").inputs).toMatchObject({ ami: AL2023, instanceType: cfg.instanceType });
     const sg = run().byName("builder-sg").inputs;
     expect(sg.ingress).toHaveLength(1);
     expect(sg.ingress[0]).toMatchObject({ protocol: "tcp", fromPort: 22, toPort: 22 });
     expect([...sg.ingress[0].cidrBlocks, ...(sg.ingress[0].ipv6CidrBlocks ?? [])].sort()).toEqual([...cfg.sshCidrs].sort());
-    expect(parse(run().byName("builder-instance").inputs.userData).runcmd[1]).toEqual([
-      "systemctl",
-      "enable",
-      "--now",
-      "neko-builder-idle.timer",
+    // What changes with the program is not in user-data (cloud-init runs it once per instance).
+    expect(Object.keys(parse(run().byName("builder-instance").inputs.userData)).sort()).toEqual([
+      "ssh_deletekeys",
+      "ssh_genkeytypes",
+      "ssh_keys",
     ]);
+    const setup = run().byName("builder-setup");
+    expect(setup.type).toBe("command:remote:Command");
+    expect(setup.inputs.create).toBe(`timeout -k 15s 1800s sudo -n bash -s -- ec2-user ${cfg.maxJobs ?? "auto"} 30`);
+    expect(setup.inputs.triggers).toEqual(["builder-instance-id"]); // a new instance is set up again
+    expect(stdinEnv(setup.inputs.stdin).IDLE_STOP_SCRIPT).toContain("builder-idle-stop.sh IDLE_MINUTES");
+    expect(run().byName("builder-setup-wake").inputs.environment).toMatchObject({ READY: "login" });
+    // every later step waits for the setup (its wake step too)
+    for (const step of ["image-build", "registry-push"]) expect(run().byName(`${step}-wake`).dependencies).toContain(setup.urn);
   });
 
   test("nothing asks for a running machine: no InstanceState; the steps' wake steps start them when they run", () => {
@@ -163,7 +171,7 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     const push = run().byName("registry-push");
     const repo = `123456789012.dkr.ecr.eu-central-1.amazonaws.com/${run().byName("registry-repo").inputs.name}`;
     expect(push.inputs.create).toBe(`timeout -k 15s 3600s bash -s -- ${run().outputs.storePath} ${repo}`);
-    expect(stdinEnv(push.inputs.stdin)).toEqual({ STEP_BUDGET: "3600s", REGISTRY_AUTH: "ecr" });
+    expect(stdinEnv(push.inputs.stdin)).toEqual({ STEP_SCRIPT: "push-image", STEP_BUDGET: "3600s", REGISTRY_AUTH: "ecr" });
     expect(push.dependencies).toContain(run().byName("registry-builder-push").urn);
     const all = JSON.stringify(run().resources.map((r) => r.inputs));
     expect(all).not.toMatch(/"(registryAuth|authorizationToken|proxyEndpoint)"/);
@@ -181,7 +189,8 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
       volumeId: "host-browser-profile-id",
       stopInstanceBeforeDetaching: true,
     });
-    expect(parse(run().byName("host-instance").inputs.userData).runcmd[0].slice(-1)).toEqual(["host-browser-profile-id"]);
+    // the host's setup step mounts it: PROFILE_VOLUME_ID is its fourth argument
+    expect(run().byName("host-setup").inputs.create.split(" -- ")[1].split(" ")[3]).toBe("host-browser-profile-id");
   });
 
   test("host security group: SSH from the admins; HTTPS and media from the clients; 80 (ACME) from anyone; neko's own port closed", () => {
@@ -214,7 +223,8 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
   test("neko's rollout: the image by digest on a readable command line; passwords only on stdin; again on a new instance", () => {
     const neko = run().byName("host-neko");
     expect(neko.inputs.create).toBe(`timeout -k 15s 1800s bash -s -- ${run().outputs.imageRef}`);
-    expect(neko.inputs.triggers).toEqual(["host-instance-id"]);
+    expect(neko.inputs.triggers).toEqual(["host-setup-id"]); // the setup step's, which a new instance replaces
+    expect(run().byName("host-setup").inputs.triggers).toEqual(["host-instance-id"]);
     expect(neko.inputs.delete).toBeUndefined(); // an EC2 host's containers go with the instance
     expect(run().secretInputs["host-neko"]).toEqual(expect.arrayContaining(["stdin"]));
     const env = stdinEnv(neko.inputs.stdin);
@@ -293,8 +303,9 @@ describe("dev vs prod", () => {
     expect(env.NEKO_ENV).toContain("NVIDIA_VISIBLE_DEVICES=all");
     expect(env.NEKO_ENV).toContain("NEKO_CAPTURE_VIDEO_CODEC=h264");
     expect(stdinEnv(dev.byName("host-neko").inputs.stdin).NEKO_NVENC).toBeUndefined();
-    expect(parse(prod.byName("host-instance").inputs.userData).runcmd[0].slice(2, 4)).toEqual(["ec2-user", "1"]);
-    expect(parse(dev.byName("host-instance").inputs.userData).runcmd[0].slice(2, 4)).toEqual(["ec2-user", "0"]);
+    const setupArgs = (r: typeof prod) => r.byName("host-setup").inputs.create.split(" -- ")[1].split(" ").slice(0, 2);
+    expect(setupArgs(prod)).toEqual(["ec2-user", "1"]);
+    expect(setupArgs(dev)).toEqual(["ec2-user", "0"]);
   });
 
   test("prod: a TURN relay with generated credentials; neko's ICE servers point at it and ICE lite is off", () => {

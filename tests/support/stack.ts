@@ -21,6 +21,7 @@ export interface Registered {
   parent: string;
   dependencies: string[];
   ignoreChanges: string[];
+  deleteBeforeReplace: boolean;
   provider: string;
 }
 
@@ -128,6 +129,8 @@ function scriptOf(stdin: string): string | undefined {
     "neko-rollout.sh",
     "tls-front.sh",
     "turn-relay.sh",
+    "builder-bootstrap.sh",
+    "host-bootstrap.sh",
   ] as const) {
     if (stdin.endsWith(readScript(name))) return name;
   }
@@ -162,6 +165,9 @@ function fakeStdout(inputs: Record<string, any>): string {
       return `https://${args[1]}/ serves a certificate\n`;
     case "turn-relay.sh":
       return "neko-turn listens\n";
+    case "builder-bootstrap.sh":
+    case "host-bootstrap.sh":
+      return ""; // the marker on the machine is the result; stdout stays empty
     default:
       throw new Error(`mock: a command runs a script the mocks do not know: ${create}`);
   }
@@ -273,6 +279,7 @@ export async function runStack(
             parent: req.getParent(),
             dependencies: req.getDependenciesList(),
             ignoreChanges: req.getIgnorechangesList(),
+            deleteBeforeReplace: req.getDeletebeforereplace(),
             provider: req.getProvider(),
           });
           cb(err, resp);

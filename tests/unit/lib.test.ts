@@ -1,4 +1,4 @@
-import { execFileSync } from "child_process";
+import { execFileSync, spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
@@ -8,8 +8,9 @@ import { hashDirectory } from "../../lib/flakeSource";
 import { nixSigningKeys, s3CacheUri } from "../../lib/nixCache";
 import { gpuInstanceProblem, isArmInstanceType } from "../../lib/instanceTypes";
 import { ecrHostOfArn, lifecyclePolicy, pullPolicy, pushPolicy } from "../../lib/registry";
-import { commandLine, envPreamble, scriptCommand, shellQuote } from "../../lib/shell";
-import { builderUserData, hostUserData } from "../../lib/userdata";
+import { commandLine, envPreamble, scriptCommand, scriptInput, shellQuote } from "../../lib/shell";
+import { builderSetup, hostSetup } from "../../lib/setup";
+import { machineUserData } from "../../lib/userdata";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-unit-"));
 
@@ -28,11 +29,24 @@ describe("shell command lines", () => {
     expect(cmd.command).toBe("bash -s -- 'a b' c");
     expect(cmd.command).not.toContain("p'w");
     // the budget, for the script's own message when timeout(1) stops it, then the environment
-    expect(cmd.stdin.startsWith(`export STEP_BUDGET=60s\nexport REGISTRY_PASSWORD='p'\\''w $x'\n`)).toBe(true);
+    expect(cmd.stdin.startsWith(`export STEP_SCRIPT=push-image\nexport STEP_BUDGET=60s\nexport REGISTRY_PASSWORD='p'\\''w $x'\n`)).toBe(
+      true,
+    );
     expect(cmd.stdin.endsWith(fs.readFileSync(path.join(__dirname, "../../scripts/push-image.sh"), "utf8"))).toBe(true);
     // what a real shell makes of it: the preamble, then a stand-in script that prints what it got
     const input = envPreamble(run.env) + 'printf "%s|%s|%s" "$1" "$2" "$REGISTRY_PASSWORD"';
     expect(execFileSync("/bin/sh", ["-c", cmd.command], { input }).toString()).toBe("a b|c|p'w $x");
+  });
+
+  test("every line a step prints is capped at 2000 characters, saying so, on stdout and stderr", () => {
+    const run = { script: "push-image.sh" as const, args: [], budgetSeconds: 60 };
+    // the step's real stdin with the script swapped for one that prints an over-long line
+    const stdin = scriptCommand(run).stdin.replace(fs.readFileSync(path.join(__dirname, "../../scripts/push-image.sh"), "utf8"), "");
+    const body = 'head -c 100000 /dev/zero | tr "\\0" x; echo; echo short; head -c 70000 /dev/zero | tr "\\0" y >&2; echo >&2';
+    const r = spawnSync("bash", ["-s"], { input: stdin + body, encoding: "utf8" });
+    const cut = " [... line cut at 2000 characters]";
+    expect(r.stdout).toBe(`${"x".repeat(2000)}${cut}\nshort\n`);
+    expect(r.stderr).toBe(`${"y".repeat(2000)}${cut}\n`);
   });
 
   test("a remote command is bounded by timeout(1) on the machine; a local one is not", () => {
@@ -117,66 +131,61 @@ describe("instance types", () => {
   ])("%s does not", (t, why) => expect(gpuInstanceProblem(t)).toMatch(why));
 });
 
-describe("user-data", () => {
+describe("user-data and the setup steps", () => {
   const hostKey = {
     privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
     publicKey: "ssh-ed25519 AAAAC3Nz host",
   };
 
-  test("builder: pinned host key only, bootstrap script embedded verbatim and run with its args", () => {
-    const text = builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: 8, idleMinutes: 0 });
+  test("user-data holds the pinned host key and nothing else, so no program change ever touches it", () => {
+    const text = machineUserData(hostKey);
     expect(text.startsWith("#cloud-config\n")).toBe(true);
-    const doc = parse(text);
-    expect(doc.ssh_keys).toEqual({ ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey });
-    expect(doc.ssh_genkeytypes).toEqual(["ed25519"]);
-    expect(doc.ssh_deletekeys).toBe(true);
-    expect(doc.write_files[0].content).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/builder-bootstrap.sh"), "utf8"));
-    expect(doc.runcmd).toEqual([["bash", "/var/lib/neko-infra/builder-bootstrap.sh", "ec2-user", "8"]]);
-    expect(doc.write_files.map((f: any) => f.path)).not.toContain("/etc/systemd/system/neko-builder-idle.timer");
+    expect(parse(text)).toEqual({
+      ssh_deletekeys: true,
+      ssh_genkeytypes: ["ed25519"],
+      ssh_keys: { ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey },
+    });
   });
 
-  test("builder: the idle timer runs builder-idle-stop.sh every minute with the configured limit", () => {
-    const doc = parse(builderUserData({ hostKey, sshUser: "ec2-user", maxJobs: "auto", idleMinutes: 45 }));
-    const files = Object.fromEntries(doc.write_files.map((f: any) => [f.path, f.content]));
-    expect(files["/var/lib/neko-infra/builder-idle-stop.sh"]).toBe(
-      fs.readFileSync(path.join(__dirname, "../../scripts/builder-idle-stop.sh"), "utf8"),
-    );
-    expect(files["/etc/systemd/system/neko-builder-idle.service"]).toContain(
-      "ExecStart=/usr/bin/bash /var/lib/neko-infra/builder-idle-stop.sh 45\n",
-    );
-    expect(files["/etc/systemd/system/neko-builder-idle.timer"]).toContain("OnUnitActiveSec=1min");
-    expect(doc.runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-builder-idle.timer"]);
+  test("builder setup: user, max-jobs and idle minutes as plain arguments; the idle script travels in its environment", () => {
+    expect(builderSetup({ sshUser: "ec2-user", maxJobs: 8, idleMinutes: 0 })).toEqual({
+      script: "builder-bootstrap.sh",
+      args: ["ec2-user", "8", "0"],
+      env: {},
+    });
+    expect(builderSetup({ sshUser: "ec2-user", maxJobs: "auto", idleMinutes: 45 })).toEqual({
+      script: "builder-bootstrap.sh",
+      args: ["ec2-user", "auto", "45"],
+      env: { IDLE_STOP_SCRIPT: fs.readFileSync(path.join(__dirname, "../../scripts/builder-idle-stop.sh"), "utf8") },
+    });
   });
 
-  test("host: GPU flag, ECR registry and profile volume reach the bootstrap; '-' for none", () => {
-    const doc = parse(
-      hostUserData({
-        hostKey,
-        sshUser: "ec2-user",
-        gpu: true,
-        ecrRegistry: "1.dkr.ecr.eu-central-1.amazonaws.com",
-        profileVolumeId: "vol-0abc",
-        idleMinutes: 0,
-      }),
-    );
-    expect(doc.runcmd).toEqual([
-      ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com", "vol-0abc"],
-    ]);
-    expect(parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 0 })).runcmd).toEqual([
-      ["bash", "/var/lib/neko-infra/host-bootstrap.sh", "ec2-user", "0", "-", "-"],
-    ]);
+  test("host setup: GPU flag, ECR registry, profile volume and idle minutes; '-' for none", () => {
+    const gpu = hostSetup({
+      sshUser: "ec2-user",
+      gpu: true,
+      ecrRegistry: "1.dkr.ecr.eu-central-1.amazonaws.com",
+      profileVolumeId: "vol-0abc",
+      idleMinutes: 20,
+    });
+    expect(gpu.args).toEqual(["ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com", "vol-0abc", "20"]);
+    expect(gpu.env.IDLE_STOP_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-idle-stop.sh"), "utf8"));
+    expect(hostSetup({ sshUser: "admin", gpu: false, idleMinutes: 0 })).toEqual({
+      script: "host-bootstrap.sh",
+      args: ["admin", "0", "-", "-", "0"],
+      env: {},
+    });
   });
 
-  test("host: the idle timer runs host-idle-stop.sh every minute with the configured limit", () => {
-    const doc = parse(hostUserData({ hostKey, sshUser: "ec2-user", gpu: false, idleMinutes: 20 }));
-    const files = Object.fromEntries(doc.write_files.map((f: any) => [f.path, f.content]));
-    expect(files["/var/lib/neko-infra/host-idle-stop.sh"]).toBe(
-      fs.readFileSync(path.join(__dirname, "../../scripts/host-idle-stop.sh"), "utf8"),
-    );
-    expect(files["/etc/systemd/system/neko-host-idle.service"]).toContain(
-      "ExecStart=/usr/bin/bash /var/lib/neko-infra/host-idle-stop.sh 20\n",
-    );
-    expect(doc.runcmd[1]).toEqual(["systemctl", "enable", "--now", "neko-host-idle.timer"]);
+  test("a setup step runs as root through sudo, its library and the step preamble before it", () => {
+    const run = { ...builderSetup({ sshUser: "ec2-user", maxJobs: 4, idleMinutes: 0 }), budgetSeconds: 1800, asRoot: true };
+    expect(commandLine(run, true)).toBe("timeout -k 15s 1800s sudo -n bash -s -- ec2-user 4 0");
+    const stdin = scriptInput(run);
+    const at = (name: string) => stdin.indexOf(fs.readFileSync(path.join(__dirname, "../../scripts", name), "utf8"));
+    expect(at("step-preamble.sh")).toBeGreaterThan(0);
+    expect(at("setup-lib.sh")).toBeGreaterThan(at("step-preamble.sh"));
+    expect(at("builder-bootstrap.sh")).toBeGreaterThan(at("setup-lib.sh"));
+    expect(stdin.startsWith("export STEP_SCRIPT=builder-bootstrap\nexport STEP_BUDGET=1800s\n")).toBe(true);
   });
 });
 
