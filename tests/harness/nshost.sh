@@ -20,7 +20,9 @@
 # --iptables=false --ip-masq=false --ip-forward=false, its own containerd namespace, an empty
 # --config-file (ignores /etc/docker/daemon.json). Log: STATE_DIR/dockerd.log.
 # Env (optional): NSHOST_SUBNET (N), NSHOST_READY_TIMEOUT (seconds for `docker info`, and in login
-# mode for the ssh login, default 30), NSHOST_LOGIN_USER (login mode, below; read by start only).
+# mode for the ssh login, default 30), NSHOST_LOGIN_USER (login mode, below; read by start only),
+# NSHOST_INSECURE_REGISTRY (HOST:PORT dockerd may reach over plain HTTP; read by start, kept by
+# wipe), NSHOST_KEEP_HOST_KEY=1 (wipe keeps the ssh host key, as an EC2 replacement does).
 #
 # Login mode (NSHOST_LOGIN_USER=ec2-user at start): the host as a program meets an EC2 Amazon Linux
 # instance: an SSH login whose user is not root (in group docker, passwordless sudo), a Docker
@@ -85,6 +87,7 @@ load_names() {
   ctr_ns=nekoh-$h
   subnet=${NSHOST_SUBNET:-}
   login_user=${NSHOST_LOGIN_USER:-}
+  insecure_registry=${NSHOST_INSECURE_REGISTRY:-}
   if [[ -f $state/nshost.state ]]; then
     # shellcheck source=/dev/null
     source "$state/nshost.state"
@@ -299,15 +302,17 @@ await_login() {
 # of its own with sshd beside it. Sets pid (dockerd) and sshd_pid.
 boot() {
   local timeout=${NSHOST_READY_TIMEOUT:-30}
+  local -a insecure=()
+  [[ -z $insecure_registry ]] || insecure=(--insecure-registry "$insecure_registry")
   if [[ -z $login_user ]]; then
     # nsenter (without --fork) replaces itself with dockerd: $! is dockerd's pid.
-    start_engine "$state" "$exec_root" "$ctr_ns" "$bridge" "$timeout" nsenter --net="/run/netns/$netns" -- "$dockerd_bin"
+    start_engine "$state" "$exec_root" "$ctr_ns" "$bridge" "$timeout" nsenter --net="/run/netns/$netns" -- "$dockerd_bin" ${insecure[@]+"${insecure[@]}"}
     return
   fi
   # nsenter, unshare (both without --fork) and sh's exec replace themselves: $! is dockerd's pid.
   start_engine "$state" "$exec_root" "$ctr_ns" "$bridge" "$timeout" \
     nsenter --net="/run/netns/$netns" -- unshare -m --propagation private \
-    /bin/sh -c "$mount_and_exec_dockerd" sh "$state" "$dockerd_bin" --group docker
+    /bin/sh -c "$mount_and_exec_dockerd" sh "$state" "$dockerd_bin" --group docker ${insecure[@]+"${insecure[@]}"}
   launch_sshd
   await_login "$timeout"
 }
@@ -367,7 +372,7 @@ do_start() {
     if netns_exists "$netns"; then
       die "netns $netns already exists (another harness with the same STATE_DIR?)"
     fi
-    printf 'subnet=%q\nlogin_user=%q\n' "$subnet" "$login_user" >"$state/nshost.state"
+    printf 'subnet=%q\nlogin_user=%q\ninsecure_registry=%q\n' "$subnet" "$login_user" "$insecure_registry" >"$state/nshost.state"
     ip netns add "$netns"
     ip link add "$veth" type veth peer name "$veth_peer" netns "$netns"
     ip addr add "10.233.$subnet.1/24" dev "$veth"
@@ -423,7 +428,9 @@ do_wipe() {
   rm -rf --one-file-system "${state:?}/data" "${state:?}/varlib" "${state:?}/tmp" "${state:?}/home"
   rm -f "$state/docker.sock"
   make_file_systems
-  new_host_key
+  # An EC2 replacement keeps the host key Pulumi generated (cloud-init installs it again); a
+  # re-installed machine gets a new one.
+  [[ ${NSHOST_KEEP_HOST_KEY:-0} == 1 ]] || new_host_key
   write_ssh_files "10.233.$subnet.2"
   local sshd_pid=""
   boot
