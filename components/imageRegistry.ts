@@ -79,6 +79,7 @@ export class ImageRegistry extends pulumi.ComponentResource {
           args: pulumi.output(args.storePath).apply((p) => [p, LOCAL_IMAGE_NAME]),
           purpose: "loading the image into this machine's Docker engine",
           budgetSeconds: 1800,
+          needs: ["docker"],
         },
         { parent: this },
       );
@@ -95,6 +96,7 @@ export class ImageRegistry extends pulumi.ComponentResource {
         env,
         purpose: pulumi.interpolate`pushing the image to ${this.repositoryUrl}`,
         budgetSeconds: 3600,
+        needs: ["skopeo"],
       },
       { parent: this, dependsOn },
     );

@@ -49,6 +49,9 @@ export interface StepArgs {
   /** What this step's wake step waits for instead of the machine's usual readiness: a setup step,
    * which makes the machine ready, waits only for a login (or a Docker engine). */
   wakeReady?: "login" | "docker";
+  /** Tools the step needs on a machine neko-infra does not set up (ssh and local builders), which
+   * its wake step checks: `nix` to build (the default), `skopeo` to push, `docker` to load. */
+  needs?: ("nix" | "skopeo" | "docker")[];
 }
 
 export interface Step {
@@ -77,9 +80,12 @@ export function runStep(name: string, machine: Machine, args: StepArgs, opts: St
       // Only a change of the step's own inputs (the triggers) runs it again: then the step runs too.
       update: ":",
       stdin: readScript("wake.js"),
-      environment: pulumi
-        .all([machine.wakeEnv, args.purpose])
-        .apply(([env, purpose]) => ({ ...env, WAKE_FOR: purpose, ...(args.wakeReady ? { READY: args.wakeReady } : {}) })),
+      environment: pulumi.all([machine.wakeEnv, args.purpose]).apply(([env, purpose]) => ({
+        ...env,
+        WAKE_FOR: purpose,
+        ...(args.wakeReady ? { READY: args.wakeReady } : {}),
+        ...(args.needs ? { READY_TOOLS: args.needs.join(" ") } : {}),
+      })),
       triggers: [pulumi.all([create, stdin, ...triggers]).apply((parts) => fingerprint(parts))],
       addPreviousOutputInEnv: false,
     },

@@ -10,7 +10,8 @@
  *      TARGET ssh | local; SSH_HOST, SSH_PORT (22), SSH_USER, SSH_HOST_KEY (pinned public key line),
  *        SSH_PRIVATE_KEY (secret: only ever in a 0600 temp file), SSH_HOST_KEY_SETTING (for messages)
  *      WAKE none | command (WAKE_COMMAND, WAKE_COMMAND_TIMEOUT 120) | ec2 (EC2_REGION, EC2_STACK_TAG, EC2_ROLE_TAG)
- *      READY marker (READY_MARKER, READY_LOG) | nix | docker | login (a login works: a machine
+ *      READY marker (READY_MARKER, READY_LOG) | nix (READY_TOOLS, default nix: what the step
+ *        needs, e.g. "skopeo" for a push, "docker" for a load) | docker | login (a login works: a machine
  *        whose setup step comes next); READY_TIMEOUT (300); REFUSED_GRACE (60)
  * Stdout: one line `ready: <machine> <details>`. Progress and failures on stderr. Exit 0 ready, 1 failed.
  * Every line printed is capped at LINE_MAX characters: the command provider hangs for ever on an
@@ -136,7 +137,7 @@ async function wakeEc2(client, sdk, o) {
   return `started instance ${d.id}`;
 }
 
-/** Run on the machine (sh -s MODE MARKER LOG): prints what "ready" depends on, always exits 0. */
+/** Run on the machine (sh -s MODE MARKER LOG TOOLS): prints what "ready" depends on, always exits 0. */
 const CHECK = `echo wake-check
 flat() { printf %s "$1" | tr '\\n' ' '; }
 tool() { if v=$("$@" 2>&1); then echo "have $1 $(flat "$v")"; else echo "missing $1 $(flat "$v")"; fi; }
@@ -144,7 +145,11 @@ case $1 in
 marker)
   if [ -e "$2" ]; then echo "marker $(head -n 1 "$2" 2>&1)"; else echo marker-absent; fi
   if [ ! -e "$3" ]; then echo "(no $3 yet)"; else tail -n 20 "$3" 2>/dev/null || sudo -n tail -n 20 "$3" 2>/dev/null || echo "(cannot read $3 as $(id -un))"; fi ;;
-nix) tool nix --version; tool skopeo --version; echo "path $PATH" ;;
+nix)
+  for t in $4; do
+    if [ "$t" = docker ]; then tool docker version --format '{{.Server.Version}}'; else tool "$t" --version; fi
+  done
+  echo "path $PATH" ;;
 docker) tool docker version --format '{{.Server.Version}}' ;;
 login) echo "login $(id -un)" ;;
 esac
@@ -153,9 +158,10 @@ esac
 /**
  * What the check's output says.
  * @param {string} mode @param {string} out
+ * @param {string[]} [need] with mode nix: the tools the step needs (nix to build, skopeo to push, docker to load)
  * @returns {{ state: "ready", details: string } | { state: "waiting", status: string, log: string[] } | { state: "failed", cause: string, fix: string, said?: string, log: string[] }}
  */
-function readiness(mode, out) {
+function readiness(mode, out, need = ["nix"]) {
   const [head, first = "", ...log] = out.split("\n").filter((l) => l !== "");
   /** @param {string} cause @param {string} fix @param {string} [said] */
   const failed = (cause, fix, said, lines = /** @type {string[]} */ ([])) => ({
@@ -206,10 +212,18 @@ function readiness(mode, out) {
       );
     return { state: "waiting", status: `: the Docker engine does not answer yet: ${d.v}`, log: [] };
   }
-  const missing = ["nix", "skopeo"].filter((t) => !tools[t]?.ok);
-  if (!missing.length) return { state: "ready", details: `${version("nix")} ${version("skopeo")}` };
-  const fix =
-    "an ssh builder is not bootstrapped by neko-infra: install Nix and skopeo there and link both into a directory on the PATH of non-interactive ssh commands (e.g. /usr/local/bin; ~/.profile is not read)";
+  const missing = need.filter((t) => !tools[t]?.ok);
+  if (!missing.length) return { state: "ready", details: need.map(version).join(" ") };
+  const engine = tools.docker;
+  if (missing.includes("docker") && engine && !/not found/.test(engine.v))
+    return failed(
+      "the Docker engine does not answer",
+      "start it (Docker Desktop: open it; Linux: sudo systemctl start docker), or check DOCKER_HOST",
+      engine.v,
+    );
+  const fix = `a builder that is not an ec2 one is not set up by neko-infra: install ${missing.join(" and ")} there${
+    missing.includes("docker") ? " (and start its engine)" : ""
+  } and link ${missing.length > 1 ? "them" : "it"} into a directory on the PATH of non-interactive commands (e.g. /usr/local/bin; ~/.profile is not read)`;
   return failed(
     `${missing.join(" and ")} not found on the non-interactive PATH (${PATH})`,
     fix,
@@ -313,7 +327,9 @@ async function main(env, ctx) {
   const logFile = env.READY_LOG || "/var/log/cloud-init-output.log";
   const childEnv = { ...env };
   delete childEnv.SSH_PRIVATE_KEY;
-  const args = [mode, marker, logFile];
+  // The tools this step needs on the machine (READY=nix): nothing more is demanded.
+  const tools = (env.READY_TOOLS || "nix").split(/\s+/).filter(Boolean);
+  const args = [mode, marker, logFile, tools.join(" ")];
   let [host, port, user, where] = ["", "", "", `${machine} (this machine)`];
   ctx.tried = `the readiness check (READY=${mode}) on this machine`;
   /** @type {(ms: number) => ReturnType<typeof exec>} */
@@ -376,7 +392,7 @@ async function main(env, ctx) {
     const kind = target === "local" ? "ok" : classify(r.err, r.code);
     said = r.code === null ? `(no answer within ${Math.round(Math.min(20_000, left) / 1000)} s; ssh stopped)` : sshLines(r.err, kind);
     if (kind === "ok") {
-      const s = readiness(mode, r.out);
+      const s = readiness(mode, r.out, tools);
       if (s.state === "ready") return `ready: ${machine}${s.details ? ` ${s.details}` : ""}`;
       if (s.state === "failed") throw new Fail(s.cause, s.fix, s.said, quoted(`last lines of ${logFile}`, s.log));
       [phase, status, lastLog, said, refusedSince] = ["ready", s.status, s.log, "", 0];

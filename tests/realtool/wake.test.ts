@@ -218,13 +218,15 @@ describe("connection failures are told apart", () => {
 });
 
 describe("READY=nix (an ssh builder neko-infra did not bootstrap)", () => {
-  test("nix and skopeo on the non-interactive PATH: ready with their versions", async () => {
-    const r = await wake("READY=nix", { ...sshEnv(b), READY: "nix" });
+  test("nix and skopeo on the non-interactive PATH: ready with the versions of what the step needs", async () => {
+    const r = await wake("READY=nix", { ...sshEnv(b), READY: "nix", READY_TOOLS: "nix skopeo" });
     expect(show(r)).toMatch(/^exit 0 /);
     expect(r.stdout).toMatch(/^ready: the builder nix=\d+\.\d+\S* skopeo=\d+\.\d+\S*\n$/);
+    const build = await wake("READY=nix, a build", { ...sshEnv(b), READY: "nix" });
+    expect(build.stdout).toMatch(/^ready: the builder nix=\d+\.\d+\S*\n$/);
   });
 
-  test("a PATH without skopeo: fails at once, saying what to install and where", async () => {
+  test("a PATH without skopeo: a push's wake step fails at once, saying what to install and where; a build's is ready", async () => {
     // The builder's root runs commands through bash, which reads ~/.bashrc under sshd (Debian); the
     // builder's ~ is its own (STATE_DIR/home). The PATH there holds sh, tr and nix: no skopeo.
     const bin = builderDir();
@@ -233,12 +235,14 @@ describe("READY=nix (an ssh builder neko-infra did not bootstrap)", () => {
     const bashrc = path.join(svc.dir, "builder", "home", ".bashrc");
     fs.writeFileSync(bashrc, `export PATH=${bin}\n`);
     try {
-      const r = await wake("READY=nix, no skopeo", { ...sshEnv(b), READY: "nix" });
+      const r = await wake("READY=nix, no skopeo", { ...sshEnv(b), READY: "nix", READY_TOOLS: "skopeo" });
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(`the builder is not usable for the wake test: skopeo not found on the non-interactive PATH (${bin})`);
       expect(r.stderr).toMatch(/^ {2}said: {2}.*skopeo: (command )?not found$/m);
-      expect(r.stderr).toContain("install Nix and skopeo there");
+      expect(r.stderr).toContain("install skopeo there");
       expect(r.seconds).toBeLessThan(5);
+      const build = await wake("READY=nix, no skopeo, a build", { ...sshEnv(b), READY: "nix", READY_TOOLS: "nix" });
+      expect(show(build)).toMatch(/^exit 0 /);
     } finally {
       fs.rmSync(bashrc, { force: true });
     }
@@ -462,7 +466,7 @@ describe("without a machine", () => {
   });
 
   test("TARGET=local, READY=nix: this machine's nix and skopeo", async () => {
-    const r = await wake("TARGET=local READY=nix", { TARGET: "local", READY: "nix" });
+    const r = await wake("TARGET=local READY=nix", { TARGET: "local", READY: "nix", READY_TOOLS: "nix skopeo" });
     expect(show(r)).toMatch(/^exit 0 /);
     expect(r.stdout).toMatch(/^ready: the builder nix=\d+\.\d+\S* skopeo=\d+\.\d+\S*\n$/);
   });

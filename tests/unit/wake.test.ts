@@ -277,20 +277,35 @@ describe("readiness", () => {
     });
   });
 
-  test("nix and skopeo answer: ready with their versions", () => {
+  test("a build needs nix, a push skopeo: each ready with its version", () => {
     const out = "wake-check\nhave nix nix (Nix) 2.8.0\nhave skopeo skopeo version 1.9.3\npath /usr/bin:/bin\n";
-    expect(readiness("nix", out)).toEqual({ state: "ready", details: "nix=2.8.0 skopeo=1.9.3" });
+    expect(readiness("nix", out, ["nix"])).toEqual({ state: "ready", details: "nix=2.8.0" });
+    expect(readiness("nix", out, ["skopeo"])).toEqual({ state: "ready", details: "skopeo=1.9.3" });
   });
 
-  test("skopeo missing: fails, naming it, the PATH and what to install", () => {
-    const out = "wake-check\nhave nix nix (Nix) 2.8.0\nmissing skopeo sh: 1: skopeo: not found\npath /usr/bin:/bin\n";
-    const s = readiness("nix", out);
+  test("a build is not held up by a missing skopeo (a local builder that loads into Docker never needs it)", () => {
+    const out = "wake-check\nhave nix nix (Nix) 2.8.0\npath /usr/bin:/bin\n";
+    expect(readiness("nix", out, ["nix"])).toEqual({ state: "ready", details: "nix=2.8.0" });
+  });
+
+  test("skopeo missing for a push: fails, naming it, the PATH and what to install", () => {
+    const out = "wake-check\nmissing skopeo sh: 1: skopeo: not found\npath /usr/bin:/bin\n";
+    const s = readiness("nix", out, ["skopeo"]);
     expect(s).toMatchObject({
       state: "failed",
       cause: "skopeo not found on the non-interactive PATH (/usr/bin:/bin)",
       said: "sh: 1: skopeo: not found",
     });
-    expect(s.state === "failed" && s.fix).toContain("install Nix and skopeo");
+    expect(s.state === "failed" && s.fix).toContain("install skopeo there");
+  });
+
+  test("docker missing for a load: fails, saying to install and start it", () => {
+    const out = "wake-check\nmissing docker sh: 1: docker: not found\npath /usr/bin:/bin\n";
+    const s = readiness("nix", out, ["docker"]);
+    expect(s).toMatchObject({ state: "failed", cause: "docker not found on the non-interactive PATH (/usr/bin:/bin)" });
+    expect(s.state === "failed" && s.fix).toContain("install docker there (and start its engine)");
+    const down = "wake-check\nmissing docker Cannot connect to the Docker daemon at unix:///var/run/docker.sock.\npath /usr/bin\n";
+    expect(readiness("nix", down, ["docker"])).toMatchObject({ state: "failed", cause: "the Docker engine does not answer" });
   });
 
   test("docker: ready, permission denied (the docker group), engine not up yet", () => {
