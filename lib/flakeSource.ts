@@ -1,13 +1,13 @@
 /**
  * A content hash of a flake directory on the operator's machine: the trigger that ships (and so
- * rebuilds) a local flake only when its files changed. Build outputs, VCS data and node_modules are
- * not part of it.
+ * rebuilds) a local flake only when its files changed. Build outputs, VCS data, node_modules and
+ * macOS's .DS_Store files (Finder writes one into every folder it shows) are not part of it.
  */
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 
-const SKIP = new Set([".git", ".direnv", "node_modules"]);
+const SKIP = new Set([".git", ".direnv", "node_modules", ".DS_Store"]);
 
 export function hashDirectory(dir: string): string {
   const hash = crypto.createHash("sha256");

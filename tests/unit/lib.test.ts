@@ -225,6 +225,17 @@ describe("flake content hash", () => {
     fs.mkdirSync(path.join(dir, "node_modules"));
     expect(hashDirectory(dir)).toBe(before);
   });
+
+  test("a .DS_Store (macOS Finder's, in any folder) does not count", () => {
+    const dir = flakeDir();
+    const before = hashDirectory(dir);
+    const finder = Buffer.from("00000001427564310000100000000800", "hex"); // a .DS_Store's first bytes
+    fs.writeFileSync(path.join(dir, ".DS_Store"), finder);
+    fs.writeFileSync(path.join(dir, "nix", ".DS_Store"), finder);
+    expect(hashDirectory(dir)).toBe(before);
+    fs.writeFileSync(path.join(dir, "nix", "DS_Store"), finder); // only that exact name is Finder's
+    expect(hashDirectory(dir)).not.toBe(before);
+  });
 });
 
 describe("nix signing keys", () => {
