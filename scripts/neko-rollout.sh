@@ -88,12 +88,13 @@ fail_reason=""
 profile_args=()
 spec=""
 image_id=""
+lock_held=""
 
 # Masks every secret value in standard input (container logs, docker's error messages).
 mask() {
   local text s
   text=$(cat)
-  for s in "${secrets[@]}"; do
+  for s in ${secrets[@]+"${secrets[@]}"}; do
     text=${text//"$s"/[secret]}
   done
   printf '%s\n' "$text"
@@ -202,7 +203,7 @@ choose_encoder() {
       ;;
     *) die "NEKO_NVENC must be empty, auto, nvh264enc or nvautogpuh264enc (got '$nvenc')" ;;
   esac
-  var=NEKO_PIPELINE_${element^^}
+  var=NEKO_PIPELINE_$(printf '%s' "$element" | tr '[:lower:]' '[:upper:]')
   pipeline=${!var:-}
   [[ -n $pipeline ]] || die "NEKO_NVENC chose $element but $var is not set"
   [[ $pipeline != *$'\n'* ]] || die "$var must be one line"
@@ -235,10 +236,10 @@ resolve_image() {
       mkdir "$tmp/docker-config"
       cfg=(env "DOCKER_CONFIG=$tmp/docker-config")
       printf '%s' "$registry_password" |
-        "${cfg[@]}" docker login --username "${REGISTRY_USER:-}" --password-stdin "$registry" >/dev/null 2>"$tmp/err" ||
+        ${cfg[@]+"${cfg[@]}"} docker login --username "${REGISTRY_USER:-}" --password-stdin "$registry" >/dev/null 2>"$tmp/err" ||
         die_untouched "the registry $registry refused the login: $(docker_error "$tmp/err")"
     fi
-    "${cfg[@]}" docker pull --quiet --platform linux/amd64 "$ref" >/dev/null 2>"$tmp/err" ||
+    ${cfg[@]+"${cfg[@]}"} docker pull --quiet --platform linux/amd64 "$ref" >/dev/null 2>"$tmp/err" ||
       die_untouched "pulling $ref failed: $(docker_error "$tmp/err")"
     rm -rf "$tmp/docker-config"
   else
@@ -253,12 +254,51 @@ resolve_image() {
 spec_hash() {
   {
     printf 'image %s\nhttp %s\n' "$image_id" "$http_port"
-    printf 'publish %s\n' "${publish[@]}"
-    printf 'run-arg %s\n' "${final_args[@]}"
+    printf 'publish %s\n' ${publish[@]+"${publish[@]}"}
+    printf 'run-arg %s\n' ${final_args[@]+"${final_args[@]}"}
     printf 'profile %s %s\n' "$profile" "$profile_dir"
     printf 'encoder %s\n' "$element"
     cat "$tmp/env"
-  } | sha256sum | cut -c1-64
+  } | sha256_of_input
+}
+
+# bounded SECONDS CMD...: timeout(1) where the machine has it (macOS has not).
+bounded() {
+  if command -v timeout >/dev/null 2>&1; then timeout "$@"; else "${@:2}"; fi
+}
+
+# The SHA-256 of standard input, in hex: sha256sum, or shasum where there is none (macOS 14).
+sha256_of_input() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi | cut -c1-64
+}
+
+# take_lock DIR: one run at a time per container name. A directory (mkdir is atomic everywhere;
+# flock is not on macOS) holding the owner's pid; a lock whose owner is gone is taken over. Waits
+# up to NEKO_LOCK_SECONDS, then fails saying who holds it.
+take_lock() {
+  local lock=$1 owner waited=0 unowned=0
+  phase="waiting for the lock $lock"
+  while ! mkdir "$lock" 2>/dev/null; do
+    owner=$(cat "$lock/pid" 2>/dev/null || true)
+    if [[ -n $owner ]] && ! kill -0 "$owner" 2>/dev/null; then
+      log "taking over the lock $lock: its run (pid $owner) is gone"
+      rm -rf "$lock"
+      continue
+    fi
+    # No pid yet: its owner is between mkdir and writing it, or died there (or an old lock file).
+    if [[ -z $owner ]] && ((++unowned > 5)); then
+      log "taking over the lock $lock: it names no run"
+      rm -rf "$lock"
+      continue
+    fi
+    ((waited > 0)) || log "another neko-rollout for $name runs (pid ${owner:-unknown}); waiting up to ${lock_seconds}s for it"
+    ((waited < lock_seconds)) ||
+      die_untouched "another neko-rollout for $name (pid ${owner:-unknown}) still ran after ${lock_seconds}s (lock $lock)"
+    sleep 1
+    waited=$((waited + 1))
+  done
+  echo "$$" >"$lock/pid"
+  lock_held=$lock
 }
 
 # ---------------------------------------------------------------- containers
@@ -422,10 +462,10 @@ encoder_check() {
       out="$out${out:+, }$lib: ${found:-not visible}"
     done
     echo "$out"'
-  if out=$(timeout 60 docker exec "$cand" gst-inspect-1.0 "$element" 2>&1); then
+  if out=$(bounded 60 docker exec "$cand" gst-inspect-1.0 "$element" 2>&1); then
     return 0
   fi
-  libs=$(timeout 30 docker exec "$cand" sh -c "$probe" 2>&1) || libs="libraries not checked: $libs"
+  libs=$(bounded 30 docker exec "$cand" sh -c "$probe" 2>&1) || libs="libraries not checked: $libs"
   fail_reason="cannot load the encoder $element (gst-inspect-1.0: $(printf '%s' "${out##*$'\n'}" | mask)); $libs (looked in /usr/lib64, /usr/lib/x86_64-linux-gnu, /run/opengl-driver/lib, LD_LIBRARY_PATH)"
   return 1
 }
@@ -439,7 +479,7 @@ run_candidate() {
   started=$(date +%s)
   if ! docker run --detach --name "$cand" --restart=no --env-file "$tmp/env" \
     --publish "127.0.0.1::$http_port" --label neko-infra.role=candidate \
-    "${throwaway_profile[@]}" "${cand_args[@]}" "$image_id" >/dev/null 2>"$tmp/err"; then
+    ${throwaway_profile[@]+"${throwaway_profile[@]}"} ${cand_args[@]+"${cand_args[@]}"} "$image_id" >/dev/null 2>"$tmp/err"; then
     candidate_failed "could not start: $(docker_error "$tmp/err")" "the new image was not rolled out"
   fi
   log "started the candidate $cand"
@@ -501,7 +541,7 @@ swap() {
   clear_locks "$image_id" || roll_back "did not start: $fail_reason"
   started=$(date +%s)
   if ! docker run --detach --name "$name" --env-file "$tmp/env" --label "$spec_label=$spec" \
-    "${publish[@]}" "${profile_args[@]}" "${final_args[@]}" "$image_id" >/dev/null 2>"$tmp/err"; then
+    ${publish[@]+"${publish[@]}"} ${profile_args[@]+"${profile_args[@]}"} ${final_args[@]+"${final_args[@]}"} "$image_id" >/dev/null 2>"$tmp/err"; then
     roll_back "could not start: $(docker_error "$tmp/err")"
   fi
   phase="waiting up to ${health_seconds}s for the new $name to answer /health"
@@ -548,6 +588,15 @@ record_state() {
   mv -f "$state_dir/neko-url.new" "$state_dir/neko-url"
 }
 
+# On every exit; the exit status survives it (bash 3.2 would end with the trap's last status).
+cleanup() {
+  local rc=$?
+  rm -rf "$tmp"
+  [[ -z $deploying ]] || rm -f "$deploying"
+  [[ -z $lock_held ]] || rm -rf "$lock_held"
+  exit "$rc"
+}
+
 on_signal() {
   trap - TERM INT
   log "ran out of its time budget (or was stopped) while $phase"
@@ -580,7 +629,7 @@ main() {
   check_inputs
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/neko-rollout.XXXXXX")
   deploying=""
-  trap 'rm -rf "$tmp"; [[ -z $deploying ]] || rm -f "$deploying"' EXIT
+  trap cleanup EXIT
   trap on_signal TERM INT
   [[ -n $registry_password ]] && secrets+=("$registry_password")
   [[ -n $api_token ]] && secrets+=("$api_token")
@@ -590,13 +639,7 @@ main() {
 
   local lock_dir=${state_dir:-${XDG_RUNTIME_DIR:-/tmp}}
   if [[ -n $state_dir && ! -d $state_dir ]]; then (umask 077 && mkdir -p "$state_dir"); fi
-  local lock=$lock_dir/neko-rollout-$name.lock
-  exec 9>>"$lock"
-  if ! flock -n 9; then
-    phase="waiting for the lock $lock"
-    log "another neko-rollout for $name runs; waiting up to ${lock_seconds}s for it"
-    flock -w "$lock_seconds" 9 || die_untouched "another neko-rollout for $name still ran after ${lock_seconds}s (lock $lock)"
-  fi
+  take_lock "$lock_dir/neko-rollout-$name.lock"
   # The host's idle check (host-idle-stop.sh) leaves a host alone while this flag is there.
   if [[ -n $state_dir ]]; then
     deploying=$state_dir/deploying

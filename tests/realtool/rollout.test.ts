@@ -553,11 +553,11 @@ describe("neko-rollout.sh", () => {
     expect(a.code).toBe(1);
     expect(b.code).toBe(1);
     expect(b.stderr).toMatch(
-      /^neko-rollout: another neko-rollout for neko still ran after 1s \(lock .*\); the running neko was not touched$/m,
+      /^neko-rollout: another neko-rollout for neko \(pid \d+\) still ran after 1s \(lock .*\); the running neko was not touched$/m,
     );
     expect(b.stderr).not.toContain("candidate");
     expect(show(c)).toMatch(/^exit 0 /);
-    expect(c.stderr).toContain("neko-rollout: another neko-rollout for neko runs; waiting up to 300s for it\n");
+    expect(c.stderr).toMatch(/^neko-rollout: another neko-rollout for neko runs \(pid \d+\); waiting up to 300s for it$/m);
     expect(c.stdout).toMatch(resultLine("unchanged", ids.v3slow));
     // The waiting run finished after the first one: it only started once the first was done.
     expect(c.seconds).toBeGreaterThan(a.seconds - 1.5);
