@@ -22,7 +22,7 @@ doing="starting"
 command -v docker >/dev/null 2>&1 || die "docker is not on PATH for $(id -un)@$(hostname)"
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+step_tmp+=("$tmp") # removed on exit (scripts/step-preamble.sh)
 
 bounded() { # bounded SECONDS CMD...: timeout(1) where the machine has it (macOS has not)
   if command -v timeout >/dev/null 2>&1; then timeout "$@"; else "${@:2}"; fi
@@ -46,7 +46,7 @@ fi
 echo "docker-load: loading $store_path into the Docker engine as $ref" >&2
 
 # Read the archive's manifest and image config (small JSON members) before loading anything: it
-# must be a docker-archive of a linux/amd64 image. Its image ID is the config's sha256.
+# must be a docker-archive of a linux/amd64 image.
 doing="reading $store_path"
 mkdir "$tmp/meta"
 if tar --version 2>/dev/null | grep -q GNU; then wild=(--wildcards); else wild=(); fi
@@ -62,21 +62,29 @@ config=$(json_field Config "$tmp/meta/manifest.json")
 platform="$(json_field os "$tmp/meta/$config")/$(json_field architecture "$tmp/meta/$config")"
 [[ $platform == linux/amd64 ]] || die "$store_path is a $platform image; neko runs linux/amd64 only"
 if command -v sha256sum >/dev/null 2>&1; then
-  id="sha256:$(sha256sum "$tmp/meta/$config" | cut -d' ' -f1)"
+  config_id="sha256:$(sha256sum "$tmp/meta/$config" | cut -d' ' -f1)"
 else
-  id="sha256:$(shasum -a 256 "$tmp/meta/$config" | cut -d' ' -f1)"
+  config_id="sha256:$(shasum -a 256 "$tmp/meta/$config" | cut -d' ' -f1)"
 fi
 
-# The same image under another tag (loaded by hand, or by an earlier name): tag it, load nothing.
-if ! docker image inspect "$id" >/dev/null 2>&1; then
+# What the engine calls the image. With the classic image store its ID is the config's digest (then
+# an image loaded under another name is found and only tagged); with the containerd image store
+# (Docker Engine 29 installs, Docker Desktop 4.34+) it is the manifest's, so after a load the image
+# is found by what `docker load` says it loaded: "Loaded image: NAME:TAG" for a tagged archive,
+# "Loaded image ID: sha256:..." for an untagged one.
+image=$config_id
+if ! docker image inspect "$image" >/dev/null 2>&1; then
   doing="loading $store_path into the Docker engine"
-  if ! docker load --quiet --input "$store_path" >/dev/null 2>"$tmp/err"; then
+  if ! out=$(docker load --quiet --input "$store_path" 2>"$tmp/err"); then
     die "docker load of $store_path failed: $(grep -v '^[[:space:]]*$' "$tmp/err" | tail -n 3)"
   fi
+  image=$(printf '%s\n' "$out" | sed -nE 's/^Loaded image( ID)?: //p' | tail -n 1)
+  [[ -n $image ]] || die "docker load of $store_path did not say what it loaded: $(printf '%s' "$out" | tail -n 2)"
 fi
-loaded=$(docker image inspect --format '{{.Id}} {{.Os}}/{{.Architecture}}' "$id" 2>"$tmp/err") ||
-  die "the Docker engine has no image $id after loading $store_path: $(tail -n 1 "$tmp/err")"
-[[ $loaded == "$id linux/amd64" ]] || die "the Docker engine reads $store_path as $loaded, expected $id linux/amd64"
+loaded=$(docker image inspect --format '{{.Id}} {{.Os}}/{{.Architecture}}' "$image" 2>"$tmp/err") ||
+  die "the Docker engine has no image $image after loading $store_path: $(tail -n 1 "$tmp/err")"
+read -r id platform <<<"$loaded"
+[[ $platform == linux/amd64 ]] || die "the Docker engine reads $store_path as a $platform image; neko runs linux/amd64 only"
 docker tag "$id" "$ref"
 echo "docker-load: done: $ref is $id, in ${SECONDS}s" >&2
 echo "$id"
