@@ -23,6 +23,10 @@ interval=${NIX_BUILD_PROGRESS_SECONDS:-30}
 secret=${NIX_CACHE_SECRET_KEY:-}
 
 command -v nix >/dev/null 2>&1 || die "nix is not on PATH for $(id -un)@$(hostname) (is the builder bootstrapped?)"
+# Every Nix command: flakes on whatever this machine's nix.conf says, and the x86_64-linux outputs
+# whatever this machine is (a Mac resolves packages.aarch64-darwin.* by itself; neko's image is
+# built for x86_64-linux only, on a remote builder there).
+nix_flags=(--extra-experimental-features "nix-command flakes" --system x86_64-linux)
 
 # ---------------------------------------------------------------- what it is doing, and how far
 
@@ -57,7 +61,7 @@ built_of_total() {
   while read -r -a outs; do
     total=$((total + 1))
     ok=1
-    for p in "${outs[@]}"; do [[ -e $p ]] || ok=0; done
+    for p in ${outs[@]+"${outs[@]}"}; do [[ -e $p ]] || ok=0; done
     ((ok)) && built=$((built + 1))
   done <"$tmp/outputs"
   echo "$built $total"
@@ -105,9 +109,12 @@ stop_monitor() {
   fi
 }
 
+# On every exit; the exit status survives it (bash 3.2 would end with the trap's last status).
 cleanup() {
+  local rc=$?
   stop_monitor
   rm -rf "$tmp"
+  exit "$rc"
 }
 
 # Stopped by SIGTERM: by timeout(1) when the step's time budget ran out (STEP_BUDGET, from
@@ -147,10 +154,34 @@ diagnose_builders() {
       [[ $store == *\?* ]] && store+="&" || store+="?"
       store+="base64-ssh-public-host-key=$hostkey"
     fi
-    if ! err=$(NIX_SSHOPTS="${NIX_SSHOPTS:-} -o BatchMode=yes -o ConnectTimeout=10" bounded 30 nix store ping --store "$store" 2>&1 >/dev/null); then
+    if ! err=$(NIX_SSHOPTS="${NIX_SSHOPTS:-} -o BatchMode=yes -o ConnectTimeout=10" bounded 30 nix "${nix_flags[@]}" store ping --store "$store" 2>&1 >/dev/null); then
       echo "nix-build: remote builder $uri cannot be used: $(grep -m1 -E 'Permission denied|Host key verification failed|Connection refused|timed out|No route|Could not resolve|REMOTE HOST IDENTIFICATION' <<<"$err" || tail -n1 <<<"$err")" >&2
     fi
   done < <(tr ';' '\n' <<<"$NIX_BUILDERS")
+}
+
+# With a multi-user Nix (a daemon, as on every Mac) --builders counts only for the daemon's
+# trusted users: for anyone else it is ignored, --max-jobs 0 still holds, and the build fails with
+# "unable to start any build". Succeeds when the builders will be used, or when it cannot tell.
+builders_honoured() {
+  [[ $(id -u) != 0 ]] || return 0
+  [[ ${NIX_REMOTE:-} == daemon || -S /nix/var/nix/daemon-socket/socket ]] || return 0 # single-user: no daemon to ask
+  local trusted u me groups
+  # Nix 2.19+ says so (`nix store info`), 2.15-2.18 too (`nix store ping`)
+  trusted=$({ nix "${nix_flags[@]}" store info 2>/dev/null || nix "${nix_flags[@]}" store ping 2>/dev/null; } |
+    sed -n 's/^Trusted: //p' | head -n 1) || true
+  case $trusted in
+    1) return 0 ;;
+    0) return 1 ;;
+  esac
+  # An older Nix does not say: its trusted-users (names, @groups, *).
+  me=$(id -un)
+  groups=" $(id -Gn) "
+  for u in $(nix "${nix_flags[@]}" show-config 2>/dev/null | sed -n 's/^trusted-users = //p'); do
+    [[ $u != "$me" && $u != '*' ]] || return 0
+    [[ $u != @* || $groups != *" ${u#@} "* ]] || return 0
+  done
+  return 1
 }
 
 # ---------------------------------------------------------------- does the flake have ATTR?
@@ -162,8 +193,8 @@ list_packages() {
   # shellcheck disable=SC2016 # a Nix expression, not shell
   local expr='ps: builtins.concatStringsSep " " (map (n: let v = builtins.tryEval (ps.${n} ? imageName); in (if (v.success && v.value) || builtins.match ".*(image|docker|oci|container).*" n != null then "0:" else "1:") + n) (builtins.attrNames ps))'
   local names
-  names=$(nix eval --raw "$flake#packages.x86_64-linux" --apply "$expr" 2>>"$log") ||
-    names=$(nix eval --raw "$flake#packages.x86_64-linux" --apply 'ps: builtins.concatStringsSep " " (map (n: "1:" + n) (builtins.attrNames ps))' 2>>"$log") ||
+  names=$(nix "${nix_flags[@]}" eval --raw "$flake#packages.x86_64-linux" --apply "$expr" 2>>"$log") ||
+    names=$(nix "${nix_flags[@]}" eval --raw "$flake#packages.x86_64-linux" --apply 'ps: builtins.concatStringsSep " " (map (n: "1:" + n) (builtins.attrNames ps))' 2>>"$log") ||
     return 1
   tr ' ' '\n' <<<"$names" | sort -t: -k1,1 -s | cut -d: -f2- | paste -sd' ' - | sed 's/ /, /g'
 }
@@ -172,7 +203,7 @@ list_packages() {
 # asks the caches; if it fails or takes too long, progress lines count without totals.
 plan() {
   local drvs
-  bounded 300 nix "${args[@]}" --dry-run 2>"$tmp/dry" >/dev/null || return 0
+  bounded 300 nix "${nix_flags[@]}" "${args[@]}" --dry-run 2>"$tmp/dry" >/dev/null || return 0
   cat "$tmp/dry" >>"$log"
   awk '/will be built:$/ { s = "b"; next } /will be fetched/ { s = "f"; next }
        /^  \/nix\/store\// { if (s == "b") print $1 > b; else if (s == "f") print $1 > f; next } { s = "" }' \
@@ -212,8 +243,15 @@ if [[ -n ${NIX_CACHE:-} ]]; then
   args+=(--option extra-substituters "$NIX_CACHE" --option extra-trusted-public-keys "$NIX_CACHE_PUBLIC_KEY")
 fi
 
+if [[ -n ${NIX_BUILDERS:-} ]] && ! builders_honoured; then
+  me=$(id -un)
+  echo "nix-build: the Nix daemon ignores the remote builders (builder.remoteBuilders) for $me, who is not one of its trusted-users, so the build would fail with \"unable to start any build\"" >&2
+  echo "nix-build: fix: add the line 'extra-trusted-users = $me' to /etc/nix/nix.custom.conf (Determinate Nix) or /etc/nix/nix.conf, then restart the daemon (macOS: sudo launchctl kickstart -k system/systems.determinate.nix-daemon, or system/org.nixos.nix-daemon; Linux: sudo systemctl restart nix-daemon); or give the daemon the builder in /etc/nix/machines and unset builder.remoteBuilders" >&2
+  exit 1
+fi
+
 phase "checking that $flake has $attr"
-if ! nix eval --raw "$flake#$attr" --apply 'x: ""' >/dev/null 2>"$tmp/eval"; then
+if ! nix "${nix_flags[@]}" eval --raw "$flake#$attr" --apply 'x: ""' >/dev/null 2>"$tmp/eval"; then
   cat "$tmp/eval" >>"$log"
   if grep -q "does not provide attribute" "$tmp/eval"; then
     echo "nix-build: $flake has no output $attr for x86_64-linux (looked for packages.x86_64-linux.$attr, legacyPackages.x86_64-linux.$attr and $attr)" >&2
@@ -234,7 +272,7 @@ phase "evaluating $flake#$attr (what to build and fetch)"
 plan
 phase "building $flake#$attr"
 
-if ! out=$(nix "${args[@]}" 2>>"$log"); then
+if ! out=$(nix "${nix_flags[@]}" "${args[@]}" 2>>"$log"); then
   stop_monitor
   echo "nix-build: building $flake#$attr failed after $(elapsed) (full log: $where)" >&2
   if [[ -n ${NIX_BUILDERS:-} ]] && grep -q -E 'unable to start any build|required system features' "$log"; then
@@ -256,7 +294,8 @@ if [[ -n ${NIX_CACHE:-} && -n $secret ]]; then
   phase "uploading $store_path to the binary cache"
   keyfile="$tmp/cache-key"
   (umask 077 && printf '%s' "$secret" >"$keyfile")
-  if ! { nix store sign --key-file "$keyfile" --recursive "$store_path" && nix copy --to "$NIX_CACHE" "$store_path"; } 2>>"$log"; then
+  if ! { nix "${nix_flags[@]}" store sign --key-file "$keyfile" --recursive "$store_path" &&
+    nix "${nix_flags[@]}" copy --to "$NIX_CACHE" "$store_path"; } 2>>"$log"; then
     echo "nix-build: warning: uploading $store_path to the binary cache failed (the build itself succeeded): $(tail -n1 "$log" | redacted)" >&2
   fi
   rm -f "$keyfile"
