@@ -40,7 +40,7 @@ command -v skopeo >/dev/null 2>&1 || die "skopeo is not installed on $(hostname)
 [[ -e $store_path ]] || die "no image archive at $store_path on $(hostname) (garbage-collected, or built elsewhere?)"
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+step_tmp+=("$tmp") # removed on exit (scripts/step-preamble.sh)
 tls=(--dest-tls-verify=true)
 src_tls=(--tls-verify=true)
 if [[ ${REGISTRY_INSECURE:-0} == 1 ]]; then

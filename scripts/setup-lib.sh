@@ -34,6 +34,7 @@ on_exit() {
     echo "${SETUP_NAME:-setup}: failed while $current (exit $rc)" >&2
     write_marker "failed $current" || true
   fi
+  exit "$rc"
 }
 
 # write_file PATH MODE: standard input to PATH (replaced atomically, owned by root); exit status 0

@@ -27,7 +27,7 @@ abs=$(cd "$dir" && pwd -P)
 command -v nix >/dev/null 2>&1 || die "nix is not on PATH of this machine: a local flake is copied with 'nix flake archive'"
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+step_tmp+=("$tmp") # removed on exit (scripts/step-preamble.sh)
 (umask 077 && printf '%s\n' "$SSH_PRIVATE_KEY" >"$tmp/key")
 host=${target#*@}
 if [[ $port == 22 ]]; then known=$host; else known="[$host]:$port"; fi

@@ -10,6 +10,9 @@
 # - SIGTERM (timeout(1) enforcing the step's budget, STEP_BUDGET; or whoever stopped it) ends the
 #   script with one line saying what it was doing: the script keeps `doing` up to date, and may
 #   define its own `on_term` (the trap calls it by name).
+# - What the script lists in `step_tmp` is removed when it exits, and its exit status survives
+#   that: bash 3.2 (a Mac's) ends a script that hit an error with its EXIT trap's status, which made
+#   failed steps look green.
 set -euo pipefail
 
 # A shell loop, not awk or cut: those buffer a pipe's input or output (mawk waits for a full
@@ -36,3 +39,11 @@ on_term() {
   exit 143
 }
 trap on_term TERM
+
+step_tmp=()
+step_exit() {
+  local rc=$?
+  rm -rf ${step_tmp[@]+"${step_tmp[@]}"}
+  exit "$rc"
+}
+trap step_exit EXIT

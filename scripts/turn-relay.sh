@@ -78,7 +78,7 @@ fi
 
 command -v docker >/dev/null 2>&1 || die "docker is not on PATH for $(id -un)@$(hostname)"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+step_tmp+=("$tmp") # removed on exit (scripts/step-preamble.sh)
 
 doing="asking the Docker engine"
 if ! timeout 30 docker version --format '{{.Server.Version}}' >/dev/null 2>"$tmp/err"; then

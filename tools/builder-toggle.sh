@@ -66,7 +66,7 @@ restore() {
 pulumi config set --path builder.enabled "$enabled" --stack "$stack"
 
 log "$stack: previewing builder $action"
-if ! preview=$(pulumi preview --json --non-interactive --stack "$stack" "${flags[@]}" 2>&1); then
+if ! preview=$(pulumi preview --json --non-interactive --stack "$stack" ${flags[@]+"${flags[@]}"} 2>&1); then
   # The JSON holds the whole plan: show only the errors, a few lines each.
   printf '%s' "$preview" | node -e '
     const text = require("fs").readFileSync(0, "utf8");
@@ -103,8 +103,8 @@ if grep -q '^other ' <<<"$changes" && ((any_changes == 0)); then
 fi
 
 out=$(mktemp "${TMPDIR:-/tmp}/builder-toggle-XXXXXX.log")
-if ! pulumi up --yes --non-interactive --skip-preview --stack "$stack" "${flags[@]}" >"$out" 2>&1; then
-  grep -E '(^|\s)error:' "$out" | head -n 12 | sed 's/^/  /' >&2 || true
+if ! pulumi up --yes --non-interactive --skip-preview --stack "$stack" ${flags[@]+"${flags[@]}"} >"$out" 2>&1; then
+  grep -E '(^|[[:space:]])error:' "$out" | head -n 12 | sed 's/^/  /' >&2 || true
   log "$stack: pulumi up failed (the lines above; the whole output is in $out)"
   exit 1
 fi

@@ -234,10 +234,15 @@ sha256_for() {
   return 1
 }
 
+# sha256_file FILE: "HEX  FILE", from sha256sum or, where there is none (macOS 14), shasum.
+sha256_file() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi
+}
+
 # check_sha256 FILE WANT WHAT: dies unless FILE's sha256 is WANT.
 check_sha256() {
   local got
-  got="$(sha256sum "$1")" || die "cannot read $1"
+  got="$(sha256_file "$1")" || die "cannot read $1"
   got="${got%% *}"
   [[ $got == "$2" ]] ||
     die "$3 has sha256 $got, but $command_xz.sha256 says $2: the file is damaged or not the one PROVENANCE.md describes; get it again, do not use it"
@@ -249,7 +254,7 @@ install_command_provider() {
   if [[ -x $command_plugin && ! -e ${command_plugin%/*}.partial ]]; then
     log "pulumi-resource-command v$COMMAND_VERSION: copying the installed plugin $command_plugin"
     cp "$command_plugin" "$tmp_out" || die "cannot copy $command_plugin"
-    sum="$(sha256sum "$tmp_out")"
+    sum="$(sha256_file "$tmp_out")"
     chmod 0755 "$tmp_out"
     mv -f "$tmp_out" "$bin/pulumi-resource-command"
     record pulumi-resource-command "$COMMAND_MOD@v$COMMAND_VERSION (sha256 ${sum%% *}, the plugin installed at $command_plugin)"
