@@ -448,7 +448,7 @@ function buildsLine(builder, f, stack) {
   return fail(
     what,
     `this machine (${PLATFORM.name}) cannot build them and builder.remoteBuilders is not set`,
-    `pulumi config set --path 'builder.remoteBuilders' 'ssh-ng://<user>@<x86_64-linux host> x86_64-linux ${os.homedir()}/.ssh/<key> 4 1' --stack ${stack} (or builder.kind ec2 or ssh)`,
+    `pulumi config set --path 'builder.remoteBuilders' 'ssh-ng://<user>@<x86_64-linux host> x86_64-linux ${os.homedir()}/.ssh/<key> 4 1 - - <base64 of its ssh host key>' --stack ${stack} (the nix-daemon connects as root: the host key spares root's known_hosts; or builder.kind ec2 or ssh)`,
   );
 }
 

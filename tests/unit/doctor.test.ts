@@ -503,7 +503,7 @@ describe("npm run doctor", () => {
     const home = path.join(none.root, "home");
     expect(shape(none.lines, "local").slice(9, 11)).toEqual([
       "FAIL  x86_64-linux builds: this machine (darwin/arm64) cannot build them and builder.remoteBuilders is not set",
-      `      fix: pulumi config set --path 'builder.remoteBuilders' 'ssh-ng://<user>@<x86_64-linux host> x86_64-linux ${home}/.ssh/<key> 4 1' --stack local (or builder.kind ec2 or ssh)`,
+      `      fix: pulumi config set --path 'builder.remoteBuilders' 'ssh-ng://<user>@<x86_64-linux host> x86_64-linux ${home}/.ssh/<key> 4 1 - - <base64 of its ssh host key>' --stack local (the nix-daemon connects as root: the host key spares root's known_hosts; or builder.kind ec2 or ssh)`,
     ]);
     expect(shape(nixConf.lines, "local")[9]).toBe(
       "ok    x86_64-linux builds: sent to the builders of Nix's own configuration (ssh-ng://nix@linux-box)",
