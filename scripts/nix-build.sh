@@ -167,12 +167,13 @@ builders_honoured() {
   [[ $(id -u) != 0 ]] || return 0
   [[ ${NIX_REMOTE:-} == daemon || -S /nix/var/nix/daemon-socket/socket ]] || return 0 # single-user: no daemon to ask
   local trusted u me groups
-  # Nix 2.19+ says so (`nix store info`), 2.15-2.18 too (`nix store ping`)
-  trusted=$({ nix "${nix_flags[@]}" store info 2>/dev/null || nix "${nix_flags[@]}" store ping 2>/dev/null; } |
+  # Nix 2.19+ says so (`nix store info`), 2.15-2.18 too (`nix store ping`), on stdout or stderr
+  # by version, as 1/0 or true/false.
+  trusted=$({ nix "${nix_flags[@]}" store info 2>&1 || nix "${nix_flags[@]}" store ping 2>&1; } |
     sed -n 's/^Trusted: //p' | head -n 1) || true
   case $trusted in
-    1) return 0 ;;
-    0) return 1 ;;
+    1 | true) return 0 ;;
+    0 | false) return 1 ;;
   esac
   # An older Nix does not say: its trusted-users (names, @groups, *).
   me=$(id -un)

@@ -36,7 +36,8 @@ printf '%s %s\n' "$known" "$SSH_HOST_KEY" >"$tmp/known_hosts"
 export NIX_SSHOPTS="-i $tmp/key -p $port -o IdentitiesOnly=yes -o UserKnownHostsFile=$tmp/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10"
 echo "ship-flake: copying $abs and its inputs to ssh-ng://$target (port $port)" >&2
 doing="copying $abs to ssh-ng://$target"
-if ! out=$(nix flake archive --json --to "ssh-ng://$target" "path:$abs" 2>"$tmp/log"); then
+# flakes on whatever this machine's nix.conf says
+if ! out=$(nix --extra-experimental-features "nix-command flakes" flake archive --json --to "ssh-ng://$target" "path:$abs" 2>"$tmp/log"); then
   reason=$(grep -m1 -E 'Permission denied|Host key verification failed|REMOTE HOST IDENTIFICATION|Connection refused|timed out|No route to host|Could not resolve' "$tmp/log" || true)
   [[ -n $reason ]] && echo "ship-flake: cannot reach the builder $target:$port over SSH: $reason" >&2
   echo "ship-flake: copying $dir to ssh-ng://$target failed:" >&2
