@@ -4,7 +4,9 @@
  * host, or this machine's own Docker engine. A wiring function, not a component.
  */
 import * as aws from "@pulumi/aws";
+import * as dns from "dns";
 import * as pulumi from "@pulumi/pulumi";
+import { publicIp } from "../lib/addresses";
 import { HOST_PROFILE_DIR, HOST_STATE_DIR } from "../lib/neko";
 import { hostIngress, sshIngress } from "../lib/network";
 import { hostPorts } from "../lib/ports";
@@ -62,7 +64,7 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
   if (s.kind === "local") {
     return {
       machine: { name, parent, wakeEnv: pulumi.output(wakeEnvironment(base({ kind: "local" }))), wakeSeconds: 480 },
-      publicAddress: pulumi.output(s.publicAddress),
+      publicAddress: pulumi.output(publicIp(s.publicAddress, "host.publicAddress", dns.promises.lookup)),
       profile: `neko-infra-${pulumi.getStack()}-profile`,
       generation: "local",
     };
@@ -92,7 +94,15 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     );
     return {
       ...machine,
-      publicAddress: pulumi.output(s.publicAddress ?? s.host),
+      // A name is resolved here: NEKO_WEBRTC_NAT1TO1 takes addresses only.
+      publicAddress: pulumi.output(
+        publicIp(
+          s.publicAddress ?? s.host,
+          s.publicAddress === undefined ? "host.host" : "host.publicAddress",
+          dns.promises.lookup,
+          "host.publicAddress",
+        ),
+      ),
       profile: "neko-infra-profile",
       sshHint: pulumi.output(`ssh -p ${s.port} ${s.user}@${s.host}`),
     };

@@ -81,3 +81,34 @@ export function isPrivateAddress(addr: string): boolean {
   const loopback = g.slice(0, 7).every((x) => x === 0) && g[7] === 1;
   return loopback || (g[0] & 0xfe00) === 0xfc00 || (g[0] & 0xffc0) === 0xfe80;
 }
+
+export interface LookedUp {
+  address: string;
+  family: number;
+}
+export type Lookup = (name: string, opts: { all: true }) => Promise<LookedUp[]>;
+
+/**
+ * The IP address clients reach for `value` (an address, or a name resolved on this machine):
+ * NEKO_WEBRTC_NAT1TO1 takes IP addresses only (pion rejects names), so a name is resolved at
+ * deploy; when it resolves differently, the rollout's input changes and neko is rolled out again.
+ * IPv4 first, as browsers on IPv4-only networks need it. `setting` names the key the value came
+ * from, `fixKey` the key that takes an address instead.
+ */
+export async function publicIp(value: string, setting: string, lookup: Lookup, fixKey = setting): Promise<string> {
+  if (isIpAddress(value)) return value;
+  let found: LookedUp[] = [];
+  let why = "no address";
+  try {
+    found = await lookup(value, { all: true });
+  } catch (e) {
+    why = (e as { code?: string }).code ?? String(e);
+  }
+  const pick = found.find((a) => a.family === 4) ?? found.find((a) => a.family === 6);
+  if (!pick) {
+    throw new Error(
+      `neko-infra:${setting}: ${value} does not resolve on this machine (${why}); WebRTC needs the IP address clients reach (NEKO_WEBRTC_NAT1TO1 takes addresses only): fix the name's DNS record, or give the address: pulumi config set --path '${fixKey}' <ip>`,
+    );
+  }
+  return pick.address;
+}

@@ -218,6 +218,17 @@ describe("other kinds", () => {
     expect(run.byName("host-neko-wake").inputs.environment).toMatchObject({ TARGET: "local", READY: "docker" });
   });
 
+  test("an ssh host known by name: neko gets the address it resolves to, never the name (pion takes addresses only)", async () => {
+    const run = await runStack(
+      shape({
+        "neko-infra:host": JSON.stringify({ kind: "ssh", host: "localhost", user: "neko", privateKey: KEY, hostKey: HOSTKEY, tls: false }),
+      }),
+      secrets,
+    );
+    expect(run.byName("host-neko").inputs.stdin).toContain("NEKO_WEBRTC_NAT1TO1=127.0.0.1");
+    expect(run.byName("host-neko").inputs.stdin).not.toContain("NEKO_WEBRTC_NAT1TO1=localhost");
+  });
+
   test("an ssh host: reached with the given key, TLS on its public address, neko named by it", async () => {
     const run = await runStack(
       shape({
