@@ -9,6 +9,8 @@ packages=(
   openssh-server openssh-client iproute2
   docker-registry apache2-utils skopeo docker.io
   shellcheck cloud-init curl procps coturn openssl sudo xz-utils
+  # bsdtar and shasum: a Mac's tar and checksum tool (tests/harness/bsd-path.sh)
+  libarchive-tools perl
 )
 
 missing=()
