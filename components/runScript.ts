@@ -86,7 +86,10 @@ export function runStep(name: string, machine: Machine, args: StepArgs, opts: St
         ...(args.wakeReady ? { READY: args.wakeReady } : {}),
         ...(args.needs ? { READY_TOOLS: args.needs.join(" ") } : {}),
       })),
-      triggers: [pulumi.all([create, stdin, ...triggers]).apply((parts) => fingerprint(parts))],
+      // Never a secret: the real command provider cannot read a secret that is still unknown (a
+      // preview of a change upstream fails with "triggers[0]: malformed secret: missing value").
+      // The digest is a slow one, since its input holds the step's secrets.
+      triggers: [pulumi.unsecret(pulumi.all([create, stdin, ...triggers]).apply((parts) => fingerprint(parts)))],
       addPreviousOutputInEnv: false,
     },
     {
@@ -123,7 +126,11 @@ export function runStep(name: string, machine: Machine, args: StepArgs, opts: St
   return { command: cmd, wake, stdout: cmd.stdout };
 }
 
-/** A digest of a step's inputs: the wake step's trigger. Secret when any part is. */
+/**
+ * A digest of a step's inputs: the wake step's trigger, kept in plain text in the state. scrypt, not
+ * a plain hash: the inputs include the step's secrets (a user-chosen password among them), which
+ * a fast hash would let anyone with the state file guess at speed.
+ */
 export function fingerprint(parts: unknown[]): string {
-  return crypto.createHash("sha256").update(JSON.stringify(parts)).digest("hex");
+  return crypto.scryptSync(JSON.stringify(parts), "neko-infra wake trigger", 32, { N: 1 << 14, r: 8, p: 1 }).toString("hex");
 }

@@ -177,6 +177,9 @@ afterAll(() => {
 
 test("a. the first up, from an empty host: built, pushed, set up, HTTPS, TURN, neko healthy through the front", () => {
   expect(hostDocker(["ps", "-aq"])).toBe(""); // nothing runs on the host yet
+  // A pull request's preview of the new stack: everything to create, most inputs still unknown.
+  const preview = must(p.pulumi(["preview", "--diff"]), "preview of the empty stack");
+  expect(preview.stdout).toMatch(/host-neko/);
   const r = timed("first up from empty", p.up("first up"));
   const done = changed(r);
   for (const step of ["image-build", "registry-push", "host-setup", "host-tls", "host-turn", "host-neko"]) {
@@ -215,6 +218,9 @@ test("c. a neko setting: only neko's rollout runs", () => {
 
 test("c2. a build whose log holds a line longer than the provider reads fails the up, with the line cut, instead of hanging it", () => {
   configure({ screen: "1280x720@30" }, "broken-long-line");
+  // A pull request's preview of an image change: every step downstream of the build has unknown inputs.
+  const preview = must(p.pulumi(["preview", "--diff"]), "preview of an image change");
+  expect(preview.stdout).toMatch(/image-build/);
   const r = p.pulumi(["up", "--yes", "--skip-preview"]);
   timings.push(`failing build with a 100,000-character log line reported after ${r.seconds.toFixed(1)} s`);
   expect(r.status).not.toBe(0);
