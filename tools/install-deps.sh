@@ -9,8 +9,9 @@ packages=(
   openssh-server openssh-client iproute2
   docker-registry apache2-utils skopeo docker.io
   shellcheck cloud-init curl procps coturn openssl sudo xz-utils
+  # runc: the current engine's runtime (tests/harness/dockerd.sh, DOCKERD_ENGINE=current);
   # bsdtar and shasum: a Mac's tar and checksum tool (tests/harness/bsd-path.sh)
-  libarchive-tools perl
+  runc libarchive-tools perl
 )
 
 missing=()
