@@ -1,7 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
-import { cachePolicy, nixSigningKeys, s3CacheUri } from "../lib/nixCache";
+import { cachePolicy, nixSigningKeys, s3CacheUri, tlsOnlyPolicy } from "../lib/nixCache";
 import { NixBuilder } from "./nixBuilder";
 
 export interface BinaryCacheArgs {
@@ -39,9 +39,17 @@ export class BinaryCache extends pulumi.ComponentResource {
     );
     new aws.s3.BucketLifecycleConfiguration(
       `${name}-expiry`,
-      { bucket: bucket.id, rules: [{ id: "expire", status: "Enabled", filter: {}, expiration: { days: args.expireDays ?? 90 } }] },
+      {
+        bucket: bucket.id,
+        rules: [
+          { id: "expire", status: "Enabled", filter: {}, expiration: { days: args.expireDays ?? 90 } },
+          // An upload cut off half-way is billed until it is aborted.
+          { id: "abort-incomplete-uploads", status: "Enabled", filter: {}, abortIncompleteMultipartUpload: { daysAfterInitiation: 1 } },
+        ],
+      },
       { parent: this },
     );
+    new aws.s3.BucketPolicy(`${name}-tls-only`, { bucket: bucket.id, policy: bucket.arn.apply(tlsOnlyPolicy) }, { parent: this });
     const key = new tls.PrivateKey(`${name}-signing-key`, { algorithm: "ED25519" }, { parent: this });
     const keys = key.privateKeyPem.apply((pem) => nixSigningKeys(`neko-infra-${pulumi.getStack()}-1`, pem));
     this.publicKey = pulumi.unsecret(keys.publicKey);

@@ -18,6 +18,7 @@ import { EC2_ASSUME_ROLE } from "../lib/registry";
 import { readScript } from "../lib/shell";
 import { SshConnection } from "../lib/sshConnection";
 import { HostKey } from "../lib/userdata";
+import { WAKE_STARTS_TAG } from "../lib/wake";
 
 /** The login user of Amazon Linux 2023 AMIs (and of the NVIDIA AL2023 AMI). */
 export const EC2_USER = "ec2-user";
@@ -114,15 +115,17 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
       userData: a.userData,
       instanceInitiatedShutdownBehavior: a.stopOnShutdown ? "stop" : undefined,
       metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 },
-      rootBlockDevice: { encrypted: true, volumeSize: a.volumeSize, volumeType: "gp3", deleteOnTermination: true },
+      // The root volume's tags here, not `volumeTags`: those would be applied to every attached
+      // volume (the profile volume has tags of its own) and flip between runs.
+      rootBlockDevice: { encrypted: true, volumeSize: a.volumeSize, volumeType: "gp3", deleteOnTermination: true, tags },
       instanceMarketOptions: a.spot
         ? { marketType: "spot", spotOptions: { spotInstanceType: "persistent", instanceInterruptionBehavior: "stop" } }
         : undefined,
       tags,
-      volumeTags: tags,
     },
-    // A newer AMI is published every few weeks: it must not replace a working machine.
-    { parent, ignoreChanges: ["ami"] },
+    // A newer AMI is published every few weeks: it must not replace a working machine. The wake
+    // link counts its starts in a tag of the instance: that is not drift (with `--refresh`).
+    { parent, ignoreChanges: ["ami", `tags["${WAKE_STARTS_TAG}"]`, `tagsAll["${WAKE_STARTS_TAG}"]`] },
   );
   if (a.spot) spotRequestGuard(name, parent, instance);
   const association = new aws.ec2.EipAssociation(

@@ -120,6 +120,8 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
       type: "gp3",
       encrypted: true,
       tags: { ...a.tags, Name: `${name}-browser-profile` },
+      // `pulumi destroy` takes a snapshot of the profile (bookmarks, logins) before deleting it.
+      finalSnapshot: true,
     },
     // The zone is chosen once: the instance follows the volume, never the other way round.
     { parent, ignoreChanges: ["availabilityZone"] },
@@ -143,11 +145,6 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     { instanceId: machine.instance.id, volumeId: profileVolume.id, deviceName: "/dev/sdf", stopInstanceBeforeDetaching: true },
     // One instance at a time may hold the volume: detach from the old before attaching to the new.
     { parent, deleteBeforeReplace: true },
-  );
-  new aws.iam.RolePolicyAttachment(
-    `${name}-ssm`,
-    { role: machine.role.name, policyArn: "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" },
-    { parent },
   );
   if (a.repositoryArn !== undefined) {
     new aws.iam.RolePolicy(

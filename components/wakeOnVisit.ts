@@ -49,6 +49,8 @@ export class WakeOnVisit extends pulumi.ComponentResource {
       `${name}-fn`,
       {
         runtime: "nodejs22.x",
+        // Bounds what a flood of requests to a public URL can cost or start; a person waits a second.
+        reservedConcurrentExecutions: 2,
         handler: "index.handler",
         role: role.arn,
         timeout: 10,
@@ -68,8 +70,21 @@ export class WakeOnVisit extends pulumi.ComponentResource {
       },
       { parent: this },
     );
+    // Its logs expire: an unmanaged log group Lambda makes itself keeps them for ever.
+    new aws.cloudwatch.LogGroup(
+      `${name}-log-group`,
+      { name: pulumi.interpolate`/aws/lambda/${fn.name}`, retentionInDays: 14, tags: args.tags },
+      { parent: this },
+    );
     // NONE: the page is for people following a link; the token in it is the credential.
     const url = new aws.lambda.FunctionUrl(`${name}-url`, { functionName: fn.name, authorizationType: "NONE" }, { parent: this });
+    // Since October 2025 a public function URL needs lambda:InvokeFunction besides the
+    // lambda:InvokeFunctionUrl the URL resource grants itself; without it the link answers 403.
+    new aws.lambda.Permission(
+      `${name}-invoke`,
+      { function: fn.name, action: "lambda:InvokeFunction", principal: "*", invokedViaFunctionUrl: true },
+      { parent: this },
+    );
     this.link = pulumi.secret(pulumi.interpolate`${url.functionUrl}?t=${token.result}`);
     this.registerOutputs({ link: this.link });
   }

@@ -39,3 +39,20 @@ export function cachePolicy(bucketArn: string): string {
     ],
   });
 }
+
+/** The cache bucket's policy: no request over plain HTTP, from anyone. */
+export function tlsOnlyPolicy(bucketArn: string): string {
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Sid: "TlsOnly",
+        Effect: "Deny",
+        Principal: "*",
+        Action: "s3:*",
+        Resource: [bucketArn, `${bucketArn}/*`],
+        Condition: { Bool: { "aws:SecureTransport": "false" } },
+      },
+    ],
+  });
+}

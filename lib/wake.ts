@@ -66,13 +66,24 @@ export function wakeEnvironment(w: WakeSpec): Record<string, string> {
   return env;
 }
 
+/** The tag the wake-on-visit function counts its starts in (lambda/wake-on-visit.js STARTS_TAG). */
+export const WAKE_STARTS_TAG = "neko-infra:wake-starts";
+
 /** The wake-on-visit function's rights: describe any instance (EC2 allows no narrower resource), start and tag this one. */
 export function wakePolicy(instanceArn: string): string {
   return JSON.stringify({
     Version: "2012-10-17",
     Statement: [
       { Sid: "Describe", Effect: "Allow", Action: "ec2:DescribeInstances", Resource: "*" },
-      { Sid: "StartAndCount", Effect: "Allow", Action: ["ec2:StartInstances", "ec2:CreateTags"], Resource: instanceArn },
+      { Sid: "Start", Effect: "Allow", Action: "ec2:StartInstances", Resource: instanceArn },
+      // Its start counter only: no other tag (a role tag, the stack tag the wake step finds it by).
+      {
+        Sid: "Count",
+        Effect: "Allow",
+        Action: "ec2:CreateTags",
+        Resource: instanceArn,
+        Condition: { "ForAllValues:StringEquals": { "aws:TagKeys": [WAKE_STARTS_TAG] } },
+      },
     ],
   });
 }

@@ -61,7 +61,10 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
       const i = run().byName(name);
       expect(i.inputs.metadataOptions).toMatchObject({ httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 });
       expect(i.inputs.rootBlockDevice).toMatchObject({ encrypted: true, volumeType: "gp3", deleteOnTermination: true });
-      expect(i.ignoreChanges).toEqual(["ami"]);
+      // the wake link's start counter is not drift; the root volume's tags are its own (no volumeTags)
+      expect(i.ignoreChanges).toEqual(["ami", 'tags["neko-infra:wake-starts"]', 'tagsAll["neko-infra:wake-starts"]']);
+      expect(i.inputs.volumeTags).toBeUndefined();
+      expect(i.inputs.rootBlockDevice.tags).toMatchObject({ "neko-infra:stack": `neko-infra/${stack}` });
       expect(i.inputs.instanceInitiatedShutdownBehavior).toBe("stop"); // the idle timers power off
       expect(i.inputs.userData).toMatch(/^#cloud-config\n/);
       expect(i.inputs.tags).toMatchObject({ "neko-infra:stack": `neko-infra/${stack}`, "neko-infra:role": name.split("-")[0] });
@@ -125,6 +128,11 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     });
     expect(run().byName("cache-encryption").inputs.rules[0].applyServerSideEncryptionByDefault.sseAlgorithm).toBe("AES256");
     expect(run().byName("cache-expiry").inputs.rules[0].expiration.days).toBe(90);
+    expect(run().byName("cache-expiry").inputs.rules[1].abortIncompleteMultipartUpload.daysAfterInitiation).toBe(1);
+    expect(JSON.parse(run().byName("cache-tls-only").inputs.policy).Statement[0]).toMatchObject({
+      Effect: "Deny",
+      Condition: { Bool: { "aws:SecureTransport": "false" } },
+    });
     const access = run().byName("cache-builder-access");
     expect(access.inputs.role).toBe("builder-role-id");
     expect(JSON.parse(access.inputs.policy).Statement.map((s: any) => s.Resource)).toEqual([
@@ -140,7 +148,12 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(push.Statement.find((s: any) => s.Resource === "*").Action).toBe("ecr:GetAuthorizationToken");
     const pull = JSON.parse(run().byName("host-ecr-pull").inputs.policy).Statement.flatMap((s: any) => [s.Action].flat());
     expect(pull.some((a: string) => /Put|Upload|Delete/.test(a))).toBe(false);
-    expect(run().byName("host-ssm").inputs.policyArn).toBe("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore");
+    // nothing on the host uses SSM: no AmazonSSMManagedInstanceCore (it reads every SSM parameter)
+    expect(
+      run()
+        .ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        .map((r) => r.inputs.policyArn),
+    ).not.toContain("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore");
   });
 
   test("ECR: immutable tags, scan on push, encrypted, lifecycle", () => {
@@ -182,6 +195,7 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     const vol = run().byName("host-browser-profile");
     expect(vol.inputs).toMatchObject({ encrypted: true, type: "gp3", size: 10, availabilityZone: "eu-central-1a" });
     expect(vol.ignoreChanges).toEqual(["availabilityZone"]);
+    expect(vol.inputs.finalSnapshot).toBe(true); // destroy keeps a snapshot of the profile
     expect(run().byName("host-instance").inputs.availabilityZone).toBe("eu-central-1a");
     const attach = run().byName("host-browser-profile-attach");
     expect(attach.inputs).toMatchObject({
@@ -260,9 +274,19 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(JSON.stringify(fn.inputs)).not.toContain("generated-host-visit-token");
     expect(run().byName("host-visit-url").inputs.authorizationType).toBe("NONE");
     const policy = JSON.parse(run().byName("host-visit-start").inputs.policy);
-    expect(policy.Statement.find((s: any) => s.Sid === "StartAndCount").Resource).toBe(
-      `arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id`,
-    );
+    for (const sid of ["Start", "Count"]) {
+      expect(policy.Statement.find((s: any) => s.Sid === sid).Resource).toBe(
+        `arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id`,
+      );
+    }
+    // a public URL: AWS wants lambda:InvokeFunction granted too (since October 2025), else it answers 403
+    expect(run().byName("host-visit-invoke").inputs).toMatchObject({
+      action: "lambda:InvokeFunction",
+      principal: "*",
+      invokedViaFunctionUrl: true,
+    });
+    expect(fn.inputs.reservedConcurrentExecutions).toBe(2);
+    expect(run().byName("host-visit-log-group").inputs.retentionInDays).toBe(14);
     expect(run().outputs.wakeLink).toBe("https://host-visit-url.lambda-url.eu-central-1.on.aws/?t=generated-host-visit-token");
   });
 

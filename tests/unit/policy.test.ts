@@ -198,10 +198,17 @@ describe.each(STACKS)("%s stack graph", (stack) => {
     expect(JSON.parse(resource(stack, "host-visit-start").props.policy).Statement).toEqual([
       { Sid: "Describe", Effect: "Allow", Action: "ec2:DescribeInstances", Resource: "*" },
       {
-        Sid: "StartAndCount",
+        Sid: "Start",
         Effect: "Allow",
-        Action: ["ec2:StartInstances", "ec2:CreateTags"],
+        Action: "ec2:StartInstances",
         Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id",
+      },
+      {
+        Sid: "Count",
+        Effect: "Allow",
+        Action: "ec2:CreateTags",
+        Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id",
+        Condition: { "ForAllValues:StringEquals": { "aws:TagKeys": ["neko-infra:wake-starts"] } },
       },
     ]);
     // its function compares the link's token with a digest: the token itself is nowhere in its configuration
@@ -577,7 +584,7 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
     doc.Statement[1].Resource = "*";
     start.props.policy = JSON.stringify(doc);
     expect(fire(scopedInstanceActions, start)).toEqual([
-      'aws:iam/rolePolicy:RolePolicy "host-visit-start": statement "StartAndCount" (#1) grants ec2:StartInstances, ec2:CreateTags on ' +
+      'aws:iam/rolePolicy:RolePolicy "host-visit-start": statement "Start" (#1) grants ec2:StartInstances on ' +
         'Resource "*"; these act on instances: give them a statement of their own whose Resource is the instance\'s ARN ' +
         '(arn:aws:ec2:<region>:<account>:instance/<id>, one per instance, no wildcard); only ec2:Describe* may use "*"',
     ]);

@@ -120,15 +120,17 @@ describe("wake environment", () => {
     expect(env).toEqual({ WAKE_MACHINE: "the builder", TARGET: "local", WAKE: "none", READY: "nix", READY_TIMEOUT: "60", DISABLED: "off" });
   });
 
-  test("the wake-on-visit function may start and tag one instance, and describe", () => {
+  test("the wake-on-visit function may start one instance, set only its start counter tag on it, and describe", () => {
     const doc = JSON.parse(wakePolicy("arn:aws:ec2:eu-central-1:123456789012:instance/i-0abc"));
     expect(doc.Statement).toEqual([
       { Sid: "Describe", Effect: "Allow", Action: "ec2:DescribeInstances", Resource: "*" },
+      { Sid: "Start", Effect: "Allow", Action: "ec2:StartInstances", Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/i-0abc" },
       {
-        Sid: "StartAndCount",
+        Sid: "Count",
         Effect: "Allow",
-        Action: ["ec2:StartInstances", "ec2:CreateTags"],
+        Action: "ec2:CreateTags",
         Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/i-0abc",
+        Condition: { "ForAllValues:StringEquals": { "aws:TagKeys": ["neko-infra:wake-starts"] } },
       },
     ]);
   });
