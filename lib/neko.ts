@@ -3,6 +3,7 @@
  * from one NekoSettings and the host's port list, so the security group, the published ports and
  * neko's own configuration cannot disagree.
  */
+import { capturePipeline, nvencPipeline } from "./pipelines";
 import { hostPorts, publishArgs } from "./ports";
 import { NekoSettings } from "./settings";
 
@@ -33,6 +34,9 @@ export function nekoEnv(n: NekoSettings, rt: NekoRuntime): Record<string, string
     NEKO_DESKTOP_SCREEN: n.screen,
     NEKO_CAPTURE_VIDEO_CODEC: n.videoCodec,
   };
+  // Without a pipeline neko streams VP8 whatever the codec says.
+  const pipeline = capturePipeline(n.videoCodec, rt.gpu);
+  if (pipeline) env.NEKO_CAPTURE_VIDEO_PIPELINE = pipeline;
   if (rt.tls) env.NEKO_SERVER_PROXY = "true";
   if (n.webrtc.mode === "epr") {
     env.NEKO_WEBRTC_EPR = `${n.portRange.low}-${n.portRange.high}`;
@@ -78,18 +82,8 @@ export function nekoSecretEnv(s: NekoSecrets): Record<string, string> {
   return env;
 }
 
-/** Hardware H.264 through NVENC; `nvautogpuh264enc` is the element for NVIDIA drivers 590 and later. */
-export function nvencPipeline(element: "nvh264enc" | "nvautogpuh264enc"): string {
-  const encoder =
-    element === "nvh264enc"
-      ? "nvh264enc name=encoder preset=2 gop-size=25 spatial-aq=true temporal-aq=true bitrate=4096 vbv-buffer-size=4096 rc-mode=6"
-      : "nvautogpuh264enc name=encoder bitrate=4096";
-  return (
-    "ximagesrc display-name={display} show-pointer=true use-damage=false ! video/x-raw,framerate=25/1 " +
-    "! videoconvert ! queue ! video/x-raw,format=NV12 ! cudaupload ! cudaconvert ! " +
-    `${encoder} ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,profile=high ! appsink name=appsink`
-  );
-}
+/** The NVENC pipelines live with the others (lib/pipelines.ts). */
+export { nvencPipeline };
 
 export interface RolloutSpec {
   /** Publish neko's client ports on this address only (a local host), or everywhere (""). */

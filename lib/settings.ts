@@ -287,7 +287,8 @@ const neko = z.strictObject({
     .default("1920x1080@30"),
   /** Default: on, unless a TURN relay is configured (neko needs full ICE then). */
   iceLite: z.boolean().optional(),
-  videoCodec: z.enum(["vp8", "vp9", "h264"]).optional(),
+  /** av1 and h265 are neko codecs too: accepted here only to be refused with the reason (checkNeko). */
+  videoCodec: z.enum(["vp8", "vp9", "h264", "av1", "h265"], { message: "must be vp8, vp9 or h264" }).optional(),
   /** `auto`: `nvautogpuh264enc` on NVIDIA drivers 590 and later, `nvh264enc` before (read on the host). */
   nvencElement: z.enum(["auto", "nvh264enc", "nvautogpuh264enc"]).default("auto"),
   userPassword: z.string().min(8).optional(),
@@ -634,11 +635,18 @@ function checkNeko(n: Raw["neko"], gpu: boolean, host: HostSettings | undefined,
       }
     }
   }
+  let videoCodec = n.videoCodec ?? (gpu ? "h264" : "vp8");
+  if (videoCodec === "av1" || videoCodec === "h265") {
+    problems.push(
+      `${keyOf("neko.videoCodec")}: ${videoCodec} is a codec neko knows, but neko-infra has no pipeline for it that the rollout's candidate check proves: use vp8, vp9 or h264 (${gpu ? "NVENC on this GPU host" : "x264enc"}): pulumi config set --path neko.videoCodec h264`,
+    );
+    videoCodec = "vp8";
+  }
   const { turn: _t, iceLite, ...rest } = n;
   return {
     ...rest,
     iceLite: iceLite ?? !t.enabled,
-    videoCodec: n.videoCodec ?? (gpu ? "h264" : "vp8"),
+    videoCodec,
     portRange: range,
     turn: turnSettings,
   };

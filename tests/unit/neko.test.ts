@@ -1,5 +1,6 @@
 import { envFile, nekoEnv, nekoSecretEnv, nvencPipeline, rolloutEnv } from "../../lib/neko";
 import { hostIngress, sshIngress } from "../../lib/network";
+import { cpuPipeline } from "../../lib/pipelines";
 import { hostPorts, publishArgs } from "../../lib/ports";
 import { NekoSettings, parseSettings } from "../../lib/settings";
 import { configOf } from "../support/settings";
@@ -122,6 +123,8 @@ describe("environment", () => {
       NEKO_WEBRTC_ICELITE: "1",
       NEKO_DESKTOP_SCREEN: "1280x720@30",
       NEKO_CAPTURE_VIDEO_CODEC: "vp8",
+      // neko's own VP8 pipeline, written out: the candidate check runs it (lib/pipelines.ts).
+      NEKO_CAPTURE_VIDEO_PIPELINE: cpuPipeline("vp8"),
     });
   });
 
@@ -150,10 +153,17 @@ describe("environment", () => {
     });
   });
 
-  test("drivers 590+ use nvautogpuh264enc", () => {
-    expect(nvencPipeline("nvautogpuh264enc")).toContain("nvautogpuh264enc");
+  test("drivers 590+ use nvautogpuh264enc; neither NVENC pipeline needs the CUDA toolkit", () => {
+    expect(nvencPipeline("nvautogpuh264enc")).toContain("! video/x-raw,format=NV12 ! nvautogpuh264enc name=encoder ");
     expect(nvencPipeline("nvautogpuh264enc")).not.toContain("nvh264enc ");
-    expect(nvencPipeline("nvh264enc")).toContain("cudaupload ! cudaconvert ! nvh264enc");
+    expect(nvencPipeline("nvh264enc")).toContain("! video/x-raw,format=NV12 ! nvh264enc name=encoder ");
+    for (const e of ["nvh264enc", "nvautogpuh264enc"] as const) expect(nvencPipeline(e)).not.toMatch(/cudaupload|cudaconvert/);
+  });
+
+  test("GPU: no capture pipeline in neko's environment for H.264 (the rollout sets the NVENC one), a software one for VP8", () => {
+    expect(nekoEnv(neko({}, true), rt({ gpu: true })).NEKO_CAPTURE_VIDEO_PIPELINE).toBeUndefined();
+    expect(nekoEnv(neko({ videoCodec: "vp8" }, true), rt({ gpu: true })).NEKO_CAPTURE_VIDEO_PIPELINE).toBe(cpuPipeline("vp8"));
+    expect(nekoEnv(neko({ videoCodec: "h264" }), rt()).NEKO_CAPTURE_VIDEO_PIPELINE).toBe(cpuPipeline("h264"));
   });
 
   test("mux mode sets UDPMUX/TCPMUX and no EPR", () => {
