@@ -75,20 +75,41 @@ export class NekoHost extends pulumi.ComponentResource {
           .output(args.registryCredentials.password)
           .apply((p) => ({ REGISTRY_USER: args.registryCredentials!.username, REGISTRY_PASSWORD: p }))
       : pulumi.output({});
+    // What the rollout is asked for, without secrets: readable in previews (under its command line).
+    const spec = rt.apply((r) =>
+      rolloutEnv(neko, r, {
+        bindAddress: s.kind === "local" ? s.bindAddress : "",
+        profile: host.profile,
+        stackTag: args.stackTag,
+        stateDir: host.stateDir,
+        frontUrl: s.tlsFront.enabled ? frontUrl(r.publicAddress) : undefined,
+      }),
+    );
     const env = pulumi
-      .all([rt, this.userPassword, this.adminPassword, apiToken, relay?.iceServers ?? pulumi.output(undefined), registryEnv])
-      .apply(([r, userPassword, adminPassword, token, iceServers, registry]): Record<string, string> => ({
-        ...rolloutEnv(neko, r, {
-          bindAddress: s.kind === "local" ? s.bindAddress : "",
-          profile: host.profile,
-          stackTag: args.stackTag,
-          stateDir: host.stateDir,
-          frontUrl: s.tlsFront.enabled ? frontUrl(r.publicAddress) : undefined,
-        }),
+      .all([spec, rt, this.userPassword, this.adminPassword, apiToken, relay?.iceServers ?? pulumi.output(undefined), registryEnv])
+      .apply(([sp, r, userPassword, adminPassword, token, iceServers, registry]): Record<string, string> => ({
+        ...sp,
         NEKO_ENV: envFile({ ...nekoEnv(neko, r), ...nekoSecretEnv({ userPassword, adminPassword, apiToken: token, iceServers }) }),
         ...(host.stateDir ? { NEKO_API_TOKEN: token } : {}),
         ...registry,
       }));
+    const secretNames = [
+      ...Object.keys(
+        nekoSecretEnv({
+          userPassword: "-",
+          adminPassword: "-",
+          apiToken: "-",
+          iceServers: relay ? [{ urls: [], username: "-", credential: "-" }] : undefined,
+        }),
+      ),
+      ...(host.stateDir ? ["NEKO_API_TOKEN"] : []),
+      ...(args.registryCredentials ? ["REGISTRY_PASSWORD"] : []),
+    ];
+    const shown = pulumi.all([spec, rt]).apply(([sp, r]) => ({
+      title: "neko's rollout and its container environment",
+      values: { ...sp, ...nekoEnv(neko, r), ...(args.registryCredentials ? { REGISTRY_USER: args.registryCredentials.username } : {}) },
+      secretNames,
+    }));
 
     runStep(
       `${name}-neko`,
@@ -97,6 +118,7 @@ export class NekoHost extends pulumi.ComponentResource {
         script: "neko-rollout.sh",
         args: [args.imageRef],
         env,
+        shown,
         purpose: pulumi.interpolate`deploying ${args.imageRef}`,
         budgetSeconds: 1800,
         // A new (or wiped and set up again) host starts empty: deploy again. (This machine: in place.)

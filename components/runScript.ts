@@ -12,6 +12,7 @@ import * as crypto from "crypto";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { commandLine, readScript, ScriptName, scriptInput } from "../lib/shell";
+import { ShownSpec, specComment } from "../lib/spec";
 import { SshConnection } from "../lib/sshConnection";
 
 export interface Machine {
@@ -52,6 +53,8 @@ export interface StepArgs {
   /** Tools the step needs on a machine neko-infra does not set up (ssh and local builders), which
    * its wake step checks: `nix` to build (the default), `skopeo` to push, `docker` to load. */
   needs?: ("nix" | "skopeo" | "docker")[];
+  /** The non-secret part of the step's environment, shown under its command line in previews. */
+  shown?: pulumi.Input<ShownSpec>;
 }
 
 export interface Step {
@@ -68,8 +71,8 @@ export interface StepOptions {
 export function runStep(name: string, machine: Machine, args: StepArgs, opts: StepOptions): Step {
   const remote = machine.connection !== undefined && !args.runHere;
   const create = pulumi
-    .output(args.args)
-    .apply((a) => commandLine({ args: a, budgetSeconds: args.budgetSeconds, asRoot: args.asRoot }, remote));
+    .all([args.args, args.shown])
+    .apply(([a, shown]) => commandLine({ args: a, budgetSeconds: args.budgetSeconds, asRoot: args.asRoot }, remote) + specComment(shown));
   const stdin = pulumi.output(args.env ?? {}).apply((env) => scriptInput({ script: args.script, env, budgetSeconds: args.budgetSeconds }));
   const triggers = args.triggers ?? [];
 

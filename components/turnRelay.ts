@@ -40,6 +40,20 @@ export function turnRelay(
           tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined,
         }),
       ),
+      // coturn's configuration as a preview shows it: all but the line with the password.
+      shown: pulumi.all([host.publicAddress, subject]).apply(([address, sub]) => {
+        const hidden = "\u0000password\u0000";
+        const env = turnRelayEnv({
+          turn: a.turn,
+          publicAddress: address,
+          password: hidden,
+          tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined,
+        });
+        const conf = env.TURN_CONF.split("\n")
+          .filter((l) => !l.includes(hidden))
+          .join("\n");
+        return { title: "the TURN relay", values: { ...env, TURN_CONF: conf }, secretNames: ["the TURN user's password (in TURN_CONF)"] };
+      }),
       purpose: "the TURN relay",
       budgetSeconds: 300,
       triggers: [host.generation],

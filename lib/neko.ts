@@ -120,6 +120,11 @@ export function rolloutEnv(n: NekoSettings, rt: NekoRuntime, spec: RolloutSpec):
   if (spec.profile !== undefined && n.persistProfile) Object.assign(env, { NEKO_PROFILE: spec.profile, NEKO_PROFILE_DIR: n.profileDir });
   if (spec.stateDir) env.NEKO_STATE_DIR = spec.stateDir;
   if (spec.frontUrl) env.NEKO_FRONT_URL = spec.frontUrl;
+  // Where the candidate's screenshot is kept: the host's state directory, or (a local host, which
+  // has none) the operator's cache; the script expands `~/`.
+  env.NEKO_SCREENSHOT = spec.stateDir
+    ? `${spec.stateDir}/screenshot.jpg`
+    : `~/.cache/neko-infra/screenshots/${spec.stackTag.split("/").pop()}/last.jpg`;
   if (rt.gpu && n.videoCodec === "h264") {
     Object.assign(env, {
       NEKO_NVENC: n.nvencElement,

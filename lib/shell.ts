@@ -26,10 +26,14 @@ export type ScriptName =
   | "builder-idle-stop.sh"
   | "host-idle-stop.sh";
 
+type Library = "setup-lib.sh" | "neko-check-lib.sh";
+
 /** Shared shell a script needs before it, on the same standard input (after the step preamble). */
-const LIBRARIES: Partial<Record<ScriptName, "setup-lib.sh">> = {
+const LIBRARIES: Partial<Record<ScriptName, Library>> = {
   "builder-bootstrap.sh": "setup-lib.sh",
   "host-bootstrap.sh": "setup-lib.sh",
+  // The candidate's checks beyond /health: its capture pipeline, a screenshot of its desktop.
+  "neko-rollout.sh": "neko-check-lib.sh",
 };
 
 export interface ScriptCommand {
@@ -57,7 +61,7 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-export function readScript(name: ScriptName | "step-preamble.sh" | "setup-lib.sh" | "wake.js" | "spot-cancel.js"): string {
+export function readScript(name: ScriptName | Library | "step-preamble.sh" | "wake.js" | "spot-cancel.js"): string {
   return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
 }
 

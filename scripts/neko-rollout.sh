@@ -2,8 +2,9 @@
 # Rolls an image out as the neko container on this Docker host, so that a bad image never takes
 # the running neko down and the browser profile outlives every image.
 #
-#   1. a candidate container (no public ports, a throwaway profile) must answer /health (and, on
-#      GPU hosts, load its NVENC element) before anything running is touched;
+#   1. a candidate container (no public ports, a throwaway profile) must answer /health, run its
+#      capture pipeline for a few frames and show a desktop that is not blank (neko-check-lib.sh,
+#      before this script on standard input) before anything running is touched;
 #   2. then the swap: stop the running neko, keep it as NAME-previous, start the new one with the
 #      ports, the profile and the restart policy; healthy -> drop the previous, else roll back.
 # Nothing restarts when the same spec already runs and answers /health.
@@ -29,6 +30,7 @@
 #                       container's NEKO_CAPTURE_VIDEO_PIPELINE
 #   NEKO_STATE_DIR      directory for the lock and what runs: api-token (0600, from the secret
 #                       NEKO_API_TOKEN), neko-url (the health/API base URL)
+#   NEKO_SCREENSHOT, NEKO_SCREENSHOT_SECONDS  the candidate's screenshot: see neko-check-lib.sh
 #   REGISTRY_USER, REGISTRY_PASSWORD (secret)  log in for this pull only
 #   NEKO_FRONT_URL      the HTTPS front's URL (https://SUBJECT/, tls-front.sh): once neko answers,
 #                       its /health must answer 200 through the front too (connecting to
@@ -450,26 +452,6 @@ candidate_failed() {
   die "$2; no $name was running and none was started"
 }
 
-encoder_check() {
-  local out libs
-  # shellcheck disable=SC2016 # expanded by the container's shell
-  local probe='IFS=:; out=""
-    for lib in libnvidia-encode libcuda; do
-      found=""
-      for d in /usr/lib64 /usr/lib/x86_64-linux-gnu /run/opengl-driver/lib $LD_LIBRARY_PATH; do
-        for f in "$d/$lib".so*; do [ -e "$f" ] && found=${found:-$f}; done
-      done
-      out="$out${out:+, }$lib: ${found:-not visible}"
-    done
-    echo "$out"'
-  if out=$(bounded 60 docker exec "$cand" gst-inspect-1.0 "$element" 2>&1); then
-    return 0
-  fi
-  libs=$(bounded 30 docker exec "$cand" sh -c "$probe" 2>&1) || libs="libraries not checked: $libs"
-  fail_reason="cannot load the encoder $element (gst-inspect-1.0: $(printf '%s' "${out##*$'\n'}" | mask)); $libs (looked in /usr/lib64, /usr/lib/x86_64-linux-gnu, /run/opengl-driver/lib, LD_LIBRARY_PATH)"
-  return 1
-}
-
 run_candidate() {
   local -a throwaway_profile=()
   [[ -z $profile ]] || throwaway_profile=(--volume "$profile_dir") # an anonymous volume: never the real profile
@@ -487,11 +469,8 @@ run_candidate() {
   wait_healthy "$cand" "$health_seconds" "$started" ||
     candidate_failed "$fail_reason" "the new image was not rolled out"
   log "the candidate answers /health"
-  if [[ -n $element ]]; then
-    phase="checking that the candidate loads $element"
-    encoder_check || candidate_failed "$fail_reason" "the new image was not rolled out"
-    log "the candidate loads $element"
-  fi
+  # neko-check-lib.sh: the capture pipeline runs for a few frames, the desktop is not blank.
+  check_candidate "$cand" "$health_addr" "$tmp/env" || candidate_failed "$fail_reason" "the new image was not rolled out"
   docker rm --force --volumes "$cand" >/dev/null
   stage=prepare
 }
@@ -671,6 +650,7 @@ main() {
   run_candidate
   swap
   record_state
+  keep_screenshot
   check_front
   log "$name $outcome: $image_id answers /health on http://$health_addr"
   printf '%s %s %s http://%s\n' "$name" "$outcome" "$image_id" "$health_addr"

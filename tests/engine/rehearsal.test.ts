@@ -209,6 +209,18 @@ test("b. nothing changed: no command runs, 0 changes, also with --refresh", () =
 test("c. a neko setting: only neko's rollout runs", () => {
   const before = hostDocker(["inspect", "--format", "{{.Id}}", "neko-tls"]);
   configure({ screen: "1280x720@30" });
+  // What a reviewer reads in the pull request's preview: old and new value, no secret.
+  const preview = must(p.pulumi(["preview", "--diff"]), "preview of a screen change");
+  expect(preview.stdout).toMatch(/^\s*- #   NEKO_DESKTOP_SCREEN=1920x1080@30$/m);
+  expect(preview.stdout).toMatch(/^\s*\+ #   NEKO_DESKTOP_SCREEN=1280x720@30$/m);
+  for (const secret of Object.values(secrets)) expect(preview.stdout + preview.stderr).not.toContain(secret);
+  timings.push(
+    `screen change in the preview: ${preview.stdout
+      .split("\n")
+      .filter((l) => l.includes("NEKO_DESKTOP_SCREEN"))
+      .map((l) => l.trim())
+      .join(" / ")}`,
+  );
   const r = p.up("screen change");
   expect(changed(r)).toEqual({ "host-neko-wake": "replace", "host-neko": "update" });
   expect(hostDocker(["inspect", "--format", "{{.Config.Env}}", "neko"])).toContain("NEKO_DESKTOP_SCREEN=1280x720@30");

@@ -87,8 +87,15 @@ test("a neko setting moves neko's rollout (and its wake step) only", async () =>
     { stack: "dev" },
   );
   expect(changed(dev, run)).toEqual({ differ: ["host-neko", "host-neko-wake"], removed: [], added: [] });
-  expect(differingInputs(dev, run, "host-neko")).toEqual(["stdin"]);
+  // the command line changes too: the readable specification under it (a preview's line diff)
+  expect(differingInputs(dev, run, "host-neko")).toEqual(["create", "stdin"]);
   expect(differingInputs(dev, run, "host-neko-wake")).toEqual(["triggers"]);
+  const spec = (r: typeof run) =>
+    r
+      .byName("host-neko")
+      .inputs.create.split("\n")
+      .filter((l: string) => l.includes("NEKO_DESKTOP_SCREEN"));
+  expect([spec(dev), spec(run)]).toEqual([["#   NEKO_DESKTOP_SCREEN=1600x900@30"], ["#   NEKO_DESKTOP_SCREEN=1280x720@25"]]);
 });
 
 test("the UDP range moves neko and the host firewall, not the instance", async () => {

@@ -236,7 +236,20 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
 
   test("neko's rollout: the image by digest on a readable command line; passwords only on stdin; again on a new instance", () => {
     const neko = run().byName("host-neko");
-    expect(neko.inputs.create).toBe(`timeout -k 15s 1800s bash -s -- ${run().outputs.imageRef}`);
+    const [line, ...spec] = neko.inputs.create.split("\n");
+    expect(line).toBe(`timeout -k 15s 1800s bash -s -- ${run().outputs.imageRef}`);
+    // under it, as comments, the rollout's non-secret specification; secrets by name only
+    expect(spec[0]).toBe("# neko's rollout and its container environment (not secret; secrets travel on standard input):");
+    expect(spec).toEqual(
+      expect.arrayContaining([
+        `#   NEKO_WEBRTC_NAT1TO1=${EIP.host}`,
+        "#   NEKO_PUBLISH: 127.0.0.1:8080:8080/tcp",
+        "#   NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD (secret)",
+        "#   NEKO_API_TOKEN (secret)",
+      ]),
+    );
+    expect(neko.inputs.create).not.toContain("generated-host-admin-password");
+    expect(run().secretInputs["host-neko"]).not.toContain("create");
     expect(neko.inputs.triggers).toEqual(["host-setup-id"]); // the setup step's, which a new instance replaces
     expect(run().byName("host-setup").inputs.triggers).toEqual(["host-instance-id"]);
     expect(neko.inputs.delete).toBeUndefined(); // an EC2 host's containers go with the instance
@@ -334,7 +347,12 @@ describe("dev vs prod", () => {
 
   test("prod: a TURN relay with generated credentials; neko's ICE servers point at it and ICE lite is off", () => {
     const turn = prod.byName("host-turn");
-    expect(turn.inputs.create).toBe(`timeout -k 15s 300s bash -s -- ${TURN_IMAGE}`);
+    const [line, ...shown] = turn.inputs.create.split("\n");
+    expect(line).toBe(`timeout -k 15s 300s bash -s -- ${TURN_IMAGE}`);
+    // the configuration readable under it, without the password's line
+    expect(shown).toContain("#   TURN_CONF: listening-port=3478");
+    expect(turn.inputs.create).not.toContain("generated-host-turn-password");
+    expect(turn.inputs.create).not.toMatch(/TURN_CONF: user=/);
     const conf = stdinEnv(turn.inputs.stdin).TURN_CONF;
     expect(conf).toContain("user=neko:generated-host-turn-password");
     expect(conf).toContain(`external-ip=${EIP.host}`);

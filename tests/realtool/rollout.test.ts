@@ -5,9 +5,11 @@
  * from lib/shell.ts `scriptCommand`, through `/bin/sh -c`, the environment on stdin.
  *
  * No GPU here: the GPU tests put a stub `nvidia-smi` first on PATH and rely on the fixture images'
- * `gst-inspect-1.0` STAND-IN (it knows only the elements in the container's FAKE_GST_ELEMENTS).
- * They check which element is chosen, that the candidate is made to prove it, and the messages;
- * not NVENC itself.
+ * `gst-launch-1.0` STAND-IN (it runs a pipeline when the image "has" every element in it: a neko
+ * image's software ones, plus the container's FAKE_GST_ELEMENTS, minus FAKE_GST_MISSING). They
+ * check which element is chosen, that the candidate is made to run its pipeline, and the messages;
+ * not NVENC itself. The screenshot stand-in serves a picture of a desktop to the API token (a
+ * uniform one with FAKE_BLANK_SCREEN), as neko's GET /api/room/screen/shot.jpg.
  *
  * The tests run in order on one engine and one `neko` container, each starting from what the
  * previous one left (the handoff names what is missing when an earlier test failed).
@@ -16,10 +18,12 @@ import * as fs from "fs";
 import * as net from "net";
 import * as path from "path";
 import { REMOVE_COMMAND } from "../../lib/neko";
+import { cpuPipeline, nvencPipeline } from "../../lib/pipelines";
 import { scriptCommand } from "../../lib/shell";
 import {
   DOCKERD_TOOLS,
   DockerEnv,
+  FIXTURE,
   fixtureCopy,
   freeNekoPorts,
   freeTcpPort,
@@ -40,8 +44,11 @@ const PROFILE_DIR = "/home/neko/.config/chromium";
 const ADMIN_PASSWORD = "admin-Pa55-7f3c91d2e8";
 const USER_PASSWORD = "user-Pa55-0b6e44a1c9";
 const API_TOKEN = "api-Tok3n-5d0c8e2f71aa";
-const PIPE_AUTO = "ximagesrc ! videoconvert ! cudaupload ! nvautogpuh264enc name=encoder ! appsink name=appsink";
-const PIPE_NV = "ximagesrc ! videoconvert ! cudaupload ! nvh264enc name=encoder ! appsink name=appsink";
+const PIPE_AUTO = nvencPipeline("nvautogpuh264enc");
+const PIPE_NV = nvencPipeline("nvh264enc");
+/** neko-infra's NVENC pipeline before it did without the CUDA toolkit. */
+const PIPE_CUDA =
+  "ximagesrc display-name={display} show-pointer=true use-damage=false ! video/x-raw,framerate=25/1 ! videoconvert ! queue ! video/x-raw,format=NV12 ! cudaupload ! cudaconvert ! nvh264enc name=encoder ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,profile=high ! appsink name=appsink";
 const LOCKS = ["SingletonLock", "SingletonCookie", "SingletonSocket"];
 
 const svc = new Services();
@@ -564,12 +571,12 @@ describe("neko-rollout.sh", () => {
     expect(await containerNames()).toEqual(["neko"]);
   });
 
-  describe("GPU host, with stand-ins (no GPU here: a stub nvidia-smi, the fixture's gst-inspect-1.0)", () => {
+  describe("GPU host, with stand-ins (no GPU here: a stub nvidia-smi, the fixture's gst-launch-1.0)", () => {
     const gpuEnv = { NEKO_NVENC: "auto", NEKO_PIPELINE_NVH264ENC: PIPE_NV, NEKO_PIPELINE_NVAUTOGPUH264ENC: PIPE_AUTO };
     const pipelineOf = async () =>
       ((await inspect("neko")).Config.Env as string[]).filter((e) => e.startsWith("NEKO_CAPTURE_VIDEO_PIPELINE="));
 
-    test("driver 595.64: nvautogpuh264enc, proven by the candidate, set as NEKO_CAPTURE_VIDEO_PIPELINE", async () => {
+    test("driver 595.64: nvautogpuh264enc, its pipeline run by the candidate for 25 frames, set as NEKO_CAPTURE_VIDEO_PIPELINE", async () => {
       need("updated");
       const r = await rollout(refs.v2, {
         env: gpuEnv,
@@ -578,7 +585,9 @@ describe("neko-rollout.sh", () => {
       });
       expect(show(r)).toMatch(/^exit 0 /);
       expect(r.stderr).toContain("neko-rollout: NVIDIA driver 595.64.01: encoder nvautogpuh264enc\n");
-      expect(r.stderr).toContain("neko-rollout: the candidate loads nvautogpuh264enc\n");
+      expect(r.stderr).toContain(
+        "neko-rollout: the candidate's capture pipeline encodes: 25 frames through nvautogpuh264enc (gst-launch-1.0 ... ! fakesink)\n",
+      );
       expect(r.stdout).toMatch(resultLine("replaced", ids.v2));
       expect(await pipelineOf()).toEqual([`NEKO_CAPTURE_VIDEO_PIPELINE=${PIPE_AUTO}`]);
     });
@@ -591,7 +600,20 @@ describe("neko-rollout.sh", () => {
         extraPath: [nvidiaSmiStub("595.64.01")],
       });
       expect(r.stderr).toMatch(
-        /^neko-rollout: the candidate neko-candidate cannot load the encoder nvautogpuh264enc \(gst-inspect-1\.0: No such element or plugin 'nvautogpuh264enc'\); libnvidia-encode: not visible, libcuda: not visible \(looked in .*LD_LIBRARY_PATH\); its last log lines:$/m,
+        /^neko-rollout: the candidate neko-candidate cannot run its capture pipeline for 25 frames \(gst-launch-1\.0 in the candidate: WARNING: erroneous pipeline: no element "nvautogpuh264enc"\); libnvidia-encode: not visible, libcuda: not visible \(looked in .*LD_LIBRARY_PATH\); its last log lines:$/m,
+      );
+    });
+
+    test("a pipeline through cudaconvert (neko-infra's old one) on an image without libnvrtc: refused naming cudaconvert, though gst-inspect-1.0 loads its encoder", async () => {
+      need("updated");
+      const env = { ...gpuEnv, NEKO_PIPELINE_NVH264ENC: PIPE_CUDA };
+      const elements = "FAKE_GST_ELEMENTS=nvh264enc,cudaupload";
+      // What the candidate check used to run, and passed:
+      const inspected = await docker(["run", "--rm", "-e", elements, "--entrypoint", "gst-inspect-1.0", ids.v2, "nvh264enc"]);
+      expect(show(inspected)).toMatch(/^exit 0 /);
+      const r = await failedUpdateLeavesNekoAlone(refs.v2, { env, envLines: [elements], extraPath: [nvidiaSmiStub("580.95.05")] });
+      expect(r.stderr).toMatch(
+        /^neko-rollout: the candidate neko-candidate cannot run its capture pipeline for 25 frames \(gst-launch-1\.0 in the candidate: WARNING: erroneous pipeline: no element "cudaconvert"\); cudaconvert exists only where libnvrtc \(the CUDA toolkit\) loads: the image must ship it, or the pipeline do without \(videoconvert ! video\/x-raw,format=NV12 ! nvh264enc, as neko-infra's own\); libnvidia-encode: not visible, libcuda: not visible .*; its last log lines:$/m,
       );
     });
 
@@ -600,8 +622,97 @@ describe("neko-rollout.sh", () => {
       const r = await rollout(refs.v2, { env: gpuEnv, envLines: ["FAKE_GST_ELEMENTS=nvh264enc"], extraPath: [nvidiaSmiStub("580.95.05")] });
       expect(show(r)).toMatch(/^exit 0 /);
       expect(r.stderr).toContain("neko-rollout: NVIDIA driver 580.95.05: encoder nvh264enc\n");
-      expect(r.stderr).toContain("neko-rollout: the candidate loads nvh264enc\n");
+      expect(r.stderr).toContain(
+        "neko-rollout: the candidate's capture pipeline encodes: 25 frames through nvh264enc (gst-launch-1.0 ... ! fakesink)\n",
+      );
       expect(await pipelineOf()).toEqual([`NEKO_CAPTURE_VIDEO_PIPELINE=${PIPE_NV}`]);
+    });
+  });
+
+  describe("the candidate's pipeline and desktop (the fixture's gst-launch-1.0 and GET /api/room/screen/shot.jpg stand-ins)", () => {
+    const H264 = `NEKO_CAPTURE_VIDEO_PIPELINE=${cpuPipeline("h264")}`;
+    const shot = () => path.join(stateDir, "screenshot.jpg");
+    const DESKTOP = fs.readFileSync(path.join(FIXTURE, "desktop", "desktop.jpg"));
+
+    test("a software H.264 pipeline: neko's {display} filled in, run for 25 frames through x264enc", async () => {
+      need("updated");
+      const r = await rollout(refs.v1, { envLines: [H264] });
+      expect(show(r)).toMatch(/^exit 0 /);
+      expect(r.stdout).toMatch(resultLine("replaced", ids.v1));
+      expect(r.stderr).toContain(
+        "neko-rollout: the candidate's capture pipeline encodes: 25 frames through x264enc (gst-launch-1.0 ... ! fakesink)\n",
+      );
+      handoff.checks = "done";
+    });
+
+    test("an image without x264enc (GStreamer's ugly plugins): refused naming it; neko untouched", async () => {
+      need("checks");
+      const r = await failedUpdateLeavesNekoAlone(refs.v2, { envLines: [H264, "FAKE_GST_MISSING=x264enc"] });
+      expect(r.stderr).toMatch(
+        /^neko-rollout: the candidate neko-candidate cannot run its capture pipeline for 25 frames \(gst-launch-1\.0 in the candidate: WARNING: erroneous pipeline: no element "x264enc"\); its last log lines:$/m,
+      );
+    });
+
+    test("no API token in neko's environment: the desktop cannot be checked, refused naming NEKO_SESSION_API_TOKEN", async () => {
+      need("checks");
+      const envText = nekoEnv()
+        .NEKO_ENV.split("\n")
+        .filter((l) => !l.startsWith("NEKO_SESSION_API_TOKEN="))
+        .join("\n");
+      const r = await failedUpdateLeavesNekoAlone(refs.v2, { env: { NEKO_ENV: envText } });
+      expect(r.stderr).toMatch(
+        /^neko-rollout: the candidate neko-candidate cannot be checked for a blank desktop: NEKO_ENV has no NEKO_SESSION_API_TOKEN \(neko serves GET \/api\/room\/screen\/shot\.jpg to admins; the API token is one\); its last log lines:$/m,
+      );
+    });
+
+    test("an image whose GStreamer cannot decode a JPEG: refused, naming the decoder's message", async () => {
+      need("checks");
+      const r = await failedUpdateLeavesNekoAlone(refs.v2, { envLines: ["FAKE_GST_MISSING=jpegdec"] });
+      expect(r.stderr).toMatch(
+        /^neko-rollout: the candidate neko-candidate cannot be checked for a blank desktop: its own GStreamer cannot decode its screenshot \(.*: WARNING: erroneous pipeline: no element "jpegdec"\); its last log lines:$/m,
+      );
+    });
+
+    test("a blank desktop (a uniform screenshot) is refused after NEKO_SCREENSHOT_SECONDS; the kept screenshot stays", async () => {
+      need("checks");
+      const before = fs.readFileSync(shot());
+      const r = await failedUpdateLeavesNekoAlone(refs.v2, { envLines: ["FAKE_BLANK_SCREEN=1"], env: { NEKO_SCREENSHOT_SECONDS: "3" } });
+      expect(r.stderr).toMatch(
+        /^neko-rollout: the candidate neko-candidate shows a blank desktop: its screenshot \(GET \/api\/room\/screen\/shot\.jpg\) was one uniform colour \(grey level 16 to 16\) for 3s; its last log lines:$/m,
+      );
+      expect(r.seconds).toBeGreaterThanOrEqual(3);
+      expect(fs.readFileSync(shot())).toEqual(before);
+    });
+
+    test("a good screenshot: kept 0600 where NEKO_SCREENSHOT says (~/ is HOME), by default in the state directory; the rollout says where", async () => {
+      need("checks");
+      const home = fs.mkdtempSync(path.join(svc.dir, "home-"));
+      const r = await rollout(refs.v1, { env: { NEKO_SCREENSHOT: "~/.cache/neko-infra/screenshots/dev/last.jpg", HOME: home } });
+      expect(show(r)).toMatch(/^exit 0 /);
+      const kept = path.join(home, ".cache/neko-infra/screenshots/dev/last.jpg");
+      expect(r.stderr).toMatch(
+        new RegExp(`^neko-rollout: the new desktop as its candidate showed it: ${reEscape(kept)} \\(on \\S+\\)$`, "m"),
+      );
+      expect(fs.readFileSync(kept)).toEqual(DESKTOP);
+      expect(fs.statSync(kept).mode & 0o777).toBe(0o600);
+      expect(fs.statSync(path.dirname(kept)).mode & 0o777).toBe(0o700);
+
+      fs.rmSync(shot());
+      const d = await rollout(refs.v2);
+      expect(show(d)).toMatch(/^exit 0 /);
+      expect(d.stdout).toMatch(resultLine("replaced", ids.v2));
+      expect(d.stderr).toContain(
+        `neko-rollout: the candidate's desktop is not blank: its screenshot (${DESKTOP.length} bytes) has grey levels 0 to 255\n`,
+      );
+      expect(d.stderr).toMatch(
+        new RegExp(`^neko-rollout: the new desktop as its candidate showed it: ${reEscape(shot())} \\(on \\S+\\)$`, "m"),
+      );
+      expect(fs.readFileSync(shot())).toEqual(DESKTOP);
+      expect(fs.statSync(shot()).mode & 0o777).toBe(0o600);
+      // Nothing changed, no candidate: the screenshot stays as it is.
+      const u = await rollout(refs.v2);
+      expect(u.stdout).toMatch(resultLine("unchanged", ids.v2));
+      expect(u.stderr).not.toContain("screenshot");
     });
   });
 

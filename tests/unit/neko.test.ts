@@ -209,7 +209,14 @@ describe("rollout", () => {
       NEKO_PROFILE: "/var/lib/neko-infra/profile",
       NEKO_PROFILE_DIR: "/home/neko/.config/chromium",
       NEKO_STATE_DIR: "/s",
+      NEKO_SCREENSHOT: "/s/screenshot.jpg",
     });
+  });
+
+  test("a host without a state directory (this machine) keeps the screenshot in the operator's cache, per stack", () => {
+    expect(rolloutEnv(neko(), rt(), { bindAddress: "127.0.0.1", stackTag: "neko-infra/dev" }).NEKO_SCREENSHOT).toBe(
+      "~/.cache/neko-infra/screenshots/dev/last.jpg",
+    );
   });
 
   test("GPU with H.264: all GPUs, the encoder chosen on the host, both pipelines at hand", () => {

@@ -17,6 +17,7 @@ export const OPERATOR_SCRIPTS = [
   "scripts/push-image.sh",
   "scripts/docker-load.sh",
   "scripts/neko-rollout.sh",
+  "scripts/neko-check-lib.sh",
   "tools/up.sh",
   "tools/builder-toggle.sh",
   "tools/ssh.sh",
