@@ -14,7 +14,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { rolloutEnv, envFile, nekoEnv } from "../../lib/neko";
+import { rolloutEnv, envFile, nekoEnv, nekoSecretEnv } from "../../lib/neko";
 import { scriptCommand, ScriptRun } from "../../lib/shell";
 import {
   DOCKERD_TOOLS,
@@ -109,7 +109,11 @@ async function rollout(profile: boolean) {
       profile: profile ? "neko-infra-bash32-profile" : undefined,
       stackTag: "neko-infra/bash32",
     }),
-    NEKO_ENV: envFile(nekoEnv(s.neko, rt)),
+    // With the API token: the candidate's screenshot needs it.
+    NEKO_ENV: envFile({
+      ...nekoEnv(s.neko, rt),
+      ...nekoSecretEnv({ userPassword: "user-Pa55-bash32", adminPassword: "admin-Pa55-bash32", apiToken: "api-Tok3n-bash32-0123456789" }),
+    }),
   };
   return asOnAMac({ script: "neko-rollout.sh", args: [imageRef], env, budgetSeconds: 600 });
 }
