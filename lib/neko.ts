@@ -106,7 +106,9 @@ export function rolloutEnv(n: NekoSettings, rt: NekoRuntime, spec: RolloutSpec):
   const runArgs = [
     "--shm-size=2g", // browsers crash on docker's 64 MB default
     "--hostname=neko", // Chromium ties its profile lock to the host name
-    "--restart=unless-stopped",
+    // Never started twice: an image may not survive it (the Nix-built one exits 9 on a second
+    // start). Rollbacks, boots and Docker restarts create neko afresh from its recorded spec.
+    "--restart=no",
     `--label=neko-infra.stack=${spec.stackTag}`,
   ];
   if (rt.gpu) runArgs.push("--gpus=all");

@@ -4,10 +4,27 @@
 #
 #   1. a candidate container (no public ports, a throwaway profile) must answer /health, run its
 #      capture pipeline for a few frames and show a desktop that is not blank (neko-check-lib.sh,
-#      before this script on standard input) before anything running is touched;
+#      before this script on standard input), then survive a restart (stopped, started, /health
+#      again), before anything running is touched;
 #   2. then the swap: stop the running neko, keep it as NAME-previous, start the new one with the
-#      ports, the profile and the restart policy; healthy -> drop the previous, else roll back.
+#      ports and the profile; healthy -> drop the previous, else roll back: the previous neko is
+#      created afresh from its recorded spec, never started again (see "Specs" below).
 # Nothing restarts when the same spec already runs and answers /health.
+#
+# Specs. An image may be unable to start the same container twice (the Nix-built neko image's
+# entrypoint creates its user with `getent || groupadd`, and has no getent: a second start exits
+# 9). So no path here or on the host restarts an old neko container: every deployed spec is
+# recorded in SPEC_DIR/NAME-specs/ (HASH.args: what follows `docker run --detach --name NAME
+# --env-file HASH.env`, one `arg WORD` a line, then `image ID`; HASH.env: the environment, secrets
+# included, 0600 in a 0700 directory, never printed; `current`: the HASH of the last neko that
+# answered /health), and a rollback creates the previous neko afresh from its spec.
+# scripts/neko-restore.sh reads the same files at boot and after each Docker restart. A restart
+# check that fails is a loud warning only (the image is rolled out: nothing here depends on
+# restarts), unless NEKO_REQUIRE_RESTART=1 or NEKO_RUN_ARGS asks Docker to restart the container
+# (--restart=always, unless-stopped or on-failure): then the image is refused.
+# SPEC_DIR is NEKO_STATE_DIR; unset, the host's state directory /var/lib/neko-infra/host when
+# this user can write it (the host's setup step makes it, on EC2 and ssh hosts), else the
+# user's ${XDG_STATE_HOME:-~/.local/state}/neko-infra (a local host). The lock is there too.
 #
 # Usage: bash -s -- IMAGE_REF   (the environment as `export` lines at the top of standard input)
 #   IMAGE_REF  REPO@sha256:DIGEST (pulled for linux/amd64 unless the engine has it) or
@@ -18,7 +35,7 @@
 #   NEKO_PUBLISH        `docker run --publish` values of the final container, one a line
 #                       ([IP:][HOST:]PORT[-END][/PROTO]); one must publish NEKO_HTTP_PORT/tcp
 #   NEKO_RUN_ARGS       further `docker run` options, one a line, each `--opt` or `--opt=value`
-#                       (e.g. --shm-size=2g, --gpus=all, --restart=unless-stopped: final only)
+#                       (e.g. --shm-size=2g, --gpus=all; --restart=no: final only)
 #   NEKO_ENV            secret: the container's environment, NAME=value lines (goes to --env-file)
 #   NEKO_HEALTH_SECONDS budget of each wait for /health (default 150)
 #   NEKO_LOCK_SECONDS   how long to wait for another run for the same NEKO_NAME (default 300)
@@ -28,9 +45,11 @@
 #                       nvh264enc), nvh264enc or nvautogpuh264enc; its pipeline, from
 #                       NEKO_PIPELINE_NVH264ENC / NEKO_PIPELINE_NVAUTOGPUH264ENC, becomes the
 #                       container's NEKO_CAPTURE_VIDEO_PIPELINE
-#   NEKO_STATE_DIR      directory for the lock and what runs: api-token (0600, from the secret
-#                       NEKO_API_TOKEN), neko-url (the health/API base URL)
+#   NEKO_STATE_DIR      directory for the lock, the specs and what runs: api-token (0600, from
+#                       the secret NEKO_API_TOKEN), neko-url (the health/API base URL), deploying
 #   NEKO_SCREENSHOT, NEKO_SCREENSHOT_SECONDS  the candidate's screenshot: see neko-check-lib.sh
+#   NEKO_REQUIRE_RESTART  1: refuse an image whose candidate does not survive a restart (default:
+#                       roll it out with a warning)
 #   REGISTRY_USER, REGISTRY_PASSWORD (secret)  log in for this pull only
 #   NEKO_FRONT_URL      the HTTPS front's URL (https://SUBJECT/, tls-front.sh): once neko answers,
 #                       its /health must answer 200 through the front too (connecting to
@@ -73,6 +92,12 @@ profile=${NEKO_PROFILE:-}
 profile_dir=${NEKO_PROFILE_DIR:-}
 nvenc=${NEKO_NVENC:-}
 state_dir=${NEKO_STATE_DIR:-}
+require_restart=${NEKO_REQUIRE_RESTART:-0}
+# Where the specs and the lock live (see "Specs" above); set by choose_spec_dir.
+host_state_dir=/var/lib/neko-infra/host
+spec_dir=""
+specs=""
+restart_policy=no
 
 tmp=""
 phase="starting"
@@ -124,6 +149,7 @@ check_inputs() {
   fi
   [[ $health_seconds =~ ^[1-9][0-9]*$ ]] || die "NEKO_HEALTH_SECONDS must be a positive number of seconds, got '$health_seconds'"
   [[ $lock_seconds =~ ^[0-9]+$ ]] || die "NEKO_LOCK_SECONDS must be a number of seconds, got '$lock_seconds'"
+  [[ $require_restart =~ ^[01]?$ ]] || die "NEKO_REQUIRE_RESTART must be 1, 0 or empty, got '$require_restart'"
 
   local line n=0 spec proto cport lo hi http_published=0
   while IFS= read -r line; do
@@ -151,7 +177,13 @@ check_inputs() {
       --name | --publish | --publish-all | --env | --env-file | --detach | --rm | --interactive | --tty | --attach)
         die "NEKO_RUN_ARGS line $n: ${line%%=*} is neko-rollout's own (ports: NEKO_PUBLISH, environment: NEKO_ENV)"
         ;;
-      --restart) final_args+=("$line") ;; # the candidate runs with --restart=no
+      --restart)
+        # the candidate runs with --restart=no
+        [[ $line =~ ^--restart=(no|always|unless-stopped|on-failure(:[0-9]+)?)$ ]] ||
+          die "NEKO_RUN_ARGS line $n ('$line') is not --restart=no|always|unless-stopped|on-failure[:N]"
+        restart_policy=${line#--restart=}
+        final_args+=("$line")
+        ;;
       *)
         final_args+=("$line")
         cand_args+=("$line")
@@ -275,14 +307,15 @@ sha256_of_input() {
 }
 
 # take_lock DIR: one run at a time per container name. A directory (mkdir is atomic everywhere;
-# flock is not on macOS) holding the owner's pid; a lock whose owner is gone is taken over. Waits
+# flock is not on macOS) holding the owner's pid (and boot ID); a lock whose owner is gone (or
+# from before the last boot) is taken over. Waits
 # up to NEKO_LOCK_SECONDS, then fails saying who holds it.
 take_lock() {
   local lock=$1 owner waited=0 unowned=0
   phase="waiting for the lock $lock"
   while ! mkdir "$lock" 2>/dev/null; do
     owner=$(cat "$lock/pid" 2>/dev/null || true)
-    if [[ -n $owner ]] && ! kill -0 "$owner" 2>/dev/null; then
+    if [[ -n $owner ]] && { ! kill -0 "$owner" 2>/dev/null || from_another_boot "$lock"; }; then
       log "taking over the lock $lock: its run (pid $owner) is gone"
       rm -rf "$lock"
       continue
@@ -300,7 +333,16 @@ take_lock() {
     waited=$((waited + 1))
   done
   echo "$$" >"$lock/pid"
+  [[ ! -r $boot_id_file ]] || cat "$boot_id_file" >"$lock/boot"
   lock_held=$lock
+}
+
+# A lock taken before this machine last booted (Linux: its boot ID) has no owner any more, whatever
+# process now has its pid: the state directory outlives a power cut, unlike /tmp.
+boot_id_file=/proc/sys/kernel/random/boot_id
+from_another_boot() {
+  [[ -r $boot_id_file && -r $1/boot ]] || return 1
+  [[ $(cat "$1/boot") != "$(cat "$boot_id_file")" ]]
 }
 
 # ---------------------------------------------------------------- containers
@@ -395,22 +437,124 @@ log_lines() {
 
 tail_logs() { log_lines "$1" >&2; }
 
-# The browser refuses a profile whose Singleton* files another container left behind.
+# clear_locks IMAGE [PROFILE]: the browser refuses a profile whose Singleton* files another
+# container left behind. PROFILE (a volume or host directory; default NEKO_PROFILE) is cleared
+# through a throwaway container of IMAGE.
 clear_locks() {
-  [[ -n $profile ]] || return 0
-  docker run --rm --network none --user 0 --entrypoint rm -v "$profile:/p" "$1" \
+  local p=${2-$profile}
+  [[ -n $p ]] || return 0
+  docker run --rm --network none --user 0 --entrypoint rm -v "$p:/p" "$1" \
     -f /p/SingletonLock /p/SingletonCookie /p/SingletonSocket >/dev/null 2>"$tmp/err" || {
     fail_reason="could not clear the profile's lock files: $(docker_error "$tmp/err")"
     return 1
   }
 }
 
-# Brings NAME-previous back as NAME and starts it (no wait).
+# ---------------------------------------------------------------- specs (see the header)
+
+# SPEC_DIR: NEKO_STATE_DIR, else the host's state directory when writable, else the user's.
+choose_spec_dir() {
+  if [[ -n $state_dir ]]; then
+    spec_dir=$state_dir
+  elif [[ -d $host_state_dir && -w $host_state_dir ]]; then
+    spec_dir=$host_state_dir
+  elif [[ -n ${XDG_STATE_HOME:-} ]]; then
+    spec_dir=$XDG_STATE_HOME/neko-infra
+  else
+    [[ -n ${HOME:-} ]] || die "neither NEKO_STATE_DIR nor HOME is set: nowhere to record the spec"
+    spec_dir=$HOME/.local/state/neko-infra
+  fi
+  specs=$spec_dir/$name-specs
+  [[ -d $specs ]] || (umask 077 && mkdir -p "$specs")
+}
+
+# The spec label of container $1 (empty when it has none).
+spec_of() {
+  docker inspect --format "{{index .Config.Labels \"$spec_label\"}}" "$1" 2>/dev/null || true
+}
+
+recorded() { [[ -n $1 && -f $specs/$1.args && -f $specs/$1.env ]]; }
+
+# Records the spec the swap is about to run (before it: a power cut in the swap leaves it there).
+save_spec() {
+  local a
+  (umask 077 && cat "$tmp/env" >"$specs/$spec.env.new")
+  mv -f "$specs/$spec.env.new" "$specs/$spec.env"
+  {
+    printf 'neko-infra-spec 1\nname %s\nhttp-port %s\nhealth-seconds %s\nprofile %s\n' \
+      "$name" "$http_port" "$health_seconds" "$profile"
+    for a in --label "$spec_label=$spec" ${publish[@]+"${publish[@]}"} ${profile_args[@]+"${profile_args[@]}"} \
+      ${final_args[@]+"${final_args[@]}"}; do
+      printf 'arg %s\n' "$a"
+    done
+    printf 'image %s\n' "$image_id"
+  } >"$specs/$spec.args.new"
+  mv -f "$specs/$spec.args.new" "$specs/$spec.args"
+}
+
+# The spec of a neko that answers /health becomes `current`; every other spec goes.
+set_current() {
+  local f h
+  printf '%s\n' "$spec" >"$specs/current.new"
+  mv -f "$specs/current.new" "$specs/current"
+  for f in "$specs"/*.args "$specs"/*.env; do
+    [[ -e $f ]] || continue
+    h=${f##*/}
+    h=${h%.*}
+    [[ $h == "$spec" ]] || rm -f "$f"
+  done
+}
+
+# fresh HASH: creates $name afresh from the recorded spec HASH (the profile's stale locks cleared
+# first), not waited for; 1 with fail_reason when docker cannot create it.
+fresh() {
+  local hash=$1 line img="" prof=""
+  local -a args=()
+  while IFS= read -r line; do
+    case ${line%% *} in
+      arg) args+=("${line#* }") ;;
+      image) img=${line#* } ;;
+      profile) prof=${line#* } ;;
+    esac
+  done <"$specs/$hash.args"
+  [[ -n $img ]] || {
+    fail_reason="its spec $specs/$hash.args names no image"
+    return 1
+  }
+  clear_locks "$img" "$prof" || log "$fail_reason (starting it anyway)"
+  docker run --detach --name "$name" --env-file "$specs/$hash.env" ${args[@]+"${args[@]}"} "$img" >/dev/null 2>"$tmp/err" || {
+    fail_reason="could not be created: $(docker_error "$tmp/err")"
+    return 1
+  }
+}
+
+# Brings NAME-previous back as NAME (no wait): a new container from its recorded spec, since an
+# image may not start the same container twice; only a container deployed before specs were
+# recorded (or whose spec docker refuses) is started again. 1 with fail_reason when neither works.
 restore_previous() {
+  local hash
   docker rm --force --volumes "$name" >/dev/null 2>&1 || true
-  docker rename "$prev" "$name"
+  hash=$(spec_of "$prev")
+  if recorded "$hash"; then
+    if fresh "$hash"; then
+      docker rm --force "$prev" >/dev/null 2>&1 || true
+      log "created $name afresh from the previous spec (image $prev_image; its old container is not started again)"
+      return 0
+    fi
+    log "the previous $name $fail_reason; starting its old container again"
+    docker rm --force --volumes "$name" >/dev/null 2>&1 || true
+  else
+    log "$prev has no recorded spec (deployed before neko-rollout recorded them): starting its old container again"
+  fi
+  docker rename "$prev" "$name" 2>"$tmp/err" || {
+    fail_reason="could not be renamed back: $(docker_error "$tmp/err")"
+    return 1
+  }
   clear_locks "$prev_image" || log "$fail_reason (starting it anyway)"
-  docker start "$name" >/dev/null
+  docker start "$name" >/dev/null 2>"$tmp/err" || {
+    fail_reason="could not be started again: $(docker_error "$tmp/err")"
+    return 1
+  }
 }
 
 # A leftover of an interrupted earlier run.
@@ -423,10 +567,10 @@ handle_leftovers() {
   prev_image=$(docker inspect --format '{{.Image}}' "$prev")
   if ! exists "$name"; then
     log "$prev without $name: an earlier run stopped during its swap; restoring the last good container first"
-    docker rename "$prev" "$name"
-    if [[ $(docker inspect --format '{{.State.Running}}' "$name") != true ]]; then
-      clear_locks "$prev_image" || log "$fail_reason (starting it anyway)"
-      docker start "$name" >/dev/null
+    if [[ $(docker inspect --format '{{.State.Running}}' "$prev") == true ]]; then
+      docker rename "$prev" "$name"
+    else
+      restore_previous || die "the last good $name $fail_reason"
     fi
     return 0
   fi
@@ -436,7 +580,7 @@ handle_leftovers() {
     docker rm --force "$prev" >/dev/null
   else
     log "$prev left over next to a $name that does not answer /health: restoring $prev"
-    restore_previous
+    restore_previous || die "the last good $name $fail_reason"
   fi
 }
 
@@ -450,6 +594,65 @@ candidate_failed() {
     die "$2; the running $name was not touched"
   fi
   die "$2; no $name was running and none was started"
+}
+
+# The one-line fix for the image's authors, from the candidate's log: the Nix-built neko image's
+# entrypoint creates its user with `getent ... || groupadd` and has no getent.
+restart_fix() {
+  local line user_exists=0
+  while IFS= read -r line; do
+    if [[ $line =~ (groupadd|useradd|addgroup|adduser):.*(already exists|in use) ]]; then user_exists=1; fi
+  done < <(docker logs --tail 30 "$cand" 2>&1 || true)
+  if ((user_exists)); then
+    printf '%s' "the image cannot start the same container twice (its entrypoint is not idempotent): add getent to its runtime, or create the user with \`groupadd -f\` / \`id -u neko || useradd\`"
+  else
+    printf '%s' "the image cannot start the same container twice: its entrypoint fails in a container that ran before (see the log lines above); make its start idempotent"
+  fi
+}
+
+# The last log line of container $1 that is not blank, masked.
+last_log_line() {
+  local line last=""
+  while IFS= read -r line; do
+    [[ -z ${line//[[:space:]]/} ]] || last=$line
+  done < <(docker logs --tail 30 "$1" 2>&1 || true)
+  printf '%s' "${last:-no log line}" | mask
+}
+
+# The candidate, stopped and started again, must answer /health again. One that cannot is an image
+# no restart policy, `docker start` or daemon restart may bring back (none here does: see Specs).
+restart_check() {
+  local started
+  started=$(date +%s)
+  docker stop --time 10 "$cand" >/dev/null 2>"$tmp/err" || {
+    fail_reason="could not be stopped: $(docker_error "$tmp/err")"
+    return 1
+  }
+  docker start "$cand" >/dev/null 2>"$tmp/err" || {
+    fail_reason="could not be started again: $(docker_error "$tmp/err")"
+    return 1
+  }
+  wait_healthy "$cand" "$health_seconds" "$started" || {
+    fail_reason="did not survive a restart: stopped and started again, it $fail_reason (its last log line: $(last_log_line "$cand"))"
+    return 1
+  }
+}
+
+# The restart check's verdict: passed; failed and refused (NEKO_REQUIRE_RESTART=1, or a restart
+# policy in NEKO_RUN_ARGS that would start the container again); or failed with a loud warning.
+restart_gate() {
+  local why=""
+  if restart_check; then
+    log "the candidate survives a restart (stopped, started, /health again)"
+    return 0
+  fi
+  ((!require_restart)) || why=" (NEKO_REQUIRE_RESTART=1)"
+  [[ $restart_policy == no ]] || why=" (NEKO_RUN_ARGS has --restart=$restart_policy: Docker would start this container again, and it would fail)"
+  [[ -z $why ]] || candidate_failed "$fail_reason" "$(restart_fix); the new image was not rolled out$why"
+  log "WARNING: the candidate $cand $fail_reason; its last log lines:"
+  tail_logs "$cand"
+  log "WARNING: $(restart_fix)"
+  log "WARNING: rolling it out anyway: $name's container is never started twice (--restart=no; a rollback creates it afresh, and so does neko-restore.sh at boot and after Docker restarts); NEKO_REQUIRE_RESTART=1 refuses such an image"
 }
 
 run_candidate() {
@@ -471,6 +674,9 @@ run_candidate() {
   log "the candidate answers /health"
   # neko-check-lib.sh: the capture pipeline runs for a few frames, the desktop is not blank.
   check_candidate "$cand" "$health_addr" "$tmp/env" || candidate_failed "$fail_reason" "the new image was not rolled out"
+  # Last: a candidate that fails it is left stopped.
+  phase="restarting the candidate $cand (it must answer /health again)"
+  restart_gate
   docker rm --force --volumes "$cand" >/dev/null
   stage=prepare
 }
@@ -486,10 +692,9 @@ roll_back() {
     printf '%s\n' "$new_lines" >&2
     die "first deploy failed: the failed $name was removed"
   fi
-  restore_previous
   local started
   started=$(date +%s)
-  if wait_healthy "$name" "$health_seconds" "$started"; then
+  if restore_previous && wait_healthy "$name" "$health_seconds" "$started"; then
     log "the new $name $reason; its last log lines:"
     printf '%s\n' "$new_lines" >&2
     log "the previous $name answers /health again; its last log lines:"
@@ -499,7 +704,7 @@ roll_back() {
   fi
   log "the new $name $reason; its last log lines:"
   printf '%s\n' "$new_lines" >&2
-  log "the previous $name, started again, $fail_reason; its last log lines:"
+  log "the previous $name, brought back, $fail_reason; its last log lines:"
   tail_logs "$name"
   stage=finished
   die "the update failed and so did the rollback: $name is down"
@@ -592,7 +797,10 @@ on_signal() {
           log "could not put $prev back: the next run restores it"
         fi
       elif [[ -n $prev_image ]] && exists "$name" && [[ $(docker inspect --format '{{.State.Running}}' "$name") != true ]]; then
-        docker start "$name" >/dev/null 2>&1 && log "started the stopped $name again (not waited for)"
+        # stopped, not yet renamed: brought back the same way
+        if docker rename "$name" "$prev" 2>/dev/null && restore_previous 2>/dev/null; then
+          log "put the stopped $name back (not waited for)"
+        fi
       fi
       ;;
   esac
@@ -616,9 +824,9 @@ main() {
   local out
   out=$(docker version --format '{{.Server.Version}}' 2>&1) || die "cannot reach the Docker engine: ${out##*$'\n'}"
 
-  local lock_dir=${state_dir:-${XDG_RUNTIME_DIR:-/tmp}}
   if [[ -n $state_dir && ! -d $state_dir ]]; then (umask 077 && mkdir -p "$state_dir"); fi
-  take_lock "$lock_dir/neko-rollout-$name.lock"
+  choose_spec_dir
+  take_lock "$spec_dir/neko-rollout-$name.lock"
   # The host's idle check (host-idle-stop.sh) leaves a host alone while this flag is there.
   if [[ -n $state_dir ]]; then
     deploying=$state_dir/deploying
@@ -639,6 +847,8 @@ main() {
   if [[ $(docker inspect --format "{{.State.Running}} {{index .Config.Labels \"$spec_label\"}}" "$name" 2>/dev/null) == "true $spec" ]] &&
     addr=$(published_addr "$name") && [[ $(http_status "$addr") == 200 ]]; then
     health_addr=$addr
+    save_spec # the same spec: recorded where it was not yet (a neko deployed before specs were)
+    set_current
     record_state
     check_front
     printf '%s unchanged %s http://%s\n' "$name" "$image_id" "$health_addr"
@@ -648,7 +858,9 @@ main() {
   local outcome=started
   exists "$name" && outcome=replaced
   run_candidate
+  save_spec
   swap
+  set_current
   record_state
   keep_screenshot
   check_front

@@ -13,6 +13,12 @@
  *
  * The tests run in order on one engine and one `neko` container, each starting from what the
  * previous one left (the handoff names what is missing when an earlier test failed).
+ *
+ * Restarts: `restartCrash` behaves as the Nix-built neko image does (fine on a container's first
+ * start, exit 9 with "groupadd: group 'neko' already exists" on any later start of the same
+ * container). The candidate's restart check, a rollback to it and scripts/neko-restore.sh (run as
+ * its systemd unit runs it: plain `bash`, no step preamble) are tested with it here; a Docker
+ * daemon stopped and started (a host's idle stop and wake) in restart.test.ts.
  */
 import * as fs from "fs";
 import * as net from "net";
@@ -34,6 +40,7 @@ import {
   Result,
   run,
   runLocal,
+  SCRIPTS,
   Services,
   show,
 } from "./support";
@@ -94,6 +101,7 @@ beforeAll(async () => {
     ["crash", v1, "layered-crash"],
     ["unhealthy", v1, "layered-unhealthy"],
     ["profileCrash", v1, "layered-profile-crash"],
+    ["restartCrash", v1, "layered-restart-crash"],
     ["v2", v2, "layered"],
     ["v3slow", v3, "layered-slow"],
   ];
@@ -166,7 +174,7 @@ function nekoEnv(over: Record<string, string> = {}, extraEnvLines: string[] = []
     NEKO_NAME: "neko",
     NEKO_HTTP_PORT: String(http),
     NEKO_PUBLISH: [`127.0.0.1:${http}:${http}/tcp`, `127.0.0.1:${ports.epr}:${ports.epr}/udp`].join("\n"),
-    NEKO_RUN_ARGS: ["--shm-size=64m", "--hostname=neko", "--restart=unless-stopped", "--label=neko-infra.test=rollout"].join("\n"),
+    NEKO_RUN_ARGS: ["--shm-size=64m", "--hostname=neko", "--restart=no", "--label=neko-infra.test=rollout"].join("\n"),
     NEKO_ENV: [
       `NEKO_SERVER_BIND=:${http}`,
       `NEKO_MEMBER_MULTIUSER_ADMIN_PASSWORD=${ADMIN_PASSWORD}`,
@@ -321,6 +329,32 @@ async function failedUpdateLeavesNekoAlone(ref: string, o: RolloutOptions = {}):
   return r;
 }
 
+/** Where the rollout records the specs it deploys (NEKO_STATE_DIR/NAME-specs). */
+const specDir = () => path.join(stateDir, "neko-specs");
+
+/** scripts/neko-restore.sh as neko-restore.service runs it: plain bash, NEKO_STATE_DIR, no preamble. */
+async function restore(args: string[] = []): Promise<Result> {
+  const r = await run("bash", [path.join(SCRIPTS, "neko-restore.sh"), ...args], {
+    env: { ...hostEnv(), NEKO_STATE_DIR: stateDir },
+    timeoutMs: 90_000,
+  });
+  outputs.push(r);
+  return r;
+}
+
+/** Waits until container `name` no longer runs; its state then. */
+async function stopped(name: string): Promise<{ status: string; exitCode: number; restarts: number }> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const c = await inspect(name);
+    if (!c.State.Running || Date.now() > deadline) return { status: c.State.Status, exitCode: c.State.ExitCode, restarts: c.RestartCount };
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const FIX =
+  "the image cannot start the same container twice (its entrypoint is not idempotent): add getent to its runtime, or create the user with `groupadd -f` / `id -u neko || useradd`";
+
 const resultLine = (outcome: string, image: string) =>
   new RegExp(`^neko ${outcome} ${reEscape(image)} http://127\\.0\\.0\\.1:${ports.httpPort}\\n$`);
 
@@ -348,7 +382,7 @@ describe("neko-rollout.sh", () => {
     expect(c.Config.Labels["neko-infra.spec"]).toMatch(/^[0-9a-f]{64}$/);
     expect(c.Config.Labels["neko-infra.test"]).toBe("rollout");
     expect({ restart: c.HostConfig.RestartPolicy.Name, shm: c.HostConfig.ShmSize, hostname: c.Config.Hostname }).toEqual({
-      restart: "unless-stopped",
+      restart: "no",
       shm: 64 * 1024 * 1024,
       hostname: "neko",
     });
@@ -362,6 +396,35 @@ describe("neko-rollout.sh", () => {
     expect(fs.readFileSync(path.join(stateDir, "api-token"), "utf8")).toBe(`${API_TOKEN}\n`);
     expect(fs.statSync(path.join(stateDir, "api-token")).mode & 0o777).toBe(0o600);
     expect(sawDeploying).toBe(true);
+    expect(r.stderr).toContain("neko-rollout: the candidate survives a restart (stopped, started, /health again)\n");
+    // The spec it deployed, for a rollback and for neko-restore.sh: the environment (secrets) 0600.
+    const spec = c.Config.Labels["neko-infra.spec"];
+    expect(fs.readFileSync(path.join(specDir(), "current"), "utf8")).toBe(`${spec}\n`);
+    expect(fs.statSync(specDir()).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(path.join(specDir(), `${spec}.env`)).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(path.join(specDir(), `${spec}.env`), "utf8")).toBe(`${nekoEnv().NEKO_ENV}\n`);
+    expect(fs.readFileSync(path.join(specDir(), `${spec}.args`), "utf8").split("\n")).toEqual([
+      "neko-infra-spec 1",
+      "name neko",
+      `http-port ${ports.httpPort}`,
+      "health-seconds 30",
+      `profile ${profile}`,
+      "arg --label",
+      `arg neko-infra.spec=${spec}`,
+      "arg --publish",
+      `arg 127.0.0.1:${ports.httpPort}:${ports.httpPort}/tcp`,
+      "arg --publish",
+      `arg 127.0.0.1:${ports.epr}:${ports.epr}/udp`,
+      "arg --volume",
+      `arg ${profile}:${PROFILE_DIR}`,
+      "arg --shm-size=64m",
+      "arg --hostname=neko",
+      "arg --restart=no",
+      "arg --label=neko-infra.test=rollout",
+      `image ${ids.v1}`,
+      "",
+    ]);
+    expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current"]);
     // The registry login was for this pull only.
     const cfg = path.join(dk.DOCKER_CONFIG, "config.json");
     expect(fs.existsSync(cfg) ? fs.readFileSync(cfg, "utf8") : "").not.toContain(reg.REGISTRY_ADDR);
@@ -466,7 +529,8 @@ describe("neko-rollout.sh", () => {
     expect(r.stdout).toBe("");
     expect(r.stderr).toContain("neko-rollout: the candidate answers /health\n");
     expect(r.stderr).toMatch(
-      /^neko-rollout: the new neko exited with code 3 (and was restarted \(\d+ time\(s\)\)|and is restarting); its last log lines:\n(?: {4}.*\n)* {4}chromium: this profile was written by version rollout-v3; refusing to open it$/m,
+      // --restart=no: no restart policy starts it again (and again)
+      /^neko-rollout: the new neko exited with code 3; its last log lines:\n(?: {4}.*\n)* {4}chromium: this profile was written by version rollout-v3; refusing to open it$/m,
     );
     expect(r.stderr).toMatch(
       /^neko-rollout: the previous neko answers \/health again; its last log lines:\n(?: {4}.*\n)* {4}neko-fixture: slow, version rollout-v3/m,
@@ -729,6 +793,122 @@ describe("neko-rollout.sh", () => {
     );
   });
 
+  describe("an image that cannot start the same container twice (restartCrash, as the Nix-built image)", () => {
+    test("NEKO_REQUIRE_RESTART=1: refused, naming the cause from its log and the fix for its authors; neko untouched", async () => {
+      need("updated");
+      const r = await failedUpdateLeavesNekoAlone(refs.restartCrash, { env: { NEKO_REQUIRE_RESTART: "1" } });
+      expect(r.stderr).toContain("neko-rollout: the candidate answers /health\n");
+      expect(r.stderr).toMatch(
+        /^neko-rollout: the candidate neko-candidate did not survive a restart: stopped and started again, it exited with code 9 \(its last log line: groupadd: group 'neko' already exists\); its last log lines:$/m,
+      );
+      expect(r.stderr).toContain("    groupadd: group 'neko' already exists\n");
+      expect(r.stderr).toContain(
+        `neko-rollout: ${FIX}; the new image was not rolled out (NEKO_REQUIRE_RESTART=1); the running neko was not touched\n`,
+      );
+    });
+
+    test("a restart policy in NEKO_RUN_ARGS (Docker would start the container again): refused the same way", async () => {
+      need("updated");
+      const runArgs = nekoEnv().NEKO_RUN_ARGS.replace("--restart=no", "--restart=unless-stopped");
+      const r = await failedUpdateLeavesNekoAlone(refs.restartCrash, { env: { NEKO_RUN_ARGS: runArgs } });
+      expect(r.stderr).toContain(
+        `neko-rollout: ${FIX}; the new image was not rolled out (NEKO_RUN_ARGS has --restart=unless-stopped: Docker would start this container again, and it would fail); the running neko was not touched\n`,
+      );
+    });
+
+    test("by default: rolled out with a loud warning, since no host ever starts neko's container twice", async () => {
+      need("updated");
+      const r = await rollout(refs.restartCrash);
+      expect(show(r)).toMatch(/^exit 0 /);
+      ids.restartCrash = r.stdout.split(" ")[2];
+      expect(r.stdout).toMatch(resultLine("replaced", ids.restartCrash));
+      expect(r.stderr).toMatch(
+        /^neko-rollout: WARNING: the candidate neko-candidate did not survive a restart: stopped and started again, it exited with code 9 \(its last log line: groupadd: group 'neko' already exists\); its last log lines:\n(?: {4}.*\n)* {4}groupadd: group 'neko' already exists\n/m,
+      );
+      expect(r.stderr).toContain(`neko-rollout: WARNING: ${FIX}\n`);
+      expect(r.stderr).toContain(
+        "neko-rollout: WARNING: rolling it out anyway: neko's container is never started twice (--restart=no; a rollback creates it afresh, and so does neko-restore.sh at boot and after Docker restarts); NEKO_REQUIRE_RESTART=1 refuses such an image\n",
+      );
+      expect((await identity()).image).toBe(ids.restartCrash);
+      expect(await get("/health")).toEqual({ status: 200, body: "true" });
+      expect(await containerNames()).toEqual(["neko"]);
+      // Only the spec that runs is kept.
+      const spec = (await inspect("neko")).Config.Labels["neko-infra.spec"];
+      expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current"]);
+      handoff.restartCrash = "done";
+    });
+
+    test("a rollback to it: the previous neko is created afresh from its recorded spec (never started again) and answers", async () => {
+      need("restartCrash");
+      const before = await identity();
+      // profileCrash passes /health on an empty profile, fails its restart check (a warning: the
+      // profile it wrote refuses it, the generic fix), then fails for real on the used profile.
+      const r = await rollout(refs.profileCrash);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(
+        "neko-rollout: WARNING: the image cannot start the same container twice: its entrypoint fails in a container that ran before (see the log lines above); make its start idempotent\n",
+      );
+      expect(r.stderr).toMatch(/^neko-rollout: the new neko exited with code 3; its last log lines:$/m);
+      expect(r.stderr).toContain(
+        `neko-rollout: created neko afresh from the previous spec (image ${ids.restartCrash}; its old container is not started again)\n`,
+      );
+      expect(r.stderr).toContain(
+        `neko-rollout: the update was rolled back: the new container failed after the swap; the previous image ${ids.restartCrash} runs again\n`,
+      );
+      const after = await identity();
+      expect(after.image).toBe(ids.restartCrash);
+      expect(after.id).not.toBe(before.id);
+      expect(after.restarts).toBe(0);
+      expect((await inspect("neko")).Config.Labels["neko-infra.spec"]).toBe(
+        fs.readFileSync(path.join(specDir(), "current"), "utf8").trim(),
+      );
+      expect(await get("/health")).toEqual({ status: 200, body: "true" });
+      expect(await containerNames()).toEqual(["neko"]);
+    });
+
+    test("a stopped neko: `docker start` exits 9 (a restart policy's, a boot's way); neko-restore.sh creates it afresh", async () => {
+      need("restartCrash");
+      const before = await identity();
+      ok(await docker(["stop", "neko"]), "docker stop");
+      // The old way: the same container again.
+      ok(await docker(["start", "neko"]), "docker start");
+      expect(await stopped("neko")).toEqual({ status: "exited", exitCode: 9, restarts: 0 });
+      const logs = await docker(["logs", "--tail", "1", "neko"]);
+      expect(logs.stdout + logs.stderr).toBe("groupadd: group 'neko' already exists\n");
+      expect((await get("/health")).status).toBe(0);
+
+      const r = await restore();
+      expect(show(r)).toMatch(/^exit 0 /);
+      expect(r.stderr).toContain(
+        `neko-restore: neko is exited: creating it afresh from its recorded spec (image ${ids.restartCrash}; an old container is never started again)\n`,
+      );
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `^neko-restore: neko restored: a new container of ${ids.restartCrash} answers /health on http://127\\.0\\.0\\.1:${ports.httpPort} after \\d+s$`,
+          "m",
+        ),
+      );
+      const after = await identity();
+      expect(after.id).not.toBe(before.id);
+      expect(after.image).toBe(ids.restartCrash);
+      expect(await get("/health")).toEqual({ status: 200, body: "true" });
+      // Published and mounted as the rollout did it.
+      const c = await inspect("neko");
+      expect(Object.keys(c.HostConfig.PortBindings).length).toBe(4);
+      expect(c.Mounts.map((m: any) => m.Source)).toEqual([profile]);
+      expect(c.HostConfig.RestartPolicy.Name).toBe("no");
+
+      const again = await restore();
+      expect(show(again)).toMatch(/^exit 0 /);
+      expect(again.stderr).toBe("neko-restore: neko runs: nothing to restore\n");
+      expect(await identity()).toEqual(after);
+      // The rollout knows its own spec: nothing to do.
+      const u = await rollout(refs.restartCrash);
+      expect(u.stdout).toMatch(resultLine("unchanged", ids.restartCrash));
+      expect(await identity()).toEqual(after);
+    });
+  });
+
   test("pulumi destroy's remove command takes neko and leftovers, keeps the profile; a failed first deploy leaves nothing running", async () => {
     need("updated");
     ok(await docker(["create", "--name", "neko-candidate", ids.v1]), "docker create");
@@ -737,11 +917,16 @@ describe("neko-rollout.sh", () => {
     expect(await containerNames()).toEqual([]);
     expect(fs.readFileSync(path.join(profile, "keep.txt"), "utf8")).toBe("bookmarks\n");
     expect((await run("/bin/sh", ["-c", REMOVE_COMMAND], { env: hostEnv() })).code).toBe(0);
+    // A neko that was taken off the host never comes back from its recorded spec.
+    const gone = await restore();
+    expect(show(gone)).toMatch(/^exit 0 /);
+    expect(gone.stderr).toBe("neko-restore: no neko container (removed, or never started here): nothing to restore\n");
+    expect(await containerNames()).toEqual([]);
 
     // The profile was used, so this image passes as a candidate and fails for real: nothing to roll back to.
     const f = await rollout(refs.profileCrash);
     expect(f.code).toBe(1);
-    expect(f.stderr).toMatch(/^neko-rollout: the new neko exited with code 3 .*; its last log lines:$/m);
+    expect(f.stderr).toMatch(/^neko-rollout: the new neko exited with code 3; its last log lines:$/m);
     expect(f.stderr).toMatch(/^neko-rollout: first deploy failed: the failed neko was removed$/m);
     expect(await containerNames()).toEqual([]);
   });

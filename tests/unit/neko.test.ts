@@ -1,8 +1,11 @@
+import * as fs from "fs";
+import * as path from "path";
 import { envFile, nekoEnv, nekoSecretEnv, nvencPipeline, rolloutEnv } from "../../lib/neko";
 import { hostIngress, sshIngress } from "../../lib/network";
 import { cpuPipeline } from "../../lib/pipelines";
 import { hostPorts, publishArgs } from "../../lib/ports";
 import { NekoSettings, parseSettings } from "../../lib/settings";
+import { portabilityFindings } from "../support/portability";
 import { configOf } from "../support/settings";
 
 function neko(overrides: Record<string, unknown> = {}, gpu = false): NekoSettings {
@@ -203,7 +206,7 @@ describe("rollout", () => {
     expect(env).toEqual({
       NEKO_NAME: "neko",
       NEKO_PUBLISH: "127.0.0.1:8080:8080/tcp\n52000-52100:52000-52100/udp",
-      NEKO_RUN_ARGS: "--shm-size=2g\n--hostname=neko\n--restart=unless-stopped\n--label=neko-infra.stack=neko-infra/dev",
+      NEKO_RUN_ARGS: "--shm-size=2g\n--hostname=neko\n--restart=no\n--label=neko-infra.stack=neko-infra/dev",
       NEKO_HTTP_PORT: "8080",
       NEKO_HEALTH_SECONDS: "150",
       NEKO_PROFILE: "/var/lib/neko-infra/profile",
@@ -234,5 +237,17 @@ describe("rollout", () => {
   test("persistProfile: false mounts no profile", () => {
     const env = rolloutEnv(neko({ persistProfile: false }), rt(), { bindAddress: "", profile: "p", stackTag: "t" });
     expect(env.NEKO_PROFILE).toBeUndefined();
+  });
+
+  test("neko is never started twice: --restart=no on every host, no other restart policy", () => {
+    for (const gpu of [false, true]) {
+      const args = rolloutEnv(neko({}, gpu), rt({ gpu }), { bindAddress: "", stackTag: "t" }).NEKO_RUN_ARGS.split("\n");
+      expect(args.filter((a) => a.startsWith("--restart"))).toEqual(["--restart=no"]);
+    }
+  });
+
+  test("neko-restore.sh (a local host runs it by hand, on a Mac too): no bash 4 construct, no unguarded GNU-only tool", () => {
+    const text = fs.readFileSync(path.join(__dirname, "../../scripts/neko-restore.sh"), "utf8");
+    expect(portabilityFindings(text)).toEqual([]);
   });
 });
