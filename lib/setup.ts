@@ -39,6 +39,7 @@ export function hostSetup(o: HostSetupArgs): SetupRun {
   return {
     script: "host-bootstrap.sh",
     args: [o.sshUser, o.gpu ? "1" : "0", o.ecrRegistry ?? "-", o.profileVolumeId ?? "-", String(o.idleMinutes)],
-    env: idleEnv("host", o.idleMinutes),
+    // neko runs with --restart=no: the setup step installs the restore that brings it back afresh.
+    env: { ...idleEnv("host", o.idleMinutes), NEKO_RESTORE_SCRIPT: readScript("neko-restore.sh") },
   };
 }

@@ -24,7 +24,8 @@ export type ScriptName =
   | "builder-bootstrap.sh"
   | "host-bootstrap.sh"
   | "builder-idle-stop.sh"
-  | "host-idle-stop.sh";
+  | "host-idle-stop.sh"
+  | "neko-restore.sh";
 
 type Library = "setup-lib.sh" | "neko-check-lib.sh";
 

@@ -6,13 +6,15 @@
 # makes the ECR credential helper answer for REGISTRY_HOST, mounts the browser profile's EBS volume
 # PROFILE_VOLUME (formatting it only when it holds no file system: a volume that outlived an earlier
 # instance keeps its profile), on GPU hosts registers the NVIDIA container runtime with Docker,
-# creates the host's state directory for SSH_USER and installs the idle stop. On an ssh host (an
+# creates the host's state directory for SSH_USER, installs neko's restore at boot and after Docker
+# restarts (neko-restore.service, where systemd runs) and the idle stop. On an ssh host (an
 # existing Docker host) only what is missing is done: Docker is never installed where it answers.
 # The marker is scripts/setup-lib.sh's: `ok docker=<version>` (plus `gpu=<driver version>`) last,
 # after every job above has finished (so the next SSH login is in the docker group).
 #
 # Usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|- IDLE_MINUTES
 # Env:   IDLE_STOP_SCRIPT  the text of host-idle-stop.sh (with IDLE_MINUTES > 0)
+#        NEKO_RESTORE_SCRIPT  the text of neko-restore.sh (unset: no restore is installed)
 #        NEKO_INFRA_DIR    the host's directory (default /var/lib/neko-infra): host/ (state the
 #                          deploy and the idle check share) and profile/ (the mounted volume)
 #        NEKO_INFRA_MARKER see setup-lib.sh
@@ -90,6 +92,33 @@ if [[ -n $volume ]]; then
   # The browser runs as neko (uid 1000) inside the image; its entrypoint chowns its home too.
   chown 1000:1000 "$base/profile"
 fi
+
+# neko runs with --restart=no (an image may not start the same container twice: the Nix-built
+# one cannot), so at boot and after every Docker restart neko-restore.sh creates it afresh from the
+# spec the last rollout recorded in $base/host. Before the GPU step below, whose Docker restart it
+# then covers. A changed script or unit restarts the service (it finds neko running: no-op).
+restore_unit() {
+  local unit=/etc/systemd/system/neko-restore.service script=$base/neko-restore.sh changed=0 mounts=""
+  [[ -n ${NEKO_RESTORE_SCRIPT:-} ]] || return 0
+  step "installing neko's restore at boot and after Docker restarts"
+  printf '%s\n' "$NEKO_RESTORE_SCRIPT" | write_file "$script" 0755 && changed=1
+  if [[ ! -d /run/systemd/system ]]; then
+    echo "$SETUP_NAME: no systemd here: after a reboot or a Docker restart, bring neko back with: bash $script (as $user)" >&2
+    return 0
+  fi
+  # Never on an empty directory where the profile volume is not mounted (yet).
+  [[ -z $volume ]] || mounts="RequiresMountsFor=$base/profile"
+  printf '%s\n' "[Unit]" \
+    "Description=Create neko afresh from its last deployed spec at boot and after Docker restarts" \
+    "After=docker.service" "Wants=docker.service" ${mounts:+"$mounts"} "" \
+    "[Service]" "User=$user" "Environment=NEKO_STATE_DIR=$base/host" "ExecStart=/usr/bin/bash $script --watch" \
+    "Restart=always" "RestartSec=5" "" \
+    "[Install]" "WantedBy=multi-user.target" | write_file "$unit" 0644 && changed=1
+  if ((changed)); then systemctl daemon-reload; fi
+  systemctl enable neko-restore.service >/dev/null
+  if ((changed)); then systemctl restart neko-restore.service; else systemctl start neko-restore.service; fi
+}
+restore_unit
 
 gpu_version=""
 if [[ $gpu == 1 ]]; then

@@ -170,10 +170,12 @@ describe("user-data and the setup steps", () => {
     });
     expect(gpu.args).toEqual(["ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com", "vol-0abc", "20"]);
     expect(gpu.env.IDLE_STOP_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-idle-stop.sh"), "utf8"));
+    const restore = fs.readFileSync(path.join(__dirname, "../../scripts/neko-restore.sh"), "utf8");
+    expect(gpu.env.NEKO_RESTORE_SCRIPT).toBe(restore);
     expect(hostSetup({ sshUser: "admin", gpu: false, idleMinutes: 0 })).toEqual({
       script: "host-bootstrap.sh",
       args: ["admin", "0", "-", "-", "0"],
-      env: {},
+      env: { NEKO_RESTORE_SCRIPT: restore },
     });
   });
 
