@@ -211,8 +211,8 @@ test("c. a neko setting: only neko's rollout runs", () => {
   configure({ screen: "1280x720@30" });
   // What a reviewer reads in the pull request's preview: old and new value, no secret.
   const preview = must(p.pulumi(["preview", "--diff"]), "preview of a screen change");
-  expect(preview.stdout).toMatch(/^\s*- #   NEKO_DESKTOP_SCREEN=1920x1080@30$/m);
-  expect(preview.stdout).toMatch(/^\s*\+ #   NEKO_DESKTOP_SCREEN=1280x720@30$/m);
+  expect(preview.stdout).toMatch(/^\s*- # {3}NEKO_DESKTOP_SCREEN=1920x1080@30$/m);
+  expect(preview.stdout).toMatch(/^\s*\+ # {3}NEKO_DESKTOP_SCREEN=1280x720@30$/m);
   for (const secret of Object.values(secrets)) expect(preview.stdout + preview.stderr).not.toContain(secret);
   timings.push(
     `screen change in the preview: ${preview.stdout
