@@ -18,7 +18,7 @@ import { EC2_ASSUME_ROLE } from "../lib/registry";
 import { readScript } from "../lib/shell";
 import { SshConnection } from "../lib/sshConnection";
 import { HostKey } from "../lib/userdata";
-import { WAKE_STARTS_TAG } from "../lib/wake";
+import { RUNTIME_TAGS } from "../lib/wake";
 
 /** The login user of Amazon Linux 2023 AMIs (and of the NVIDIA AL2023 AMI). */
 export const EC2_USER = "ec2-user";
@@ -124,8 +124,9 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
       tags,
     },
     // A newer AMI is published every few weeks: it must not replace a working machine. The wake
-    // link counts its starts in a tag of the instance: that is not drift (with `--refresh`).
-    { parent, ignoreChanges: ["ami", `tags["${WAKE_STARTS_TAG}"]`, `tagsAll["${WAKE_STARTS_TAG}"]`] },
+    // link counts its starts in a tag of the instance, the host tags itself ready: not drift
+    // (with `--refresh`).
+    { parent, ignoreChanges: ["ami", ...RUNTIME_TAGS.flatMap((t) => [`tags["${t}"]`, `tagsAll["${t}"]`])] },
   );
   if (a.spot) spotRequestGuard(name, parent, instance);
   const association = new aws.ec2.EipAssociation(

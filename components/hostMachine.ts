@@ -15,7 +15,7 @@ import { HostSettings, NekoSettings } from "../lib/settings";
 import { SshConnection } from "../lib/sshConnection";
 import { hostSetup, SetupRun } from "../lib/setup";
 import { machineUserData } from "../lib/userdata";
-import { WakeSpec, wakeEnvironment } from "../lib/wake";
+import { hostReadyPolicy, WakeSpec, wakeEnvironment } from "../lib/wake";
 import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
 import { Machine, runStep } from "./runScript";
 
@@ -153,6 +153,11 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
       { parent },
     );
   }
+  // The wake link cannot reach neko itself: the host tells it, through one tag on itself.
+  const readyTag = s.idleMinutes > 0 && s.wakeOnVisit;
+  if (readyTag) {
+    new aws.iam.RolePolicy(`${name}-ready-tag`, { role: machine.role.id, policy: machine.instance.arn.apply(hostReadyPolicy) }, { parent });
+  }
   const wakeEnv = identity.connection.apply((c) =>
     wakeEnvironment({
       ...base({ kind: "ssh", connection: c }),
@@ -171,11 +176,16 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
       dependsOn: [machine.association, attachment],
     },
     {
-      setup: pulumi
-        .all([ecrRegistry, profileVolume.id])
-        .apply(([registry, volumeId]) =>
-          hostSetup({ sshUser: EC2_USER, gpu: s.gpu, ecrRegistry: registry, profileVolumeId: volumeId, idleMinutes: s.idleMinutes }),
-        ),
+      setup: pulumi.all([ecrRegistry, profileVolume.id]).apply(([registry, volumeId]) =>
+        hostSetup({
+          sshUser: EC2_USER,
+          gpu: s.gpu,
+          ecrRegistry: registry,
+          profileVolumeId: volumeId,
+          idleMinutes: s.idleMinutes,
+          readyTag,
+        }),
+      ),
       asRoot: true,
       wakeReady: "login",
       // A new instance starts empty: set it up, then everything on it runs again.

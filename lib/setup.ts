@@ -33,6 +33,8 @@ export interface HostSetupArgs {
   /** The EBS volume holding the browser profile: mounted at HOST_PROFILE_DIR. */
   profileVolumeId?: string;
   idleMinutes: number;
+  /** Install scripts/host-ready.sh (EC2 hosts with a wake link): the instance tags itself ready. */
+  readyTag?: boolean;
 }
 
 export function hostSetup(o: HostSetupArgs): SetupRun {
@@ -40,6 +42,10 @@ export function hostSetup(o: HostSetupArgs): SetupRun {
     script: "host-bootstrap.sh",
     args: [o.sshUser, o.gpu ? "1" : "0", o.ecrRegistry ?? "-", o.profileVolumeId ?? "-", String(o.idleMinutes)],
     // neko runs with --restart=no: the setup step installs the restore that brings it back afresh.
-    env: { ...idleEnv("host", o.idleMinutes), NEKO_RESTORE_SCRIPT: readScript("neko-restore.sh") },
+    env: {
+      ...idleEnv("host", o.idleMinutes),
+      NEKO_RESTORE_SCRIPT: readScript("neko-restore.sh"),
+      ...(o.readyTag ? { NEKO_READY_SCRIPT: readScript("host-ready.sh") } : {}),
+    },
   };
 }

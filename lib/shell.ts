@@ -25,7 +25,8 @@ export type ScriptName =
   | "host-bootstrap.sh"
   | "builder-idle-stop.sh"
   | "host-idle-stop.sh"
-  | "neko-restore.sh";
+  | "neko-restore.sh"
+  | "host-ready.sh";
 
 type Library = "setup-lib.sh" | "neko-check-lib.sh";
 

@@ -69,6 +69,31 @@ export function wakeEnvironment(w: WakeSpec): Record<string, string> {
 /** The tag the wake-on-visit function counts its starts in (lambda/wake-on-visit.js STARTS_TAG). */
 export const WAKE_STARTS_TAG = "neko-infra:wake-starts";
 
+/**
+ * The tag a host sets on itself once neko answers after a boot (scripts/host-ready.sh, epoch
+ * seconds); the wake-on-visit function sends visitors on when it is newer than the last launch.
+ */
+export const READY_TAG = "neko-infra:ready";
+
+/** Tags set at run time, not by Pulumi: not drift (the instance ignores them). */
+export const RUNTIME_TAGS = [WAKE_STARTS_TAG, READY_TAG];
+
+/** The host role's right to say it is ready: that one tag, on its own instance. */
+export function hostReadyPolicy(instanceArn: string): string {
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Sid: "Ready",
+        Effect: "Allow",
+        Action: "ec2:CreateTags",
+        Resource: instanceArn,
+        Condition: { "ForAllValues:StringEquals": { "aws:TagKeys": [READY_TAG] } },
+      },
+    ],
+  });
+}
+
 /** The wake-on-visit function's rights: describe any instance (EC2 allows no narrower resource), start and tag this one. */
 export function wakePolicy(instanceArn: string): string {
   return JSON.stringify({

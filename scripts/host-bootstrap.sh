@@ -15,6 +15,7 @@
 # Usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|- IDLE_MINUTES
 # Env:   IDLE_STOP_SCRIPT  the text of host-idle-stop.sh (with IDLE_MINUTES > 0)
 #        NEKO_RESTORE_SCRIPT  the text of neko-restore.sh (unset: no restore is installed)
+#        NEKO_READY_SCRIPT the text of host-ready.sh (EC2 hosts with a wake link: the ready tag)
 #        NEKO_INFRA_DIR    the host's directory (default /var/lib/neko-infra): host/ (state the
 #                          deploy and the idle check share) and profile/ (the mounted volume)
 #        NEKO_INFRA_MARKER see setup-lib.sh
@@ -119,6 +120,23 @@ restore_unit() {
   if ((changed)); then systemctl restart neko-restore.service; else systemctl start neko-restore.service; fi
 }
 restore_unit
+
+# EC2 hosts with a wake link: at every boot, once neko answers, the instance tags itself ready
+# (scripts/host-ready.sh); started here too (without waiting), so the first deploy is tagged.
+ready_unit() {
+  local unit=/etc/systemd/system/neko-ready.service script=$base/host-ready.sh changed=0
+  [[ -n ${NEKO_READY_SCRIPT:-} && -d /run/systemd/system ]] || return 0
+  step "installing the ready tag at boot (for the wake link)"
+  printf '%s\n' "$NEKO_READY_SCRIPT" | write_file "$script" 0755 && changed=1
+  printf '%s\n' "[Unit]" "Description=Tag this instance neko-infra:ready once neko answers after a boot" \
+    "After=docker.service neko-restore.service network-online.target" "Wants=network-online.target" "" \
+    "[Service]" "Type=oneshot" "Environment=NEKO_STATE_DIR=$base/host" "ExecStart=/usr/bin/bash $script" "" \
+    "[Install]" "WantedBy=multi-user.target" | write_file "$unit" 0644 && changed=1
+  if ((changed)); then systemctl daemon-reload; fi
+  systemctl enable neko-ready.service >/dev/null
+  systemctl start --no-block neko-ready.service
+}
+ready_unit
 
 gpu_version=""
 if [[ $gpu == 1 ]]; then

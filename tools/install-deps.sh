@@ -9,6 +9,8 @@ packages=(
   openssh-server openssh-client iproute2
   docker-registry apache2-utils skopeo docker.io
   shellcheck cloud-init curl procps coturn openssl sudo xz-utils
+  # awscli: the AWS CLI v2 that AL2023 ships, for scripts/host-ready.sh (against a fake EC2)
+  awscli
   # runc: the current engine's runtime (tests/harness/dockerd.sh, DOCKERD_ENGINE=current);
   # bsdtar and shasum: a Mac's tar and checksum tool (tests/harness/bsd-path.sh)
   runc libarchive-tools perl

@@ -61,8 +61,14 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
       const i = run().byName(name);
       expect(i.inputs.metadataOptions).toMatchObject({ httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 });
       expect(i.inputs.rootBlockDevice).toMatchObject({ encrypted: true, volumeType: "gp3", deleteOnTermination: true });
-      // the wake link's start counter is not drift; the root volume's tags are its own (no volumeTags)
-      expect(i.ignoreChanges).toEqual(["ami", 'tags["neko-infra:wake-starts"]', 'tagsAll["neko-infra:wake-starts"]']);
+      // the wake link's start counter and the host's ready tag are not drift; the root volume's tags are its own (no volumeTags)
+      expect(i.ignoreChanges).toEqual([
+        "ami",
+        'tags["neko-infra:wake-starts"]',
+        'tagsAll["neko-infra:wake-starts"]',
+        'tags["neko-infra:ready"]',
+        'tagsAll["neko-infra:ready"]',
+      ]);
       expect(i.inputs.volumeTags).toBeUndefined();
       expect(i.inputs.rootBlockDevice.tags).toMatchObject({ "neko-infra:stack": `neko-infra/${stack}` });
       expect(i.inputs.instanceInitiatedShutdownBehavior).toBe("stop"); // the idle timers power off
@@ -292,6 +298,17 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
         `arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id`,
       );
     }
+    // the host says when neko answers (the function cannot reach it): one tag, on its own instance only
+    expect(JSON.parse(run().byName("host-ready-tag").inputs.policy).Statement).toEqual([
+      {
+        Sid: "Ready",
+        Effect: "Allow",
+        Action: "ec2:CreateTags",
+        Resource: "arn:aws:ec2:eu-central-1:123456789012:instance/host-instance-id",
+        Condition: { "ForAllValues:StringEquals": { "aws:TagKeys": ["neko-infra:ready"] } },
+      },
+    ]);
+    expect(run().byName("host-ready-tag").inputs.role).toBe("host-role-id");
     // a public URL: AWS wants lambda:InvokeFunction granted too (since October 2025), else it answers 403
     expect(run().byName("host-visit-invoke").inputs).toMatchObject({
       action: "lambda:InvokeFunction",

@@ -38,6 +38,7 @@ const TOOLS: Record<string, string> = {
   curl: "curl",
   python3: "python3-yaml",
   bash: "bash",
+  "/usr/bin/aws": "awscli",
 };
 
 function onPath(cmd: string): boolean {

@@ -25,6 +25,8 @@ export interface FakeInstance {
   state: "pending" | "running" | "stopping" | "stopped" | "shutting-down" | "terminated";
   type?: string;
   tags?: Record<string, string>;
+  /** ISO time of the last launch (EC2: "the time that the instance was last launched"); StartInstances sets it. */
+  launchTime?: string;
 }
 export interface FakeEc2 {
   endpoint: string;
@@ -82,7 +84,7 @@ export async function startFakeEc2(
       const items = (ids.length ? ids : Object.keys(instances)).map((id) => {
         const i = instances[id];
         const tags = Object.entries(i.tags ?? {}).map(([k, v]) => `<item><key>${esc(k)}</key><value>${esc(v)}</value></item>`);
-        return `<item><reservationId>r-0${id.slice(2)}</reservationId><ownerId>123456789012</ownerId><groupSet/><instancesSet><item><instanceId>${id}</instanceId><instanceState>${state(i.state)}</instanceState><instanceType>${i.type ?? "g5.xlarge"}</instanceType><tagSet>${tags.join("")}</tagSet></item></instancesSet></item>`;
+        return `<item><reservationId>r-0${id.slice(2)}</reservationId><ownerId>123456789012</ownerId><groupSet/><instancesSet><item><instanceId>${id}</instanceId><instanceState>${state(i.state)}</instanceState><instanceType>${i.type ?? "g5.xlarge"}</instanceType>${i.launchTime ? `<launchTime>${esc(i.launchTime)}</launchTime>` : ""}<tagSet>${tags.join("")}</tagSet></item></instancesSet></item>`;
       });
       return `<reservationSet>${items.join("")}</reservationSet>`;
     }
@@ -90,7 +92,7 @@ export async function startFakeEc2(
       const items = list(p, "InstanceId").map((id) => {
         const i = known(id);
         const before = i.state;
-        if (before === "stopped") i.state = "pending";
+        if (before === "stopped") Object.assign(i, { state: "pending", launchTime: new Date().toISOString() });
         else if (before !== "pending" && before !== "running")
           fail("IncorrectInstanceState", `The instance '${id}' is not in a state from which it can be started.`);
         return `<item><instanceId>${id}</instanceId><currentState>${state(i.state)}</currentState><previousState>${state(before)}</previousState></item>`;

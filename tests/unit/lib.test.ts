@@ -172,6 +172,9 @@ describe("user-data and the setup steps", () => {
     expect(gpu.env.IDLE_STOP_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-idle-stop.sh"), "utf8"));
     const restore = fs.readFileSync(path.join(__dirname, "../../scripts/neko-restore.sh"), "utf8");
     expect(gpu.env.NEKO_RESTORE_SCRIPT).toBe(restore);
+    expect(gpu.env.NEKO_READY_SCRIPT).toBeUndefined(); // only with a wake link
+    const ready = hostSetup({ sshUser: "ec2-user", gpu: false, idleMinutes: 30, readyTag: true });
+    expect(ready.env.NEKO_READY_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-ready.sh"), "utf8"));
     expect(hostSetup({ sshUser: "admin", gpu: false, idleMinutes: 0 })).toEqual({
       script: "host-bootstrap.sh",
       args: ["admin", "0", "-", "-", "0"],

@@ -163,7 +163,13 @@ describe.each(STACKS)("%s stack graph", (stack) => {
     holds("ecr-scan-on-push-immutable-tags", ["registry-repo"]);
     holds("ecr-wildcard-only-for-auth-token", ["host-ecr-pull", "registry-builder-push"]);
     holds("no-credentials-in-function-environment", ["host-visit-fn"]);
-    holds("scoped-instance-actions", ["host-ecr-pull", "registry-builder-push", "cache-builder-access", "host-visit-start"]);
+    holds("scoped-instance-actions", [
+      "host-ecr-pull",
+      "registry-builder-push",
+      "cache-builder-access",
+      "host-visit-start",
+      "host-ready-tag",
+    ]);
     const steps = ["image-build", "registry-push", "host-tls", "host-neko", ...(stack === "prod" ? ["host-turn"] : [])];
     holds("no-secret-in-command-lines", [
       ...steps.flatMap((step) => [step, `${step}-wake`]),

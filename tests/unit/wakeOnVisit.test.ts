@@ -1,15 +1,14 @@
 /**
  * lambda/wake-on-visit.js: its pure logic (decide, render, pruneStarts, tokenMatches), then its
  * handler for real against a fake EC2 API (tests/support/fakeEc2.ts) through the real
- * @aws-sdk/client-ec2, and neko's /health served by a real HTTP server on 127.0.0.1 through the
- * real fetch. Also scripts/spot-cancel.js against the same fake.
+ * @aws-sdk/client-ec2 (the instance's state, its last launch and the ready tag the host sets on
+ * itself, scripts/host-ready.sh). Also scripts/spot-cancel.js against the same fake.
  *
  * Stand-ins: the fake EC2 endpoint (its answers follow the real API's XML and error codes; the
- * real service is not reachable here) and the /health server (answers like neko's: 200 "true").
+ * real service is not reachable here). The function never asks neko itself: port 443 may admit
+ * only the client networks (checked in the handler tests: no fetch is given or made).
  */
 import * as crypto from "crypto";
-import * as http from "http";
-import { AddressInfo } from "net";
 import * as sdk from "@aws-sdk/client-ec2";
 import { FakeEc2, startFakeEc2 } from "../support/fakeEc2";
 
@@ -26,7 +25,8 @@ interface Decision {
 interface DecideInput {
   tokenOk: boolean;
   state: string;
-  healthy: boolean;
+  ready: boolean;
+  launchedAt?: number;
   starts: number[];
   now: number;
   maxStarts: number;
@@ -45,13 +45,14 @@ interface WakeModule {
   tokenMatches(token: string | undefined, expectedHex: string | undefined): boolean;
   createHandler(deps: {
     ec2?: { send(c: any): Promise<any> };
-    fetch?: typeof fetch;
     env?: Record<string, string | undefined>;
     now?: () => number;
     log?: (line: string) => void;
   }): (event: any) => Promise<Response>;
   handler(event: any): Promise<Response>;
   STARTS_TAG: string;
+  READY_TAG: string;
+  READY_DEADLINE: number;
 }
 const wake: WakeModule = require("../../lambda/wake-on-visit");
 const { cancelSpotRequest } = require("../../scripts/spot-cancel.js") as {
@@ -66,7 +67,7 @@ const NEKO = "https://203.0.113.20/";
 const base: DecideInput = {
   tokenOk: true,
   state: "stopped",
-  healthy: false,
+  ready: false,
   starts: [],
   now: NOW,
   maxStarts: 6,
@@ -107,14 +108,25 @@ describe("decide", () => {
     expect(d).toMatchObject({ action: "start", status: 200, refresh: true, starts: [NOW - 100, NOW] });
     expect(d.message).toMatch(/starting/);
   });
-  test("starting (pending), or running but neko not healthy yet: wait", () => {
+  test("starting (pending), or running but not ready yet: wait, saying since when and how long it usually takes", () => {
     expect(wake.decide({ ...base, state: "pending" })).toMatchObject({ action: "wait", status: 200, refresh: true });
-    const d = wake.decide({ ...base, state: "running", healthy: false });
+    const d = wake.decide({ ...base, state: "running", ready: false, launchedAt: NOW - 40 });
     expect(d).toMatchObject({ action: "wait", status: 200, refresh: true });
-    expect(d.message).toMatch(/neko is starting/);
+    expect(d.message).toBe("The host started 40 seconds ago. neko usually answers within 3 minutes of a start; this page opens it then.");
+    expect(wake.decide({ ...base, state: "running", launchedAt: NOW - 300 }).message).toMatch(/^The host started 5 minutes ago/);
   });
-  test("running and healthy: redirect to neko", () => {
-    expect(wake.decide({ ...base, state: "running", healthy: true })).toMatchObject({ action: "redirect", status: 302, location: NEKO });
+  test("running and ready: redirect to neko", () => {
+    expect(wake.decide({ ...base, state: "running", ready: true })).toMatchObject({ action: "redirect", status: 302, location: NEKO });
+  });
+  test("running and still not ready READY_DEADLINE after the launch: the page ends, says so, offers neko anyway", () => {
+    const late = wake.decide({ ...base, state: "running", launchedAt: NOW - wake.READY_DEADLINE });
+    expect(late).toMatchObject({ action: "error", status: 503, refresh: false, title: "neko did not come up", location: NEKO });
+    expect(late.message).toMatch(/^The host has been running for 15 minutes and neko has not answered\. .*npm run status/);
+    const r = wake.render(late);
+    expect(r.headers.Location).toBeUndefined(); // not a redirect: a link the visitor may follow
+    expect(r.body).toContain(`<a href="${NEKO}">Try neko anyway</a>`);
+    expect(r.body).not.toContain("refresh");
+    expect(wake.decide({ ...base, state: "running", launchedAt: NOW - wake.READY_DEADLINE + 1 }).action).toBe("wait");
   });
   test("stopping: wait, and say it will be started once stopped", () => {
     const d = wake.decide({ ...base, state: "stopping" });
@@ -124,7 +136,7 @@ describe("decide", () => {
   });
   test("wrong or missing token: deny, whatever the instance does", () => {
     for (const state of ["stopped", "running", "missing"]) {
-      expect(wake.decide({ ...base, tokenOk: false, state, healthy: true })).toMatchObject({ action: "deny", status: 403, refresh: false });
+      expect(wake.decide({ ...base, tokenOk: false, state, ready: true })).toMatchObject({ action: "deny", status: 403, refresh: false });
     }
   });
   test("too many starts in the last hour: limit, with when the next start is possible", () => {
@@ -159,7 +171,7 @@ describe("render", () => {
     expect(r.body).not.toMatch(/<script|https?:\/\/(?!www\.w3)/); // self-contained
   });
   test("redirect: 302 to neko without the token, no Referer", () => {
-    const r = wake.render(wake.decide({ ...base, state: "running", healthy: true }));
+    const r = wake.render(wake.decide({ ...base, state: "running", ready: true }));
     expect(r.statusCode).toBe(302);
     expect(r.headers).toMatchObject({ ...common, Location: NEKO });
     expect(r.body).not.toContain("http-equiv");
@@ -187,29 +199,13 @@ describe("render", () => {
 
 // ------------------------------------------------------------------ the handler, against fakes
 
-/** neko's /health stand-in: `mode` decides the answer; records the paths asked for. */
-async function startHealth() {
-  const h = { mode: "ok" as "ok" | "503" | "404" | "hang", paths: [] as string[], url: "", close: async () => undefined as void };
-  const server = http.createServer((req, res) => {
-    h.paths.push(req.url ?? "");
-    if (h.mode === "hang") return; // never answers: the handler's 3 s timeout must end the wait
-    if (h.mode !== "ok") return void res.writeHead(Number(h.mode)).end("not neko");
-    res.writeHead(200, { "Content-Type": "text/plain" }).end("true");
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  h.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-  h.close = () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve())));
-  return h;
-}
-
-describe("handler (real SDK against a fake EC2 endpoint; real fetch against a /health server)", () => {
+describe("handler (real SDK against a fake EC2 endpoint)", () => {
   let ec2: FakeEc2;
-  let health: Awaited<ReturnType<typeof startHealth>>;
   let logs: string[];
   const visit = (t: string | undefined, env: Record<string, string> = {}) => {
     const h = wake.createHandler({
       ec2: ec2.client(),
-      env: { INSTANCE_ID: ID, NEKO_URL: health.url, TOKEN_SHA256, MAX_STARTS: "3", ...env },
+      env: { INSTANCE_ID: ID, NEKO_URL: NEKO, TOKEN_SHA256, MAX_STARTS: "3", ...env },
       now: () => NOW,
       log: (l) => logs.push(l),
     });
@@ -220,14 +216,12 @@ describe("handler (real SDK against a fake EC2 endpoint; real fetch against a /h
 
   beforeEach(async () => {
     ec2 = await startFakeEc2({ instances: { [ID]: { state: "stopped" } }, allow: ["DescribeInstances", "StartInstances", "CreateTags"] });
-    health = await startHealth();
     logs = [];
   });
   afterEach(async () => {
     expect(ec2.violations).toEqual([]);
     for (const l of logs) expect(l).not.toContain(TOKEN);
     await ec2.close();
-    await health.close();
   });
 
   test("wrong or missing token: 403 without any AWS call", async () => {
@@ -236,7 +230,6 @@ describe("handler (real SDK against a fake EC2 endpoint; real fetch against a /h
       expect(r.statusCode).toBe(403);
     }
     expect(ec2.calls).toEqual([]);
-    expect(health.paths).toEqual([]);
   });
 
   test("sleeping: records the start in the tag, starts the instance, shows the waiting page", async () => {
@@ -257,37 +250,42 @@ describe("handler (real SDK against a fake EC2 endpoint; real fetch against a /h
     expect(logs).toEqual([expect.stringMatching(/^wake-on-visit: start \(200\): /)]);
   });
 
-  test("starting: pending, then running with neko not answering yet, then healthy -> 302 to NEKO_URL", async () => {
-    ec2.instances[ID].state = "pending";
+  test("a wake: started, running but not ready, then the host's ready tag (newer than the launch) -> 302 to NEKO_URL", async () => {
+    // The last boot said it was ready; that tag predates the start below, so it does not count.
+    ec2.instances[ID].tags = { [wake.READY_TAG]: String(NOW - 7200) };
+    await visit(TOKEN);
+    expect(ec2.instances[ID].state).toBe("pending");
+    const launched = Math.floor(Date.parse(ec2.instances[ID].launchTime ?? "") / 1000);
+    expect(Math.abs(launched - Math.floor(Date.now() / 1000))).toBeLessThan(5); // StartInstances set it
     expect((await visit(TOKEN)).body).toContain("The host is booting");
-    expect(health.paths).toEqual([]); // no health check while the instance boots
     ec2.instances[ID].state = "running";
-    health.mode = "503"; // a front answering for a neko that is not up yet
-    expect((await visit(TOKEN)).body).toContain("neko is starting");
-    health.mode = "404"; // something else on that address
-    expect((await visit(TOKEN)).body).toContain("neko is starting");
-    health.mode = "ok";
+    ec2.instances[ID].launchTime = new Date((NOW - 50) * 1000).toISOString();
+    const waiting = await visit(TOKEN);
+    expect(waiting.statusCode).toBe(200);
+    expect(waiting.body).toContain("The host started 50 seconds ago. neko usually answers within 3 minutes");
+    ec2.instances[ID].tags = { [wake.READY_TAG]: String(NOW - 10) }; // scripts/host-ready.sh after /health answered
     const r = await visit(TOKEN);
     expect(r.statusCode).toBe(302);
-    expect(r.headers.Location).toBe(health.url);
+    expect(r.headers.Location).toBe(NEKO);
     expect(r.headers["Referrer-Policy"]).toBe("no-referrer");
-    expect(health.paths).toEqual(["/health", "/health", "/health"]);
-    expect(actions()).toEqual(Array(4).fill("DescribeInstances"));
+    expect(actions()).toEqual(["DescribeInstances", "CreateTags", "StartInstances", ...Array(3).fill("DescribeInstances")]);
   });
 
-  test("health is checked under NEKO_URL's path; nothing listening or a hang (3 s) means not healthy", async () => {
+  test("a host that never says it is ready: after READY_DEADLINE the page ends (503, no refresh); junk tags do not count", async () => {
     ec2.instances[ID].state = "running";
-    expect((await visit(TOKEN, { NEKO_URL: `${health.url}neko/` })).statusCode).toBe(302);
-    expect(health.paths).toEqual(["/neko/health"]);
-    expect((await visit(TOKEN, { NEKO_URL: "http://127.0.0.1:9/" })).body).toContain("neko is starting");
-    health.mode = "hang";
-    const started = Date.now();
-    const r = await visit(TOKEN);
-    expect(r.statusCode).toBe(200);
-    expect(r.body).toContain("neko is starting");
-    expect(Date.now() - started).toBeGreaterThanOrEqual(2900);
-    expect(Date.now() - started).toBeLessThan(6000);
-  }, 15_000);
+    ec2.instances[ID].launchTime = new Date((NOW - wake.READY_DEADLINE - 5) * 1000).toISOString();
+    for (const junk of ["", "yes", "-1", `${NOW}x`]) {
+      ec2.instances[ID].tags = { [wake.READY_TAG]: junk };
+      const r = await visit(TOKEN);
+      expect(r.statusCode).toBe(503);
+      expect(r.body).toContain("neko did not come up");
+      expect(r.body).not.toContain('http-equiv="refresh"');
+    }
+    // no launch time known (should not happen): waits rather than guessing
+    delete ec2.instances[ID].launchTime;
+    ec2.instances[ID].tags = { [wake.READY_TAG]: String(NOW) };
+    expect((await visit(TOKEN)).statusCode).toBe(200);
+  });
 
   test("stopping: waiting page, no start; once stopped, a later refresh starts it", async () => {
     ec2.instances[ID].state = "stopping";
