@@ -158,10 +158,10 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
   if (readyTag) {
     new aws.iam.RolePolicy(`${name}-ready-tag`, { role: machine.role.id, policy: machine.instance.arn.apply(hostReadyPolicy) }, { parent });
   }
-  const wakeEnv = identity.connection.apply((c) =>
+  const wakeEnv = pulumi.all([identity.connection, machine.instance.id]).apply(([c, instanceId]) =>
     wakeEnvironment({
       ...base({ kind: "ssh", connection: c }),
-      method: { kind: "ec2", region: aws.config.region ?? "", stackTag: a.stackTag, role: "host" },
+      method: { kind: "ec2", region: aws.config.region ?? "", stackTag: a.stackTag, role: "host", instanceId },
       ready: "marker",
       readyTimeoutSeconds: s.readyTimeout,
     }),

@@ -71,6 +71,7 @@ export class NixBuilder extends pulumi.ComponentResource {
       const conn = identity.connection;
       connection = conn;
       readyTimeout = s.readyTimeout;
+      let instanceId: pulumi.Output<string | undefined> = pulumi.output(undefined);
       if (s.enabled) {
         const machine = ec2Machine(name, this, {
           identity,
@@ -88,11 +89,12 @@ export class NixBuilder extends pulumi.ComponentResource {
         this.role = machine.role;
         dependsOn = [machine.association];
         setup = { triggers: [machine.instance.id] };
+        instanceId = machine.instance.id;
       }
-      wakeEnv = conn.apply((c) =>
+      wakeEnv = pulumi.all([conn, instanceId]).apply(([c, id]) =>
         wakeEnvironment({
           ...spec({ kind: "ssh", connection: c }),
-          method: { kind: "ec2", region: aws.config.region ?? "", stackTag: args.stackTag, role: "builder" },
+          method: { kind: "ec2", region: aws.config.region ?? "", stackTag: args.stackTag, role: "builder", instanceId: id },
           ready: "marker",
           readyTimeoutSeconds: s.readyTimeout,
         }),

@@ -12,8 +12,8 @@ export type WakeTarget =
 export type WakeMethod =
   | { kind: "none" }
   | { kind: "command"; command: string }
-  /** Start the stopped instance tagged with this stack and role. */
-  | { kind: "ec2"; region: string; stackTag: string; role: "builder" | "host" };
+  /** Start the stopped instance tagged with this stack and role (and with this id, when known). */
+  | { kind: "ec2"; region: string; stackTag: string; role: "builder" | "host"; instanceId?: string };
 
 export interface WakeSpec {
   /** For messages: "the builder", "the host". */
@@ -61,6 +61,7 @@ export function wakeEnvironment(w: WakeSpec): Record<string, string> {
       EC2_ROLE_TAG: w.method.role,
       REFUSED_GRACE: "180",
     });
+    if (w.method.instanceId) env.EC2_INSTANCE_ID = w.method.instanceId;
   }
   if (w.disabled) env.DISABLED = w.disabled;
   return env;

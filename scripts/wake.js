@@ -9,7 +9,9 @@
  * Env: WAKE_MACHINE ("the builder"), WAKE_FOR (what needs it), DISABLED (non-empty: fail with it)
  *      TARGET ssh | local; SSH_HOST, SSH_PORT (22), SSH_USER, SSH_HOST_KEY (pinned public key line),
  *        SSH_PRIVATE_KEY (secret: only ever in a 0600 temp file), SSH_HOST_KEY_SETTING (for messages)
- *      WAKE none | command (WAKE_COMMAND, WAKE_COMMAND_TIMEOUT 120) | ec2 (EC2_REGION, EC2_STACK_TAG, EC2_ROLE_TAG)
+ *      WAKE none | command (WAKE_COMMAND, WAKE_COMMAND_TIMEOUT 120) | ec2 (EC2_REGION, EC2_STACK_TAG, EC2_ROLE_TAG,
+ *        EC2_INSTANCE_ID: the instance Pulumi manages; while a replacement runs, the old one still
+ *        carries the same tags)
  *      READY marker (READY_MARKER, READY_LOG) | nix (READY_TOOLS, default nix: what the step
  *        needs, e.g. "skopeo" for a push, "docker" for a load) | docker | login (a login works: a machine
  *        whose setup step comes next); READY_TIMEOUT (300); REFUSED_GRACE (60)
@@ -105,9 +107,10 @@ function formatFailure(f) {
 const quoted = (title, lines) => (lines.length ? [`  ${title}:`, ...lines.map((l) => `    | ${l}`)] : []);
 
 /**
- * Starts the instance tagged with this stack and role if it is stopped (waiting out "stopping").
+ * Starts the instance tagged with this stack and role (and, when known, with this id: during a
+ * replacement the old instance still carries the tags) if it is stopped (waiting out "stopping").
  * @param {{ send: (command: any) => Promise<any> }} client @param {any} sdk the @aws-sdk/client-ec2 module
- * @param {{ machine: string, region: string, stack: string, role: string, until: number, pause?: number }} o
+ * @param {{ machine: string, region: string, stack: string, role: string, instanceId?: string, until: number, pause?: number }} o
  * @returns {Promise<string>} what was done
  */
 async function wakeEc2(client, sdk, o) {
@@ -115,6 +118,7 @@ async function wakeEc2(client, sdk, o) {
     { Name: "tag:neko-infra:stack", Values: [o.stack] },
     { Name: "tag:neko-infra:role", Values: [o.role] },
     { Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped"] },
+    ...(o.instanceId ? [{ Name: "instance-id", Values: [o.instanceId] }] : []),
   ];
   const describe = async () => {
     const out = await client.send(new sdk.DescribeInstancesCommand({ Filters }));
@@ -125,7 +129,7 @@ async function wakeEc2(client, sdk, o) {
     await new Promise((r) => setTimeout(r, o.pause ?? 5000));
     d = await describe();
   }
-  const tags = `tags neko-infra:stack=${o.stack} and neko-infra:role=${o.role} in ${o.region || "the default region"}`;
+  const tags = `tags neko-infra:stack=${o.stack} and neko-infra:role=${o.role}${o.instanceId ? ` and the id ${o.instanceId}` : ""} in ${o.region || "the default region"}`;
   if (d.action === "missing") {
     const cause = `no instance of ${o.machine} exists (it is disabled or was deleted outside Pulumi): none has ${tags}`;
     throw new Fail(cause, "enable it, or run `pulumi up --refresh` so Pulumi sees it is gone and creates it again");
@@ -284,7 +288,13 @@ async function wakeUp(env, o) {
   }
   const sdk = require("@aws-sdk/client-ec2");
   const region = env.EC2_REGION || "";
-  const tags = { region, stack: o.need("EC2_STACK_TAG"), role: o.need("EC2_ROLE_TAG"), until: Date.now() + o.seconds * 1000 };
+  const tags = {
+    region,
+    stack: o.need("EC2_STACK_TAG"),
+    role: o.need("EC2_ROLE_TAG"),
+    instanceId: env.EC2_INSTANCE_ID || undefined,
+    until: Date.now() + o.seconds * 1000,
+  };
   const fix = "check your AWS credentials and region (the ones pulumi up uses)";
   const late = new Promise((_, reject) =>
     setTimeout(() => reject(new Fail(`EC2 did not answer within ${o.seconds} s`, fix)), o.seconds * 1000).unref(),

@@ -116,6 +116,7 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
         WAKE: "ec2",
         EC2_STACK_TAG: `neko-infra/${stack}`,
         EC2_ROLE_TAG: role,
+        EC2_INSTANCE_ID: `${role}-instance-id`, // a replacement's old instance carries the same tags
         READY: "marker",
       });
       expect(run().secretInputs[`${step}-wake`]).toContain("environment"); // the SSH key

@@ -236,6 +236,17 @@ describe("wakeEc2", () => {
     expect((err as { fix: string }).fix).toContain("pulumi up --refresh");
   });
 
+  test("with the id Pulumi manages: only that instance (the old one of a replacement carries the same tags)", async () => {
+    const input = { Filters: [...describeInput.Filters, { Name: "instance-id", Values: ["i-00"] }] };
+    const ec2 = fakeEc2([{ ...describe_("stopped"), input }, start]);
+    await expect(wakeEc2(ec2.client, sdk, { ...opts(), instanceId: "i-00" })).resolves.toBe("started instance i-00");
+    expect(ec2.left()).toEqual([]);
+    const gone = fakeEc2([{ ...describe_(), input }]);
+    await expect(wakeEc2(gone.client, sdk, { ...opts(), instanceId: "i-00" })).rejects.toThrow(
+      "none has tags neko-infra:stack=neko-infra/dev and neko-infra:role=builder and the id i-00 in eu-central-1",
+    );
+  });
+
   test("two instances with the stack's tags: refused, both named", async () => {
     const ec2 = fakeEc2([describe_("stopped", "running")]);
     await expect(wakeEc2(ec2.client, sdk, opts())).rejects.toThrow("i-00, i-01 all carry tags neko-infra:stack=neko-infra/dev");
