@@ -6,16 +6,13 @@
  *   generates and every connection pins), so that tearing an instance down and bringing it back
  *   changes no connection;
  * - `ec2Machine`: the instance itself with its key pair, security group, role and profile, IMDSv2
- *   required and an encrypted gp3 root volume; for spot, a guard that cancels the persistent spot
- *   request before the instance is deleted.
+ *   required and an encrypted gp3 root volume. On demand only (the README says why not spot).
  */
 import * as aws from "@pulumi/aws";
-import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { ALL_EGRESS, IngressRule } from "../lib/network";
 import { EC2_ASSUME_ROLE } from "../lib/registry";
-import { readScript } from "../lib/shell";
 import { SshConnection } from "../lib/sshConnection";
 import { HostKey } from "../lib/userdata";
 import { RUNTIME_TAGS } from "../lib/wake";
@@ -76,8 +73,6 @@ export interface MachineArgs {
   subnetId?: string;
   /** The availability zone (to meet an EBS volume there); ignored when a subnet is given. */
   availabilityZone?: pulumi.Input<string>;
-  /** Persistent spot request, stopped (not terminated) on interruption. */
-  spot?: boolean;
   /** Powering off stops the instance (the idle timers rely on it). */
   stopOnShutdown?: boolean;
 }
@@ -118,9 +113,6 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
       // The root volume's tags here, not `volumeTags`: those would be applied to every attached
       // volume (the profile volume has tags of its own) and flip between runs.
       rootBlockDevice: { encrypted: true, volumeSize: a.volumeSize, volumeType: "gp3", deleteOnTermination: true, tags },
-      instanceMarketOptions: a.spot
-        ? { marketType: "spot", spotOptions: { spotInstanceType: "persistent", instanceInterruptionBehavior: "stop" } }
-        : undefined,
       tags,
     },
     // A newer AMI is published every few weeks: it must not replace a working machine. The wake
@@ -128,42 +120,10 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
     // (with `--refresh`).
     { parent, ignoreChanges: ["ami", ...RUNTIME_TAGS.flatMap((t) => [`tags["${t}"]`, `tagsAll["${t}"]`])] },
   );
-  if (a.spot) spotRequestGuard(name, parent, instance);
   const association = new aws.ec2.EipAssociation(
     `${name}-eip-assoc`,
     { allocationId: a.identity.eip.allocationId, instanceId: instance.id },
     { parent },
   );
   return { instance, role, association };
-}
-
-/**
- * A persistent spot request outlives its instance: deleting the instance leaves the request, which
- * launches a new, untracked instance (terraform-provider-aws issue 38142). This guard depends on the
- * instance, so Pulumi deletes it first (on destroy, `enabled: false`, and after a replacement), and
- * its delete cancels the request; then the instance is terminated for good. Its trigger is the
- * request ID: a new instance gets a new guard, and the old guard cancels the old request.
- */
-export function spotRequestGuard(
-  name: string,
-  parent: pulumi.Resource,
-  instance: { spotInstanceRequestId: pulumi.Output<string> } & pulumi.Resource,
-  region: string = aws.config.region ?? "",
-): command.local.Command {
-  return new command.local.Command(
-    `${name}-spot-request`,
-    {
-      create: ":",
-      // The script travels in the environment: what a delete runs is stored with the resource.
-      delete: 'node -e "$SPOT_CANCEL_SCRIPT"',
-      environment: {
-        SPOT_CANCEL_SCRIPT: readScript("spot-cancel.js"),
-        SPOT_REQUEST_ID: instance.spotInstanceRequestId,
-        EC2_REGION: region,
-      },
-      triggers: [instance.spotInstanceRequestId],
-      addPreviousOutputInEnv: false,
-    },
-    { parent, dependsOn: [instance] },
-  );
 }

@@ -83,7 +83,6 @@ export class NixBuilder extends pulumi.ComponentResource {
           volumeSize: s.volumeSize,
           subnetId: s.subnetId,
           userData: identity.hostKey.apply(machineUserData),
-          spot: s.spot,
           stopOnShutdown: true, // the idle timer powers off: that must stop, not terminate
         });
         this.role = machine.role;

@@ -11,9 +11,9 @@ import { Settings, SettingsError } from "../lib/settings";
 export function ec2Needs(s: Settings): Ec2Need[] {
   const needs: Ec2Need[] = [];
   const b = s.builder;
-  if (b.kind === "ec2" && b.enabled) needs.push({ section: "builder", instanceType: b.instanceType, spot: b.spot, subnetId: b.subnetId });
+  if (b.kind === "ec2" && b.enabled) needs.push({ section: "builder", instanceType: b.instanceType, subnetId: b.subnetId });
   const h = s.host;
-  if (h.kind === "ec2") needs.push({ section: "host", instanceType: h.instanceType, spot: false, subnetId: h.subnetId });
+  if (h.kind === "ec2") needs.push({ section: "host", instanceType: h.instanceType, subnetId: h.subnetId });
   return needs;
 }
 
@@ -30,7 +30,7 @@ export async function preflight(s: Settings): Promise<void> {
   }
   const quotas: Record<string, number | undefined> = {};
   for (const n of needs) {
-    const { code } = quotaFor(n.instanceType, n.spot);
+    const { code } = quotaFor(n.instanceType);
     if (code in quotas) continue;
     quotas[code] = await aws.servicequotas
       .getServiceQuota({ serviceCode: "ec2", quotaCode: code })

@@ -10,7 +10,6 @@ export interface Ec2Need {
   /** `builder` or `host`: the settings section. */
   section: "builder" | "host";
   instanceType: string;
-  spot: boolean;
   subnetId?: string;
 }
 
@@ -19,16 +18,13 @@ export interface Quota {
   name: string;
 }
 
-/** EC2's vCPU quotas that the builder and the host count against. */
-export function quotaFor(instanceType: string, spot: boolean): Quota {
-  const gpu = /^(g|vt)\d/.test(instanceFamily(instanceType));
-  if (gpu)
-    return spot
-      ? { code: "L-3819A6DF", name: "All G and VT Spot Instance Requests" }
-      : { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances" };
-  return spot
-    ? { code: "L-34B43A08", name: "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests" }
-    : { code: "L-1216C47A", name: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" };
+/**
+ * EC2's on-demand vCPU quota that an instance type counts against: G and VT families (g4dn, g5,
+ * g6e, gr6, vt1, ...) share one, the standard families (A, C, D, H, I, M, R, T, Z) another.
+ */
+export function quotaFor(instanceType: string): Quota {
+  if (/^(g[a-z]*|vt)\d/.test(instanceFamily(instanceType))) return { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances" };
+  return { code: "L-1216C47A", name: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" };
 }
 
 export interface PreflightFacts {
@@ -54,7 +50,7 @@ export function preflightProblems(needs: Ec2Need[], facts: PreflightFacts): stri
   // Machines counting against the same quota add up.
   const byQuota = new Map<string, { quota: Quota; needs: Ec2Need[] }>();
   for (const n of needs) {
-    const quota = quotaFor(n.instanceType, n.spot);
+    const quota = quotaFor(n.instanceType);
     const entry = byQuota.get(quota.code) ?? { quota, needs: [] };
     entry.needs.push(n);
     byQuota.set(quota.code, entry);

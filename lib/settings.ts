@@ -111,7 +111,18 @@ const builderEc2 = z.strictObject({
   kind: z.literal("ec2"),
   enabled: z.boolean().default(true),
   instanceType: instanceType.default("c6i.2xlarge"),
-  spot: z.boolean().default(false),
+  /**
+   * Spot builders are gone: a persistent request expires after 7 days and then terminates its
+   * stopped instance, one stopped by an interruption cannot be started by StartInstances, and the
+   * builder idles most of the time anyway (see the README's costs). `false` is still accepted.
+   */
+  spot: z
+    .boolean()
+    .refine((v) => v === false, {
+      message:
+        "spot builders are not supported any more (a persistent spot request expires after 7 days and terminates its stopped builder; an interrupted one cannot be started again); the builder runs on demand and stops itself when idle: pulumi config rm --path builder.spot",
+    })
+    .optional(),
   volumeSize: z.number().int().min(30).max(16384).default(100),
   ...ec2Access,
   maxJobs: z.union([z.number().int().min(1), z.literal("auto")]).default("auto"),

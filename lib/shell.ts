@@ -63,7 +63,7 @@ export function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-export function readScript(name: ScriptName | Library | "step-preamble.sh" | "wake.js" | "spot-cancel.js"): string {
+export function readScript(name: ScriptName | Library | "step-preamble.sh" | "wake.js"): string {
   return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
 }
 

@@ -5,15 +5,14 @@ import { wakeEnvironment, wakePolicy } from "../../lib/wake";
 describe("preflight", () => {
   const facts = { region: "eu-central-1", defaultVpc: true, vcpus: { "g5.xlarge": 4, "c6i.2xlarge": 8, "t3.xlarge": 4 }, quotas: {} };
 
-  test("each instance type counts against its quota: GPU and standard, on-demand and spot", () => {
-    expect(quotaFor("g5.xlarge", false).code).toBe("L-DB2E81BA");
-    expect(quotaFor("g4dn.xlarge", true).code).toBe("L-3819A6DF");
-    expect(quotaFor("c6i.2xlarge", false).code).toBe("L-1216C47A");
-    expect(quotaFor("c6i.2xlarge", true).code).toBe("L-34B43A08");
+  test("each instance type counts against its on-demand quota: every G and VT family (gr6 too) or standard", () => {
+    for (const type of ["g5.xlarge", "g4dn.xlarge", "g4ad.xlarge", "g6e.xlarge", "gr6.4xlarge", "g5g.xlarge", "vt1.3xlarge"])
+      expect([type, quotaFor(type).code]).toEqual([type, "L-DB2E81BA"]);
+    for (const type of ["c6i.2xlarge", "t3.xlarge", "m7i.large"]) expect([type, quotaFor(type).code]).toEqual([type, "L-1216C47A"]);
   });
 
   test("a zero GPU quota (a new account) names the quota, the setting and how to raise it", () => {
-    const p = preflightProblems([{ section: "host", instanceType: "g5.xlarge", spot: false }], { ...facts, quotas: { "L-DB2E81BA": 0 } });
+    const p = preflightProblems([{ section: "host", instanceType: "g5.xlarge" }], { ...facts, quotas: { "L-DB2E81BA": 0 } });
     expect(p).toEqual([
       'neko-infra:host.instanceType: host g5.xlarge (4 vCPUs) needs 4 vCPUs of the EC2 quota "Running On-Demand G and VT instances" (L-DB2E81BA), which is 0 in eu-central-1 (new accounts often start at 0); ask for more: aws service-quotas request-service-quota-increase --service-code ec2 --quota-code L-DB2E81BA --desired-value 4 --region eu-central-1 (or in the Service Quotas console), or choose a smaller type',
     ]);
@@ -21,8 +20,8 @@ describe("preflight", () => {
 
   test("builder and host on the same quota add up", () => {
     const needs = [
-      { section: "builder" as const, instanceType: "c6i.2xlarge", spot: false },
-      { section: "host" as const, instanceType: "t3.xlarge", spot: false },
+      { section: "builder" as const, instanceType: "c6i.2xlarge" },
+      { section: "host" as const, instanceType: "t3.xlarge" },
     ];
     expect(preflightProblems(needs, { ...facts, quotas: { "L-1216C47A": 12 } })).toEqual([]);
     const [p] = preflightProblems(needs, { ...facts, quotas: { "L-1216C47A": 10 } });
@@ -30,16 +29,16 @@ describe("preflight", () => {
   });
 
   test("a quota that could not be read is not checked", () => {
-    expect(
-      preflightProblems([{ section: "host", instanceType: "g5.xlarge", spot: false }], { ...facts, quotas: { "L-DB2E81BA": undefined } }),
-    ).toEqual([]);
+    expect(preflightProblems([{ section: "host", instanceType: "g5.xlarge" }], { ...facts, quotas: { "L-DB2E81BA": undefined } })).toEqual(
+      [],
+    );
   });
 
   test("no default VPC: each machine without a subnet is named, with both fixes", () => {
     const p = preflightProblems(
       [
-        { section: "builder", instanceType: "c6i.2xlarge", spot: true, subnetId: "subnet-0123456789abcdef0" },
-        { section: "host", instanceType: "t3.xlarge", spot: false },
+        { section: "builder", instanceType: "c6i.2xlarge", subnetId: "subnet-0123456789abcdef0" },
+        { section: "host", instanceType: "t3.xlarge" },
       ],
       { ...facts, defaultVpc: false },
     );

@@ -49,7 +49,6 @@ describe("valid settings", () => {
       kind: "ec2",
       enabled: true,
       instanceType: "c6i.2xlarge",
-      spot: false,
       volumeSize: 100,
       sshCidrs: ["100.64.7.9/32"],
       allowSshFromAnywhere: false,
@@ -106,7 +105,7 @@ describe("valid settings", () => {
     const s = parseSettings({ config: cfg, secretKeys: [], projectDir: "/p", fileExists: () => false });
     expect(s.host.kind).toBe("ec2");
     expect(s.host.kind === "ec2" && s.host.gpu).toBe(stack === "prod");
-    expect(s.builder.kind === "ec2" && s.builder.spot).toBe(stack === "dev");
+    expect(s.builder.kind === "ec2" && s.builder.spot).toBeFalsy();
   });
 
   test.each(["dev", "prod"])("Pulumi.%s.yaml as shipped fails on its example addresses, naming each", (stack) => {
@@ -319,8 +318,13 @@ const BAD: [string, Record<string, unknown>, string][] = [
   ],
   [
     "text for a boolean",
-    edit((c) => (c.builder.spot = "yes")),
-    `${P}:builder.spot: "yes" is text; use true or false: pulumi config set --path 'builder.spot' true`,
+    edit((c) => (c.builder.cache = "yes")),
+    `${P}:builder.cache: "yes" is text; use true or false: pulumi config set --path 'builder.cache' true`,
+  ],
+  [
+    "a spot builder (no longer supported: it strands)",
+    edit((c) => (c.builder.spot = true)),
+    `${P}:builder.spot: spot builders are not supported any more (a persistent spot request expires after 7 days and terminates its stopped builder; an interrupted one cannot be started again); the builder runs on demand and stops itself when idle: pulumi config rm --path builder.spot`,
   ],
   [
     "documentation range in sshCidrs",

@@ -2,7 +2,7 @@
  * lambda/wake-on-visit.js: its pure logic (decide, render, pruneStarts, tokenMatches), then its
  * handler for real against a fake EC2 API (tests/support/fakeEc2.ts) through the real
  * @aws-sdk/client-ec2 (the instance's state, its last launch and the ready tag the host sets on
- * itself, scripts/host-ready.sh). Also scripts/spot-cancel.js against the same fake.
+ * itself, scripts/host-ready.sh).
  *
  * Stand-ins: the fake EC2 endpoint (its answers follow the real API's XML and error codes; the
  * real service is not reachable here). The function never asks neko itself: port 443 may admit
@@ -55,9 +55,6 @@ interface WakeModule {
   READY_DEADLINE: number;
 }
 const wake: WakeModule = require("../../lambda/wake-on-visit");
-const { cancelSpotRequest } = require("../../scripts/spot-cancel.js") as {
-  cancelSpotRequest(client: { send(c: any): Promise<any> }, id: string, sdk: unknown): Promise<string>;
-};
 
 const NOW = 1_800_000_000;
 const TOKEN = "5f0c2b8e9a7d4c1e8b3a6f9d2c5e8b1a";
@@ -352,32 +349,5 @@ describe("handler (real SDK against a fake EC2 endpoint)", () => {
       expect(r.body).toContain("Misconfigured");
     }
     expect(ec2.calls).toEqual([]);
-  });
-});
-
-describe("scripts/spot-cancel.js against the fake EC2 endpoint", () => {
-  let ec2: FakeEc2;
-  beforeEach(async () => {
-    ec2 = await startFakeEc2({ spotRequests: { "sir-1234abcd": "active" }, allow: ["CancelSpotInstanceRequests"] });
-  });
-  afterEach(async () => {
-    expect(ec2.violations).toEqual([]);
-    await ec2.close();
-  });
-
-  test("cancels the request by id", async () => {
-    expect(await cancelSpotRequest(ec2.client(), "sir-1234abcd", sdk)).toBe("spot request sir-1234abcd: cancelled");
-    expect(ec2.calls).toEqual([{ action: "CancelSpotInstanceRequests", params: { "SpotInstanceRequestId.1": "sir-1234abcd" } }]);
-    expect(ec2.spotRequests["sir-1234abcd"]).toBe("cancelled");
-  });
-  test("a request EC2 does not know is fine; no id means no call", async () => {
-    expect(await cancelSpotRequest(ec2.client(), "sir-0000gone", sdk)).toBe("spot request sir-0000gone is already gone");
-    expect(await cancelSpotRequest(ec2.client(), "", sdk)).toBe("no spot request: nothing to cancel");
-    expect(ec2.calls.length).toBe(1);
-  });
-  test("any other error fails the delete", async () => {
-    ec2.failNext("CancelSpotInstanceRequests", "UnauthorizedOperation", "You are not authorized to perform this operation.");
-    await expect(cancelSpotRequest(ec2.client(), "sir-1234abcd", sdk)).rejects.toMatchObject({ name: "UnauthorizedOperation" });
-    expect(ec2.spotRequests["sir-1234abcd"]).toBe("active");
   });
 });
