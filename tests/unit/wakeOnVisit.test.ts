@@ -9,7 +9,6 @@
  * only the client networks (checked in the handler tests: no fetch is given or made).
  */
 import * as crypto from "crypto";
-import * as sdk from "@aws-sdk/client-ec2";
 import { FakeEc2, startFakeEc2 } from "../support/fakeEc2";
 
 interface Decision {
