@@ -3,12 +3,16 @@
  * like neko's API.
  *
  * Real: Nix (builds the fixture image), dockerd (tests/harness/dockerd.sh), the container and its
- * published 127.0.0.1 port, HTTP through the machine's curl, the script as its systemd timer runs
- * it (`bash host-idle-stop.sh N`, as root), its stamp and timing logic, the kernel's boot time.
+ * published 127.0.0.1 port, HTTP through the machine's curl, the fixture's screenshot CGI (checks
+ * the API token as neko does), the script as its systemd timer runs it (`bash host-idle-stop.sh
+ * N`, as root), its stamp, state files and timing logic, the kernel's boot time.
  * Stand-ins: the container is the fixture's busybox httpd serving a directory of this test at
- * /api, so GET /api/stats returns a file the test rewrites (neko computes it from its WebSocket
- * sessions); busybox httpd does not check the token (a Node server on 127.0.0.1 records the header
- * the real curl sends instead). IDLE_SHUTDOWN is `touch <marker>`, not `systemctl poweroff`.
+ * /api, so GET /api/stats and GET /api/room/settings return files the test rewrites (neko computes
+ * them from its sessions: who is connected, who holds control, implicit hosting), and GET
+ * /api/room/screen/shot.jpg returns the picture the test puts in place of the fixture's desktop
+ * (neko takes it from X: a viewer's input changes it); busybox httpd does not check the token for
+ * the plain files (a Node server on 127.0.0.1 records the header the real curl sends instead).
+ * IDLE_SHUTDOWN is `touch <marker>`, not `systemctl poweroff`.
  * Each run gets its own PID namespace (`unshare --pid --mount-proc`): SSH sessions of other tests
  * on this machine would otherwise count as busy; the SSH case runs a process named like sshd's
  * session process ("sshd: user@notty") in that namespace, not a real login (the real sshd's
@@ -18,7 +22,7 @@ import * as fs from "fs";
 import * as http from "http";
 import { AddressInfo } from "net";
 import * as path from "path";
-import { DOCKERD_TOOLS, DockerEnv, freeTcpPort, ok, requireTools, run, Services, SCRIPTS, show } from "./support";
+import { DOCKERD_TOOLS, DockerEnv, FIXTURE, freeTcpPort, ok, reEscape, requireTools, run, Services, SCRIPTS, show } from "./support";
 
 jest.setTimeout(120_000);
 requireTools(["nix", "/bin/busybox", "curl", "bash", "unshare", "shellcheck", ...DOCKERD_TOOLS]);
@@ -29,25 +33,70 @@ const services = new Services();
 let dk: DockerEnv;
 let port = 0;
 let apiDir = ""; // mounted at /www/api in the container: its `stats` is GET /api/stats
+let shareDir = ""; // mounted at /usr/share/neko-fixture: the screenshot CGI and its desktop.jpg
 const CONTAINER = "neko-idle-fixture";
 
 const docker = (args: string[]) =>
   run(dk.DOCKER_BIN, args, { env: { DOCKER_HOST: dk.DOCKER_HOST, DOCKER_CONFIG: dk.DOCKER_CONFIG }, timeoutMs: 60_000 });
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 
-/** What neko's GET /api/stats returns (types.Stats), with these counts. */
-function setStats(users: number, admins: number): void {
-  const body = { has_host: users + admins > 0, server_started_at: "2026-11-28T08:00:00Z", total_users: users, total_admins: admins };
+/** Replaces a file the container serves in one step (it never reads half a file). */
+function replace(file: string, content: string | Buffer): void {
+  fs.writeFileSync(`${file}.tmp`, content);
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+/** What neko's GET /api/stats returns (types.Stats): these counts, and who holds control. */
+function setStats(users: number, admins: number, host?: string): void {
+  const body = {
+    has_host: host !== undefined,
+    ...(host !== undefined ? { host_id: host } : {}), // omitempty
+    server_started_at: "2026-11-28T08:00:00Z",
+    total_users: users,
+    ...(users === 0 ? { last_user_left_at: "2026-12-03T08:00:00Z" } : {}),
+    total_admins: admins,
+  };
   setStatsRaw(JSON.stringify(body));
 }
 function setStatsRaw(text: string): void {
-  fs.writeFileSync(path.join(apiDir, "stats.tmp"), text);
-  fs.renameSync(path.join(apiDir, "stats.tmp"), path.join(apiDir, "stats"));
+  replace(path.join(apiDir, "stats"), text);
+}
+/** What neko's GET /api/room/settings returns (types.Settings), with implicit hosting on or off. */
+function setImplicitHosting(on: boolean): void {
+  const body = {
+    private_mode: false,
+    locked_logins: false,
+    locked_controls: false,
+    control_protection: false,
+    implicit_hosting: on,
+    inactive_cursors: false,
+    merciful_reconnect: true,
+    heartbeat_interval: 120,
+    plugins: {},
+  };
+  replace(path.join(apiDir, "room", "settings"), JSON.stringify(body));
 }
 
-async function httpStatus(url: string): Promise<number> {
+/**
+ * What the desktop shows now (GET /api/room/screen/shot.jpg): the fixture's desktop picture, with
+ * one byte of its scan data changed per `variant` (each variant a different, still decodable
+ * JPEG: what a keystroke or a scroll does to neko's screenshot); "blank" is the fixture's uniform one.
+ */
+const DESKTOP = fs.readFileSync(path.join(FIXTURE, "desktop", "desktop.jpg"));
+function showPicture(variant: number | "blank"): void {
+  let picture = DESKTOP;
+  if (variant === "blank") picture = fs.readFileSync(path.join(FIXTURE, "desktop", "blank.jpg"));
+  else if (variant > 0) {
+    picture = Buffer.from(DESKTOP);
+    const at = picture.length - 200; // inside the entropy-coded data, before the EOI marker
+    picture[at] = (picture[at] + variant) % 0xff; // never 0xff: that would start a marker
+  }
+  replace(path.join(shareDir, "desktop.jpg"), picture);
+}
+
+async function httpStatus(url: string, headers: Record<string, string> = {}): Promise<number> {
   try {
-    return (await fetch(url, { signal: AbortSignal.timeout(2000) })).status;
+    return (await fetch(url, { headers, signal: AbortSignal.timeout(2000) })).status;
   } catch {
     return 0;
   }
@@ -55,7 +104,7 @@ async function httpStatus(url: string): Promise<number> {
 
 beforeAll(async () => {
   const built = ok(
-    await run("nix", ["build", "--json", "--no-link", `path:${path.join(SCRIPTS, "..", "tests", "fixtures", "flake")}#image`], {
+    await run("nix", ["build", "--json", "--no-link", `path:${FIXTURE}#image`], {
       timeoutMs: 120_000,
     }),
     "nix build #image",
@@ -65,15 +114,45 @@ beforeAll(async () => {
   expect(ok(await docker(["load", "-i", tarball]), "docker load")).toContain("neko-fixture:latest");
   apiDir = fs.mkdtempSync(path.join(services.dir, "api-"));
   fs.chmodSync(apiDir, 0o755);
+  fs.mkdirSync(path.join(apiDir, "room", "screen"), { recursive: true, mode: 0o755 });
+  fs.writeFileSync(path.join(apiDir, "room", "screen", "shot.jpg"), ""); // the CGI runs for files that exist
   setStats(0, 0);
+  setImplicitHosting(false);
+  // the fixture's own screenshot CGI, serving a desktop.jpg this test replaces
+  shareDir = fs.mkdtempSync(path.join(services.dir, "share-"));
+  fs.chmodSync(shareDir, 0o755);
+  fs.copyFileSync(path.join(FIXTURE, "desktop", "shot-cgi"), path.join(shareDir, "shot-cgi"));
+  fs.chmodSync(path.join(shareDir, "shot-cgi"), 0o755);
+  fs.copyFileSync(path.join(FIXTURE, "desktop", "blank.jpg"), path.join(shareDir, "blank.jpg"));
+  showPicture(0);
+  const envFile = path.join(services.dir, "neko.env");
+  fs.writeFileSync(envFile, `NEKO_SESSION_API_TOKEN=${TOKEN}\n`, { mode: 0o600 });
   port = await freeTcpPort("127.0.0.1");
   ok(
-    await docker(["run", "-d", "--name", CONTAINER, "-p", `127.0.0.1:${port}:8080`, "-v", `${apiDir}:/www/api:ro`, "neko-fixture:latest"]),
+    await docker([
+      "run",
+      "-d",
+      "--name",
+      CONTAINER,
+      "-p",
+      `127.0.0.1:${port}:8080`,
+      "--env-file",
+      envFile,
+      "-v",
+      `${apiDir}:/www/api:ro`,
+      "-v",
+      `${shareDir}:/usr/share/neko-fixture:ro`,
+      "neko-fixture:latest",
+    ]),
     "docker run",
   );
   const deadline = Date.now() + 20_000;
   while ((await httpStatus(`http://127.0.0.1:${port}/api/stats`)) !== 200 && Date.now() < deadline) await sleep(200);
   expect(await httpStatus(`http://127.0.0.1:${port}/api/stats`)).toBe(200);
+  // the screenshot answers only with the token, as neko's
+  const shot = `http://127.0.0.1:${port}/api/room/screen/shot.jpg`;
+  expect(await httpStatus(shot)).toBe(401);
+  expect(await httpStatus(shot, { Authorization: `Bearer ${TOKEN}` })).toBe(200);
   // The checks below set the stamp back 90 s; a stamp from before the boot means "first run".
   const uptime = Number(fs.readFileSync("/proc/uptime", "utf8").split(" ")[0]);
   if (uptime < 150) await sleep((150 - uptime) * 1000);
@@ -135,19 +214,150 @@ describe("host-idle-stop.sh", () => {
     expect(fs.existsSync(h.marker)).toBe(false);
   });
 
-  test("a connected user or admin: busy, stamp renewed, no stop", async () => {
+  test("a tab left open that only watches (nobody in control): idle, whatever the desktop shows; stops after the limit", async () => {
     const h = host();
+    setImplicitHosting(false);
     for (const [users, admins] of [
       [1, 0],
       [0, 1],
       [3, 2],
     ]) {
       setStats(users, admins);
-      stampAgo(h, 90);
-      expect(await idleStop(h, "1")).toBe(`host-idle-stop: busy (neko: ${users} user(s), ${admins} admin(s) connected)`);
-      expect(stampAge(h)).toBeLessThan(5);
+      showPicture(users + admins); // a page that changes by itself: no one can give input
+      stampAgo(h, 30);
+      expect(await idleStop(h, "1")).toMatch(
+        new RegExp(
+          `^host-idle-stop: idle for 3\\ds of 60s \\(neko: ${users} user\\(s\\), ${admins} admin\\(s\\) connected; nobody in control\\)$`,
+        ),
+      );
+      expect(stampAge(h)).toBeGreaterThan(29);
     }
     expect(fs.existsSync(h.marker)).toBe(false);
+    setStats(1, 0);
+    showPicture(9);
+    stampAgo(h, 90);
+    expect(await idleStop(h, "1")).toMatch(
+      /^host-idle-stop: idle for 9\ds \(limit 1 min\): stopping \(neko: 1 user\(s\), 0 admin\(s\) connected; nobody in control\)$/,
+    );
+    expect(fs.existsSync(h.marker)).toBe(true);
+  });
+
+  test("input from whoever holds control (a new picture) keeps it busy; an unchanged desktop or a blinking caret does not; a forgotten tab in control stops", async () => {
+    const h = host();
+    setStats(1, 0, "alice");
+    showPicture(0);
+    stampAgo(h, 90);
+    const who = "neko: 1 user(s), 0 admin(s) connected";
+    expect(await idleStop(h, "1")).toBe(`host-idle-stop: busy (${who}; alice took control; the desktop shows a new picture)`);
+    expect(stampAge(h)).toBeLessThan(5);
+    // holds control, types nothing
+    stampAgo(h, 30);
+    expect(await idleStop(h, "1")).toMatch(
+      new RegExp(`^host-idle-stop: idle for 3\\ds of 60s \\(${reEscape(who)}; alice in control; the desktop shows no new picture\\)$`),
+    );
+    expect(stampAge(h)).toBeGreaterThan(29);
+    // types: the desktop changes at each run
+    for (const variant of [1, 2, 3]) {
+      showPicture(variant);
+      stampAgo(h, 90);
+      expect(await idleStop(h, "1")).toBe(`host-idle-stop: busy (${who}; alice in control; the desktop shows a new picture)`);
+      expect(stampAge(h)).toBeLessThan(5);
+    }
+    // a caret blinking in the last field: two pictures in turn, both seen before
+    stampAgo(h, 30);
+    for (const variant of [2, 3, 2, 3]) {
+      showPicture(variant);
+      expect(await idleStop(h, "1")).toMatch(/; alice in control; the desktop shows no new picture\)$/);
+    }
+    expect(stampAge(h)).toBeGreaterThan(29);
+    expect(fs.existsSync(h.marker)).toBe(false);
+    // the tab was forgotten with control: the limit stops it
+    stampAgo(h, 90);
+    expect(await idleStop(h, "1")).toMatch(
+      new RegExp(
+        `^host-idle-stop: idle for 9\\ds \\(limit 1 min\\): stopping \\(${reEscape(who)}; alice in control; the desktop shows no new picture\\)$`,
+      ),
+    );
+    expect(fs.existsSync(h.marker)).toBe(true);
+    // what it remembers: digests and times, never a picture; no error file left behind
+    const lines = fs.readFileSync(path.join(h.state, "idle-pictures"), "utf8").trim().split("\n");
+    expect(lines.length).toBe(10);
+    for (const l of lines) expect(l).toMatch(/^\d{10} [0-9a-f]{64}$/);
+    expect(new Set(lines.map((l) => l.split(" ")[1])).size).toBe(4);
+    expect(fs.readdirSync(h.state).sort()).toEqual(["api-token", "idle-control", "idle-pictures", "last-busy", "neko-url", "stopped"]);
+  });
+
+  test("taking or passing control is use; control lost with a tab's connection is not; a picture is new again after IDLE_MINUTES", async () => {
+    const h = host();
+    showPicture(4);
+    setStats(2, 0, "alice");
+    stampAgo(h, 90);
+    expect(await idleStop(h, "1")).toMatch(
+      /busy \(neko: 2 user\(s\), 0 admin\(s\) connected; alice took control; the desktop shows a new picture\)$/,
+    );
+    setStats(2, 0, "bob"); // alice gave control to bob (or he took it)
+    stampAgo(h, 90);
+    expect(await idleStop(h, "1")).toMatch(
+      /busy \(neko: 2 user\(s\), 0 admin\(s\) connected; bob took control; the desktop shows no new picture\)$/,
+    );
+    expect(fs.readFileSync(path.join(h.state, "idle-control"), "utf8")).toBe("bob\n");
+    setStats(1, 0); // bob's tab disconnected: neko clears his control
+    stampAgo(h, 30);
+    expect(await idleStop(h, "1")).toMatch(/idle for 3\ds of 60s \(neko: 1 user\(s\), 0 admin\(s\) connected; nobody in control\)$/);
+    setStats(1, 0, "bob"); // and back
+    stampAgo(h, 30);
+    expect(await idleStop(h, "1")).toMatch(
+      /busy \(neko: 1 user\(s\), 0 admin\(s\) connected; bob took control; the desktop shows no new picture\)$/,
+    );
+    // picture 4 was seen 1-2 runs ago; after IDLE_MINUTES (1) it is forgotten and counts as new
+    const list = path.join(h.state, "idle-pictures");
+    const old = Math.floor(Date.now() / 1000) - 125;
+    replace(list, fs.readFileSync(list, "utf8").replace(/^\d+ /gm, `${old} `));
+    stampAgo(h, 30);
+    expect(await idleStop(h, "1")).toMatch(
+      /busy \(neko: 1 user\(s\), 0 admin\(s\) connected; bob in control; the desktop shows a new picture\)$/,
+    );
+    expect(fs.readFileSync(list, "utf8").trim().split("\n")).toHaveLength(1);
+    expect(fs.existsSync(h.marker)).toBe(false);
+  });
+
+  test("implicit hosting: nobody in control, yet any viewer's input counts (new pictures)", async () => {
+    const h = host();
+    setImplicitHosting(true);
+    try {
+      setStats(1, 0);
+      showPicture(5);
+      stampAgo(h, 90);
+      expect(await idleStop(h, "1")).toBe(
+        "host-idle-stop: busy (neko: 1 user(s), 0 admin(s) connected; nobody in control, implicit hosting on; the desktop shows a new picture)",
+      );
+      stampAgo(h, 30);
+      expect(await idleStop(h, "1")).toMatch(
+        /idle for 3\ds of 60s \(.*; nobody in control, implicit hosting on; the desktop shows no new picture\)$/,
+      );
+      // settings that do not answer count as implicit hosting off
+      fs.rmSync(path.join(apiDir, "room", "settings"));
+      showPicture(6);
+      stampAgo(h, 30);
+      expect(await idleStop(h, "1")).toMatch(/idle for 3\ds of 60s \(neko: 1 user\(s\), 0 admin\(s\) connected; nobody in control\)$/);
+    } finally {
+      setImplicitHosting(false);
+    }
+  });
+
+  test("a screenshot neko refuses (another token) is not busy and says why", async () => {
+    const h = host();
+    fs.writeFileSync(path.join(h.state, "api-token"), "not-the-token\n", { mode: 0o600 });
+    setStats(1, 0, "alice"); // busybox serves stats without checking the token; the screenshot CGI checks it
+    showPicture(7);
+    stampAgo(h, 30);
+    await idleStop(h, "1"); // alice took control: busy
+    stampAgo(h, 30);
+    expect(await idleStop(h, "1")).toMatch(
+      /^host-idle-stop: idle for 3\ds of 60s \(neko: 1 user\(s\), 0 admin\(s\) connected; alice in control; no screenshot: curl: \(22\) The requested URL returned error: 401 ?\)$/,
+    );
+    expect(fs.existsSync(path.join(h.state, "idle-picture-error"))).toBe(false);
+    expect(fs.existsSync(path.join(h.state, "idle-pictures"))).toBe(false);
   });
 
   test("nobody connected for longer than the limit: stops", async () => {
@@ -171,12 +381,16 @@ describe("host-idle-stop.sh", () => {
 
   test("answers parsed without jq: pretty-printed JSON counts; a look-alike inside a string does not; junk is 'not answering'", async () => {
     const h = host();
-    setStatsRaw('{\n  "has_host": true,\n  "total_users" : 2,\n  "total_admins":\n    0\n}\n');
+    setStatsRaw('{\n  "has_host": true,\n  "host_id" : "carol",\n  "total_users" : 2,\n  "total_admins":\n    0\n}\n');
     stampAgo(h, 90);
-    expect(await idleStop(h, "1")).toBe("host-idle-stop: busy (neko: 2 user(s), 0 admin(s) connected)");
+    expect(await idleStop(h, "1")).toMatch(/^host-idle-stop: busy \(neko: 2 user\(s\), 0 admin\(s\) connected; carol took control; /);
     setStatsRaw(JSON.stringify({ host_id: 'x","total_users":5,"', total_users: 0, total_admins: 0 }));
     stampAgo(h, 30);
     expect(await idleStop(h, "1")).toMatch(/idle for 3\ds of 60s \(neko: 0 user\(s\), 0 admin\(s\) connected\)$/);
+    const lookAlike = { has_host: false, note: '","has_host":true,"host_id":"mallory', total_users: 1, total_admins: 0 };
+    setStatsRaw(JSON.stringify(lookAlike));
+    stampAgo(h, 30);
+    expect(await idleStop(h, "1")).toMatch(/idle for 3\ds of 60s \(neko: 1 user\(s\), 0 admin\(s\) connected; nobody in control\)$/);
     for (const junk of ["<html>login</html>", '{"total_users":"many","total_admins":0}', '{"total_users":1}']) {
       setStatsRaw(junk);
       stampAgo(h, 90);
@@ -231,41 +445,60 @@ describe("host-idle-stop.sh", () => {
     const text = fs.readFileSync(SCRIPT, "utf8");
     const usesToken = text.split("\n").filter((l) => /\$\{?token\b/.test(l));
     expect(usesToken).toEqual([
+      "  printf 'Authorization: Bearer %s\\n' \"$token\" |",
       "  token=${token//[$'\\r\\t ']/}",
       "  if [[ -z $url || -z $token ]]; then",
-      "  if ! body=$(printf 'Authorization: Bearer %s\\n' \"$token\" |",
     ]);
-    expect(text).toMatch(/printf 'Authorization: Bearer %s\\n' "\$token" \|\n\s+curl [^\n]*\n[^\n]*-H @- "\$url"/);
+    expect(text).toMatch(/printf 'Authorization: Bearer %s\\n' "\$token" \|\n\s+curl [^\n]*\n[^\n]*-H @- "\$base\$1"\n\}/);
     ok(await run("shellcheck", [SCRIPT]), "shellcheck");
 
-    // a fake curl first on PATH records its argv and stdin
+    // a fake curl first on PATH records its argv and stdin, call by call
     const bin = fs.mkdtempSync(path.join(services.dir, "bin-"));
     const record = path.join(bin, "record");
     fs.writeFileSync(
       path.join(bin, "curl"),
-      `#!/bin/sh\nprintf '%s\\n' "$@" >${record}.argv\ncat >${record}.stdin\necho '{"total_users":0,"total_admins":0}'\n`,
+      [
+        "#!/bin/sh",
+        `printf '%s\\n' "$@" >>${record}.argv`,
+        `cat >>${record}.stdin`,
+        "for url; do :; done",
+        "case $url in",
+        `  */api/stats) echo '{"has_host":true,"host_id":"alice","total_users":1,"total_admins":0}' ;;`,
+        "  *) echo picture ;;",
+        "esac",
+        "",
+      ].join("\n"),
       { mode: 0o755 },
     );
     const h = host();
     stampAgo(h, 30);
-    await idleStop(h, "1", { env: { PATH: `${bin}:${process.env.PATH}` } });
+    expect(await idleStop(h, "1", { env: { PATH: `${bin}:${process.env.PATH}` } })).toContain(
+      "alice took control; the desktop shows a new picture",
+    );
     const argv = fs.readFileSync(`${record}.argv`, "utf8");
     expect(argv).not.toContain(TOKEN);
-    expect(argv.split("\n")).toEqual(expect.arrayContaining(["-H", "@-", `http://127.0.0.1:${port}/api/stats`]));
-    expect(fs.readFileSync(`${record}.stdin`, "utf8")).toBe(`Authorization: Bearer ${TOKEN}\n`);
+    const calls = argv.split("\n").filter((l) => l.startsWith("http"));
+    expect(calls).toEqual([`http://127.0.0.1:${port}/api/stats`, `http://127.0.0.1:${port}/api/room/screen/shot.jpg`]);
+    expect(argv.split("\n").filter((l) => l === "@-")).toHaveLength(2);
+    expect(fs.readFileSync(`${record}.stdin`, "utf8")).toBe(`Authorization: Bearer ${TOKEN}\n`.repeat(2));
 
     // and the real curl sends that header (busybox httpd ignores it; this server records it)
-    const seen: http.IncomingHttpHeaders[] = [];
+    const seen: string[] = [];
     const server = http.createServer((req, res) => {
-      seen.push(req.headers);
-      res.writeHead(200, { "Content-Type": "application/json" }).end('{"total_users":1,"total_admins":0}');
+      seen.push(`${req.method} ${req.url} ${req.headers.authorization}`);
+      if (req.url === "/api/stats") res.writeHead(200, { "Content-Type": "application/json" }).end('{"total_users":1,"total_admins":0}');
+      else if (req.url === "/api/room/settings")
+        res.writeHead(200, { "Content-Type": "application/json" }).end('{"implicit_hosting":true}');
+      else res.writeHead(200, { "Content-Type": "image/jpeg" }).end(DESKTOP);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     try {
       const h2 = host(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
       stampAgo(h2, 30);
-      expect(await idleStop(h2, "1")).toBe("host-idle-stop: busy (neko: 1 user(s), 0 admin(s) connected)");
-      expect(seen.map((s) => s.authorization)).toEqual([`Bearer ${TOKEN}`]);
+      expect(await idleStop(h2, "1")).toBe(
+        "host-idle-stop: busy (neko: 1 user(s), 0 admin(s) connected; nobody in control, implicit hosting on; the desktop shows a new picture)",
+      );
+      expect(seen).toEqual(["/api/stats", "/api/room/settings", "/api/room/screen/shot.jpg"].map((u) => `GET ${u} Bearer ${TOKEN}`));
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }
