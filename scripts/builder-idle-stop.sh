@@ -6,6 +6,8 @@
 # Usage: builder-idle-stop.sh IDLE_MINUTES
 # Env:   IDLE_STAMP     file whose mtime is the last busy moment (default /var/lib/neko-infra/last-busy)
 #        IDLE_SHUTDOWN  command that stops the machine (default: systemctl poweroff)
+# The first run after a boot counts as busy (the boot was the activity): a stamp older than the
+# boot is from before the last stop, and would stop a freshly woken builder at once.
 set -euo pipefail
 
 (($# == 1)) || { echo "usage: builder-idle-stop.sh IDLE_MINUTES" >&2; exit 2; }
@@ -22,14 +24,29 @@ busy_reason() {
   if grep -qE '^\S+ +(\S*/)?nix-daemon .*--stdio' <<<"$procs"; then echo "nix-daemon serving a client"; return; fi
   if grep -qE '^nixbld' <<<"$procs"; then echo "a build user is running a builder"; return; fi
   # someone (or Pulumi) logged in over SSH: sshd names session processes "sshd: user@..."
-  if grep -qE 'sshd: [^ ]+@' <<<"$procs"; then echo "an SSH session is open"; return; fi
+  # (OpenSSH 9.8+: "sshd-session: user@...")
+  if grep -qE '^\S+ +sshd(-session)?: [^ ]+@' <<<"$procs"; then echo "an SSH session is open"; return; fi
+}
+
+# When this machine booted (epoch seconds), from the kernel.
+boot_time() {
+  local key value _
+  while read -r key value _; do
+    if [[ $key == btime ]]; then echo "$value"; return; fi
+  done </proc/stat
+  echo 0
 }
 
 mkdir -p "$(dirname "$stamp")"
-reason=$(busy_reason)
-if [[ -n $reason || ! -e $stamp ]]; then
+if [[ ! -e $stamp ]] || (($(stat -c %Y "$stamp") < $(boot_time))); then
   touch "$stamp"
-  echo "builder-idle-stop: busy (${reason:-first run})"
+  echo "builder-idle-stop: busy (first run after boot)"
+  exit 0
+fi
+reason=$(busy_reason)
+if [[ -n $reason ]]; then
+  touch "$stamp"
+  echo "builder-idle-stop: busy ($reason)"
   exit 0
 fi
 idle=$(($(date +%s) - $(stat -c %Y "$stamp")))

@@ -185,13 +185,30 @@ describe("idle check", () => {
     const s = stamp();
     const marker = `${s}.stopped`;
     let r = await idle(s, marker);
-    expect(r.stdout).toContain("busy (first run)");
+    expect(r.stdout).toBe("builder-idle-stop: busy (first run after boot)\n");
     expect(fs.existsSync(marker)).toBe(false);
     r = await idle(s, marker, "5");
     expect(r.stdout).toMatch(/idle for \d+s of 300s/);
     expect(fs.existsSync(marker)).toBe(false);
     r = await idle(s, marker);
     expect(r.stdout).toMatch(/idle for \d+s \(limit 0 min\): stopping/);
+    expect(fs.existsSync(marker)).toBe(true);
+  });
+
+  test("the first run after a boot counts as busy: a stamp from before the boot does not stop a woken builder", async () => {
+    const s = stamp();
+    const marker = `${s}.stopped`;
+    const btime = Number(/^btime (\d+)$/m.exec(fs.readFileSync("/proc/stat", "utf8"))![1]);
+    fs.writeFileSync(s, "");
+    fs.utimesSync(s, btime - 3600, btime - 3600); // it stopped itself an hour before this boot
+    let r = await idle(s, marker);
+    expect(r.stdout).toBe("builder-idle-stop: busy (first run after boot)\n");
+    expect(Date.now() / 1000 - fs.statSync(s).mtimeMs / 1000).toBeLessThan(5); // renewed
+    expect(fs.existsSync(marker)).toBe(false);
+    // a stamp from after the boot is an ordinary one: idle past the limit stops
+    fs.utimesSync(s, btime + 1, btime + 1);
+    r = await idle(s, marker);
+    expect(r.stdout).toMatch(/^builder-idle-stop: idle for \d+s \(limit 0 min\): stopping\n$/);
     expect(fs.existsSync(marker)).toBe(true);
   });
 
