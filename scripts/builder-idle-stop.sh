@@ -28,17 +28,9 @@ busy_reason() {
   if grep -qE '^\S+ +sshd(-session)?: [^ ]+@' <<<"$procs"; then echo "an SSH session is open"; return; fi
 }
 
-# When this machine booted (epoch seconds), from the kernel.
-boot_time() {
-  local key value _
-  while read -r key value _; do
-    if [[ $key == btime ]]; then echo "$value"; return; fi
-  done </proc/stat
-  echo 0
-}
-
 mkdir -p "$(dirname "$stamp")"
-if [[ ! -e $stamp ]] || (($(stat -c %Y "$stamp") < $(boot_time))); then
+boot=$(sed -n 's/^btime \([0-9][0-9]*\)$/\1/p' /proc/stat) # when this machine booted (epoch s)
+if [[ ! -e $stamp ]] || (($(stat -c %Y "$stamp") < ${boot:-0})); then
   touch "$stamp"
   echo "builder-idle-stop: busy (first run after boot)"
   exit 0

@@ -174,19 +174,11 @@ find_busy_reason() {
   if ((neko_busy)); then reason=$neko_note; fi
 }
 
-# When this machine booted (epoch seconds), from the kernel.
-boot_time() {
-  local key value _
-  while read -r key value _; do
-    if [[ $key == btime ]]; then echo "$value"; return; fi
-  done </proc/stat
-  echo 0
-}
-
 mkdir -p "$(dirname "$stamp")"
 neko_note=""
 neko_busy=0
-if [[ ! -e $stamp ]] || (($(stat -c %Y "$stamp") < $(boot_time))); then
+boot=$(sed -n 's/^btime \([0-9][0-9]*\)$/\1/p' /proc/stat) # when this machine booted (epoch s)
+if [[ ! -e $stamp ]] || (($(stat -c %Y "$stamp") < ${boot:-0})); then
   touch "$stamp"
   echo "host-idle-stop: busy (first run after boot)"
   exit 0
