@@ -71,7 +71,7 @@ export interface MachineArgs {
   userData: pulumi.Input<string>;
   /** A subnet of the operator's; default: the region's default VPC. */
   subnetId?: string;
-  /** The availability zone (to meet an EBS volume there); ignored when a subnet is given. */
+  /** The availability zone (to meet an EBS volume there); with a subnet, it must be the subnet's. */
   availabilityZone?: pulumi.Input<string>;
   /** Powering off stops the instance (the idle timers rely on it). */
   stopOnShutdown?: boolean;
@@ -104,7 +104,8 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
       instanceType: a.instanceType,
       keyName: keyPair.keyName,
       subnetId: a.subnetId,
-      availabilityZone: a.subnetId === undefined ? a.availabilityZone : undefined,
+      // With a subnet, the subnet's zone (the caller checks they agree).
+      availabilityZone: a.availabilityZone,
       vpcSecurityGroupIds: [sg.id],
       iamInstanceProfile: profile.name,
       userData: a.userData,

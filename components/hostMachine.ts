@@ -16,6 +16,7 @@ import { SshConnection } from "../lib/sshConnection";
 import { hostSetup, SetupRun } from "../lib/setup";
 import { machineUserData } from "../lib/userdata";
 import { hostReadyPolicy, WakeSpec, wakeEnvironment } from "../lib/wake";
+import { profileZoneProblem } from "../lib/zones";
 import { EC2_USER, ec2Machine, machineIdentity } from "./ec2Machine";
 import { Machine, runStep } from "./runScript";
 
@@ -112,10 +113,12 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
   const identity = machineIdentity(name, parent, a.tags);
   const tls = s.tlsFront.enabled;
   const ports = hostPorts(a.neko, { tls });
+  const offered = offeredZones(parent, s);
+  const subnetZone = s.subnetId === undefined ? undefined : aws.ec2.getSubnetOutput({ id: s.subnetId }, { parent }).availabilityZone;
   const profileVolume = new aws.ebs.Volume(
     `${name}-browser-profile`,
     {
-      availabilityZone: profileZone(name, parent, s),
+      availabilityZone: profileZone(name, s, offered, subnetZone),
       size: s.profileSize,
       type: "gp3",
       encrypted: true,
@@ -136,7 +139,18 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     instanceType: s.instanceType,
     volumeSize: s.volumeSize,
     subnetId: s.subnetId,
-    availabilityZone: profileVolume.availabilityZone,
+    // The volume's zone, once the settings are known to fit it (else the attachment would fail mid-update).
+    availabilityZone: pulumi.all([profileVolume.availabilityZone, offered, subnetZone]).apply(([volumeZone, zones, inSubnet]) => {
+      const problem = profileZoneProblem({
+        volumeZone,
+        instanceType: s.instanceType,
+        offered: zones,
+        subnetId: s.subnetId,
+        subnetZone: inSubnet,
+      });
+      if (problem) throw new pulumi.RunError(problem);
+      return volumeZone;
+    }),
     stopOnShutdown: true, // the idle timer powers off: that must stop, not terminate
     userData: identity.hostKey.apply(machineUserData),
   });
@@ -203,23 +217,33 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
   };
 }
 
+/** The zones of the region that offer the host's instance type. */
+function offeredZones(parent: pulumi.Resource, s: Extract<HostSettings, { kind: "ec2" }>): pulumi.Output<string[]> {
+  return aws.ec2
+    .getInstanceTypeOfferingsOutput(
+      { locationType: "availability-zone", filters: [{ name: "instance-type", values: [s.instanceType] }] },
+      { parent },
+    )
+    .locations.apply((zones) => [...zones].sort());
+}
+
 /**
- * The zone of the profile volume (and so of the instance): the subnet's, or the first zone (by
+ * The zone of a new profile volume (and so of the instance): the subnet's, or the first zone (by
  * name) that offers the instance type.
  */
-function profileZone(name: string, parent: pulumi.Resource, s: Extract<HostSettings, { kind: "ec2" }>): pulumi.Output<string> {
-  if (s.subnetId !== undefined) return aws.ec2.getSubnetOutput({ id: s.subnetId }, { parent }).availabilityZone;
-  const offers = aws.ec2.getInstanceTypeOfferingsOutput(
-    { locationType: "availability-zone", filters: [{ name: "instance-type", values: [s.instanceType] }] },
-    { parent },
-  );
-  return offers.locations.apply((zones) => {
-    const zone = [...zones].sort()[0];
-    if (!zone)
+function profileZone(
+  name: string,
+  s: Extract<HostSettings, { kind: "ec2" }>,
+  offered: pulumi.Output<string[]>,
+  subnetZone: pulumi.Output<string> | undefined,
+): pulumi.Output<string> {
+  if (subnetZone) return subnetZone;
+  return offered.apply((zones) => {
+    if (!zones[0])
       throw new Error(
         `${name}: ${s.instanceType} is offered in no availability zone of ${aws.config.region}; choose another host.instanceType`,
       );
-    return zone;
+    return zones[0];
   });
 }
 

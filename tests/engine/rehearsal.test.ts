@@ -280,8 +280,12 @@ test("e. the host wiped back to empty, as a replacement instance: everything dep
   expect(changed(p.up("after the redeploy"))).toEqual({});
 });
 
-test("f. destroy takes neko off the host and leaves an empty stack", () => {
-  must(p.pulumi(["destroy", "--yes", "--skip-preview"]), "destroy");
+test("f. destroy, from a checkout without node_modules, takes neko off the host and leaves an empty stack", () => {
+  // A fresh clone on another machine: the project's files, no `npm ci`.
+  const bare = path.join(p.work, "bare-checkout");
+  fs.cpSync(p.dir, bare, { recursive: true, filter: (src) => path.basename(src) !== "node_modules" });
+  expect(fs.existsSync(path.join(bare, "node_modules"))).toBe(false);
+  must(p.pulumi(["destroy", "--yes", "--skip-preview"], undefined, undefined, {}, bare), "destroy from a bare checkout");
   expect(p.resourceCount()).toBe(0);
   expect(hostDocker(["ps", "-a", "--filter", "name=^neko$", "-q"])).toBe("");
   stopAll();
