@@ -213,7 +213,12 @@ function fakeInvoke(token: string, inputs: Record<string, any>, account: FakeAcc
       return { ...inputs, value: value ?? 64, adjustable: true };
     }
     case "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
-      return { ...inputs, locations: ["eu-central-1b", "eu-central-1a", "eu-central-1c"], locationTypes: ["availability-zone"], instanceTypes: [] };
+      return {
+        ...inputs,
+        locations: ["eu-central-1b", "eu-central-1a", "eu-central-1c"],
+        locationTypes: ["availability-zone"],
+        instanceTypes: [],
+      };
     case "aws:ec2/getSubnet:getSubnet":
       return { ...inputs, vpcId: "vpc-0given000000000000", availabilityZone: "eu-central-1c" };
     default:
