@@ -17,8 +17,9 @@ SETUP_NAME=builder-bootstrap
 
 # skopeo is not in AL2023's core repositories, so it comes from nixpkgs. A release branch, not
 # nixpkgs-unstable: it keeps getting security fixes but no breaking upgrades, so every builder gets
-# the same skopeo major version. Move it to the next release when that one is out (May/November).
-nixpkgs=${NEKO_INFRA_NIXPKGS:-github:NixOS/nixpkgs/nixos-25.05}
+# the same skopeo major version. A release is supported until a month after the next one is out
+# (YY.05 until the end of December, YY.11 until the end of June): move to 26.11 by then.
+nixpkgs=${NEKO_INFRA_NIXPKGS:-github:NixOS/nixpkgs/nixos-26.05}
 # Where the Determinate installer puts Nix (the `nix` of this shell is not on PATH yet), and our own
 # profile for skopeo: the installer's default profile stays as it made it.
 nix_bin=/nix/var/nix/profiles/default/bin
@@ -42,7 +43,9 @@ dnf install -y -q git-core
 if [[ ! -x $nix_bin/nix ]]; then
   step "downloading the Nix installer"
   installer=$(mktemp)
-  curl --proto '=https' --tlsv1.2 -sSfL https://install.determinate.systems/nix -o "$installer"
+  # A pinned release of the installer (v3.14.0, December 2025), not whatever is newest on the day
+  # a builder is created: builders made months apart get the same installer.
+  curl --proto '=https' --tlsv1.2 -sSfL https://install.determinate.systems/nix/tag/v3.14.0 -o "$installer"
   step "installing Nix"
   sh "$installer" install linux --no-confirm --init systemd \
     --extra-conf "extra-experimental-features = nix-command flakes" \

@@ -33,7 +33,7 @@ afterAll(() => {
   if (root) fs.rmSync(root, { recursive: true, force: true });
 });
 
-const NIXPKGS = "github:NixOS/nixpkgs/nixos-25.05";
+const NIXPKGS = "github:NixOS/nixpkgs/nixos-26.05";
 
 /** Each stub logs `name args [marker: <content or absent>]`, then does its job. */
 const LOG_CALL = 'echo "${0##*/} $* [marker: $(cat "$NEKO_INFRA_MARKER" 2>/dev/null || echo absent)]" >>"$STUB_LOG"';
@@ -55,7 +55,7 @@ const STUBS: Record<string, string> = {
     LOG_CALL.replace("${0##*/}", "nix"),
     'case "$1" in',
     "--version) echo 'nix (Determinate Nix 3.8.2) 2.30.1' ;;",
-    `profile) ${failIf("nix-profile", "error: unable to download 'https://github.com/NixOS/nixpkgs/archive/nixos-25.05.tar.gz': HTTP error 404")}`,
+    `profile) ${failIf("nix-profile", "error: unable to download 'https://github.com/NixOS/nixpkgs/archive/nixos-26.05.tar.gz': HTTP error 404")}`,
     '  mkdir -p "$4/bin" && cp "$STUBS/fake-skopeo" "$4/bin/skopeo" ;;',
     "esac",
   ].join("\n"),
@@ -173,6 +173,8 @@ describe("builder-bootstrap.sh", () => {
       "nix --version",
       "skopeo --version",
     ]);
+    // a pinned installer release, not whatever is newest the day a builder is made
+    expect(calls[1]).toMatch(/^curl --proto =https --tlsv1\.2 -sSfL https:\/\/install\.determinate\.systems\/nix\/tag\/v3\.14\.0 -o /);
     expect(calls[2]).toContain("install linux --no-confirm --init systemd --extra-conf extra-experimental-features = nix-command flakes");
     expect(calls[4]).toBe(`nix profile install --profile /nix/var/nix/profiles/neko-infra-tools ${NIXPKGS}#skopeo [marker: absent]`);
     // the self-check copies a real (empty) OCI image as the ssh user
