@@ -5,7 +5,7 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { Ec2Need, preflightProblems, quotaFor } from "../lib/preflight";
+import { Ec2Need, preflightProblems, quotaFor, quotaOf, runningByQuota } from "../lib/preflight";
 import { Settings, SettingsError } from "../lib/settings";
 
 export function ec2Needs(s: Settings): Ec2Need[] {
@@ -40,7 +40,39 @@ export async function preflight(s: Settings): Promise<void> {
         return undefined;
       });
   }
-  const problems = preflightProblems(needs, { region, defaultVpc, vcpus, quotas });
+  const running = await othersRunning(`${pulumi.getProject()}/${pulumi.getStack()}`, vcpus);
+  const problems = preflightProblems(needs, { region, defaultVpc, vcpus, quotas, running });
   if (problems.length)
     throw new pulumi.RunError(new SettingsError(problems).message.replace("invalid stack configuration", "preflight failed"));
+}
+
+/** Beyond this many running instances the account is not listed one by one (a warning says so). */
+const MAX_LISTED = 100;
+
+/**
+ * vCPUs by quota that the account's other running instances use (this stack's own are its needs),
+ * filling in `vcpus` for their types; undefined (a warning) when they cannot be listed.
+ */
+async function othersRunning(stackTag: string, vcpus: Record<string, number>): Promise<Record<string, number> | undefined> {
+  try {
+    const { ids } = await aws.ec2.getInstances({ instanceStateNames: ["pending", "running"] });
+    if (ids.length > MAX_LISTED) {
+      pulumi.log.warn(`preflight: ${ids.length} instances run in this account; the vCPUs they use are not counted against the quotas`);
+      return undefined;
+    }
+    const types: string[] = [];
+    for (const id of ids) {
+      const i = await aws.ec2.getInstance({ instanceId: id });
+      if (i.tags?.["neko-infra:stack"] !== stackTag) types.push(i.instanceType);
+    }
+    for (const t of new Set(types)) {
+      if (!(t in vcpus) && quotaOf(t)) vcpus[t] = (await aws.ec2.getInstanceType({ instanceType: t })).defaultVcpus;
+    }
+    return runningByQuota(types, vcpus);
+  } catch (e) {
+    pulumi.log.warn(
+      `preflight: cannot list the running instances (${String((e as Error).message).split("\n")[0]}); their vCPUs are not counted`,
+    );
+    return undefined;
+  }
 }

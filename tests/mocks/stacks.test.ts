@@ -425,6 +425,22 @@ describe("preflight, before anything is created", () => {
     expect(run.byName("host-browser-profile").inputs.availabilityZone).toBe("eu-central-1c");
   });
 
+  test("vCPUs other instances of the account already run count against the quota; this stack's own do not", async () => {
+    const others: { id: string; type: string; tags?: Record<string, string> }[] = [
+      { id: "i-0other", type: "g4dn.12xlarge", tags: { Name: "training" } }, // 48 G vCPUs
+      { id: "i-0p4", type: "p4d.24xlarge" }, // a quota of its own: not counted
+      { id: "i-0mine", type: "g5.xlarge", tags: { "neko-infra:stack": "neko-infra/prod" } }, // this stack's host
+    ];
+    await expect(runStack(config("prod"), { stack: "prod", account: { quotas: { "L-DB2E81BA": 50 }, running: others } })).rejects.toThrow(
+      /host g5\.xlarge \(4 vCPUs\) needs 4 vCPUs, besides the 48 vCPUs other instances of the account already run, of the EC2 quota "Running On-Demand G and VT instances" \(L-DB2E81BA\), which is 50 in eu-central-1.*--desired-value 52 .*stop other instances, or choose a smaller type/,
+    );
+    const fits = await runStack(config("prod"), { stack: "prod", account: { quotas: { "L-DB2E81BA": 52 }, running: others } });
+    expect(fits.byName("host-instance").inputs.instanceType).toBe("g5.xlarge");
+    // listing denied: a warning, the stack's own needs are still checked
+    const denied = await runStack(config("prod"), { stack: "prod", account: { quotas: { "L-DB2E81BA": 4 }, running: null } });
+    expect(denied.byName("host-instance").inputs.instanceType).toBe("g5.xlarge");
+  });
+
   test("a quota the operator may not read is a warning, not a failure", async () => {
     const run = await runStack(config("prod"), { stack: "prod", account: { quotas: { "L-DB2E81BA": null } } });
     expect(run.byName("host-instance").inputs.instanceType).toBe("g5.xlarge");

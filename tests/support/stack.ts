@@ -178,6 +178,8 @@ export interface FakeAccount {
   defaultVpc?: boolean;
   /** vCPU quota values by code (default 64); null: reading it is denied. */
   quotas?: Record<string, number | null>;
+  /** Instances already running in the account (default none); null: listing them is denied. */
+  running?: { id: string; type: string; tags?: Record<string, string> }[] | null;
 }
 
 const VCPUS: Record<string, number> = {
@@ -188,6 +190,8 @@ const VCPUS: Record<string, number> = {
   "g4dn.xlarge": 4,
   "g5.xlarge": 4,
   "g5.2xlarge": 8,
+  "g4dn.12xlarge": 48,
+  "p4d.24xlarge": 96,
 };
 
 /** Answers the invokes the program makes, like AWS would; undefined for any other. */
@@ -219,6 +223,17 @@ function fakeInvoke(token: string, inputs: Record<string, any>, account: FakeAcc
         locationTypes: ["availability-zone"],
         instanceTypes: [],
       };
+    case "aws:ec2/getInstances:getInstances": {
+      if (account.running === null) throw new Error("UnauthorizedOperation: not authorized to perform ec2:DescribeInstances");
+      if (JSON.stringify(inputs.instanceStateNames) !== JSON.stringify(["pending", "running"]))
+        throw new Error(`unexpected instance listing ${JSON.stringify(inputs)}`);
+      return { ...inputs, ids: (account.running ?? []).map((i) => i.id), privateIps: [], publicIps: [], ipv6Addresses: [] };
+    }
+    case "aws:ec2/getInstance:getInstance": {
+      const i = (account.running ?? []).find((r) => r.id === inputs.instanceId);
+      if (!i) throw new Error(`mock: no instance ${inputs.instanceId}`);
+      return { ...inputs, instanceType: i.type, tags: i.tags ?? {} };
+    }
     case "aws:ec2/getSubnet:getSubnet":
       return { ...inputs, vpcId: "vpc-0given000000000000", availabilityZone: "eu-central-1c" };
     default:

@@ -1,5 +1,5 @@
 import { documentationRange, isPrivateAddress } from "../../lib/addresses";
-import { preflightProblems, quotaFor } from "../../lib/preflight";
+import { preflightProblems, quotaFor, quotaOf, runningByQuota } from "../../lib/preflight";
 import { wakeEnvironment, wakePolicy } from "../../lib/wake";
 
 describe("preflight", () => {
@@ -26,6 +26,17 @@ describe("preflight", () => {
     expect(preflightProblems(needs, { ...facts, quotas: { "L-1216C47A": 12 } })).toEqual([]);
     const [p] = preflightProblems(needs, { ...facts, quotas: { "L-1216C47A": 10 } });
     expect(p).toMatch(/builder c6i\.2xlarge \(8 vCPUs\) \+ host t3\.xlarge \(4 vCPUs\) need 12 vCPUs/);
+  });
+
+  test("quotaOf: families with quotas of their own count against neither", () => {
+    for (const type of ["p4d.24xlarge", "inf2.xlarge", "trn1.2xlarge", "dl1.24xlarge", "hpc7g.4xlarge", "mac2.metal", "x2idn.16xlarge"])
+      expect([type, quotaOf(type)]).toEqual([type, undefined]);
+    expect(
+      runningByQuota(["g5.xlarge", "c6i.xlarge", "p4d.24xlarge", "t3.xlarge"], { "g5.xlarge": 4, "c6i.xlarge": 4, "t3.xlarge": 4 }),
+    ).toEqual({
+      "L-DB2E81BA": 4,
+      "L-1216C47A": 8,
+    });
   });
 
   test("a quota that could not be read is not checked", () => {
