@@ -70,6 +70,8 @@ export = async () => {
           ...(host.sshCommand ? { sshCommand: host.sshCommand } : {}),
           ...(host.sshAccess ? { hostSsh: host.sshAccess } : {}),
           ...(host.wakeLink ? { wakeLink: host.wakeLink } : {}),
+          // Not secret (readable in previews: `old => new` per value); see NekoHost's ExpectedSpec.
+          expected: host.expected,
           userPassword: host.userPassword,
           adminPassword: host.adminPassword,
         }

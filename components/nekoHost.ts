@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { envFile, nekoEnv, nekoSecretEnv, NekoRuntime, REMOVE_COMMAND, rolloutEnv } from "../lib/neko";
 import { HostSettings, NekoSettings } from "../lib/settings";
+import { ShownSpec } from "../lib/spec";
 import { SshConnection } from "../lib/sshConnection";
 import { HostMachine, hostMachine } from "./hostMachine";
 import { runStep } from "./runScript";
@@ -40,6 +41,8 @@ export class NekoHost extends pulumi.ComponentResource {
   readonly adminPassword: pulumi.Output<string>;
   /** Opens neko, waking the host first (EC2 hosts with an idle stop). Secret. */
   readonly wakeLink?: pulumi.Output<string>;
+  /** What each step on the host is asked for, without secrets (see ExpectedSpec). */
+  readonly expected: pulumi.Output<ExpectedSpec>;
 
   constructor(name: string, args: NekoHostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("neko-infra:host:NekoHost", name, {}, opts);
@@ -64,7 +67,7 @@ export class NekoHost extends pulumi.ComponentResource {
           turn: neko.turn,
           tls: s.tlsFront.enabled ? s.tlsFront : undefined,
           password: generated(this, `${name}-turn-password`, neko.turnPassword, 32),
-          dependsOn: front ? [front] : [],
+          dependsOn: front ? [front.step] : [],
         })
       : undefined;
 
@@ -105,7 +108,7 @@ export class NekoHost extends pulumi.ComponentResource {
       ...(host.stateDir ? ["NEKO_API_TOKEN"] : []),
       ...(args.registryCredentials ? ["REGISTRY_PASSWORD"] : []),
     ];
-    const shown = pulumi.all([spec, rt]).apply(([sp, r]) => ({
+    const shown = pulumi.all([spec, rt]).apply(([sp, r]): ShownSpec => ({
       title: "neko's rollout and its container environment",
       values: { ...sp, ...nekoEnv(neko, r), ...(args.registryCredentials ? { REGISTRY_USER: args.registryCredentials.username } : {}) },
       secretNames,
@@ -126,8 +129,11 @@ export class NekoHost extends pulumi.ComponentResource {
         // ssh and local hosts outlive the stack: take neko off them (the profile stays).
         onDelete: s.kind === "ec2" ? undefined : REMOVE_COMMAND,
       },
-      { parent: this, dependsOn: relay ? [relay.step] : front ? [front] : [] },
+      { parent: this, dependsOn: relay ? [relay.step] : front ? [front.step] : [] },
     );
+    this.expected = pulumi
+      .all([shown, front?.shown, relay?.shown])
+      .apply(([n, f, t]): ExpectedSpec => ({ neko: n.values, ...(f ? { front: f } : {}), ...(t ? { turn: t } : {}) }));
 
     this.publicAddress = host.publicAddress;
     const loopbackOnly = s.kind === "local" && s.bindAddress === "127.0.0.1";
@@ -141,6 +147,19 @@ export class NekoHost extends pulumi.ComponentResource {
     }
     this.registerOutputs({ url: this.url, publicAddress: this.publicAddress });
   }
+}
+
+/**
+ * The stack output `expected`: the non-secret values each step on the host is given (neko's rollout
+ * and container, the TLS front, the TURN relay), so that a preview's Outputs section reads a change
+ * as `NEKO_DESKTOP_SCREEN: "1920x1080@30" => "2560x1440@30"`, and `npm run status` can compare
+ * what runs with what the stack expects. Built only from the same values the steps show under their
+ * command lines; secrets (passwords, tokens, the TURN password, registry passwords) never enter it.
+ */
+export interface ExpectedSpec {
+  neko: Record<string, string>;
+  front?: Record<string, string>;
+  turn?: Record<string, string>;
 }
 
 /** A secret from the settings, or one Pulumi generates (and keeps) for this stack. */

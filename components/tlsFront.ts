@@ -16,30 +16,43 @@ export interface TlsFrontArgs {
   nekoPort: number;
 }
 
-export function tlsFront(name: string, parent: pulumi.Resource, host: HostMachine, a: TlsFrontArgs): pulumi.Resource {
+export interface TlsFront {
+  step: pulumi.Resource;
+  /** What the front is asked for, for the stack's `expected` output: the image, the certificate's
+   * subject and Caddy's configuration (the step's environment holds no secret; the ACME root
+   * certificate is left out for its length). */
+  shown: pulumi.Output<Record<string, string>>;
+}
+
+export function tlsFront(name: string, parent: pulumi.Resource, host: HostMachine, a: TlsFrontArgs): TlsFront {
   const subject = host.publicAddress.apply((ip) => a.tls.domain ?? ip);
+  const env = pulumi.all([subject, host.publicAddress]).apply(([sub, address]) => ({
+    TLS_CADDYFILE: caddyfile({
+      subject: sub,
+      email: a.tls.email,
+      acmeServer: a.tls.acmeServer,
+      privateRoot: a.tls.acmeRootCert !== undefined,
+      nekoPort: a.nekoPort,
+    }),
+    ...(a.tls.acmeRootCert ? { TLS_ROOT_CERT: a.tls.acmeRootCert } : {}),
+    ...(a.tls.domain ? { TLS_EXPECT_ADDRESS: address } : {}),
+  }));
   const step = runStep(
     name,
     host.machine,
     {
       script: "tls-front.sh",
       args: pulumi.all([subject]).apply(([sub]) => [TLS_IMAGE, sub]),
-      env: pulumi.all([subject, host.publicAddress]).apply(([sub, address]) => ({
-        TLS_CADDYFILE: caddyfile({
-          subject: sub,
-          email: a.tls.email,
-          acmeServer: a.tls.acmeServer,
-          privateRoot: a.tls.acmeRootCert !== undefined,
-          nekoPort: a.nekoPort,
-        }),
-        ...(a.tls.acmeRootCert ? { TLS_ROOT_CERT: a.tls.acmeRootCert } : {}),
-        ...(a.tls.domain ? { TLS_EXPECT_ADDRESS: address } : {}),
-      })),
+      env,
       purpose: pulumi.interpolate`the HTTPS front for ${subject}`,
       budgetSeconds: 600,
       triggers: [host.generation],
     },
     { parent },
   );
-  return step.command;
+  const shown = pulumi.all([subject, env]).apply(([sub, e]): Record<string, string> => {
+    const { TLS_ROOT_CERT: _root, ...rest } = e;
+    return { TLS_IMAGE, TLS_SUBJECT: sub, ...rest };
+  });
+  return { step: step.command, shown };
 }

@@ -24,8 +24,22 @@ export function turnRelay(
   parent: pulumi.Resource,
   host: HostMachine,
   a: TurnRelayArgs,
-): { step: pulumi.Resource; iceServers: pulumi.Output<IceServer[]> } {
+): { step: pulumi.Resource; iceServers: pulumi.Output<IceServer[]>; shown: pulumi.Output<Record<string, string>> } {
   const subject = host.publicAddress.apply((ip) => a.tls?.domain ?? ip);
+  // coturn's configuration as a preview shows it: all but the line with the password.
+  const shown = pulumi.all([host.publicAddress, subject]).apply(([address, sub]) => {
+    const hidden = "\u0000password\u0000";
+    const env = turnRelayEnv({
+      turn: a.turn,
+      publicAddress: address,
+      password: hidden,
+      tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined,
+    });
+    const conf = env.TURN_CONF.split("\n")
+      .filter((l) => !l.includes(hidden))
+      .join("\n");
+    return { title: "the TURN relay", values: { ...env, TURN_CONF: conf }, secretNames: ["the TURN user's password (in TURN_CONF)"] };
+  });
   const step: Step = runStep(
     name,
     host.machine,
@@ -40,20 +54,7 @@ export function turnRelay(
           tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined,
         }),
       ),
-      // coturn's configuration as a preview shows it: all but the line with the password.
-      shown: pulumi.all([host.publicAddress, subject]).apply(([address, sub]) => {
-        const hidden = "\u0000password\u0000";
-        const env = turnRelayEnv({
-          turn: a.turn,
-          publicAddress: address,
-          password: hidden,
-          tls: a.tls ? { subject: sub, acmeServer: a.tls.acmeServer } : undefined,
-        });
-        const conf = env.TURN_CONF.split("\n")
-          .filter((l) => !l.includes(hidden))
-          .join("\n");
-        return { title: "the TURN relay", values: { ...env, TURN_CONF: conf }, secretNames: ["the TURN user's password (in TURN_CONF)"] };
-      }),
+      shown,
       purpose: "the TURN relay",
       budgetSeconds: 300,
       triggers: [host.generation],
@@ -65,5 +66,5 @@ export function turnRelay(
     .apply(([address, sub, password]) =>
       iceServers({ turn: a.turn, address, tlsName: a.tls ? sub : undefined, username: TURN_USER, credential: password }),
     );
-  return { step: step.command, iceServers: pulumi.secret(servers) };
+  return { step: step.command, iceServers: pulumi.secret(servers), shown: shown.apply((sp): Record<string, string> => sp.values) };
 }
