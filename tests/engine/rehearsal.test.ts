@@ -26,6 +26,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { TLS_IMAGE } from "../../lib/caddy";
 import { TURN_IMAGE } from "../../lib/turn";
+import { render } from "../../tools/pr-comment";
 import { fixtureCopy, uniqueMarker } from "../realtool/support";
 import { changed, HARNESS, must, ops, processesUnder, Project, Run, startService, stopService, summary } from "./support";
 
@@ -137,6 +138,31 @@ function startPeer() {
   children.push(peer);
 }
 
+/**
+ * Every secret the stack holds, as `pulumi stack output --show-secrets` and the test's config give
+ * them: the values of the secret outputs (strings inside objects too; a key also line by line), the
+ * configured passwords, token and keys. None may appear in a preview or a PR comment.
+ */
+function secretValues(): string[] {
+  const plain = JSON.parse(must(p.pulumi(["stack", "output", "--json"]), "stack output").stdout);
+  const all = JSON.parse(must(p.pulumi(["stack", "output", "--json", "--show-secrets"]), "stack output --show-secrets").stdout);
+  const leaves = (v: unknown): string[] =>
+    typeof v === "string" ? [v] : v && typeof v === "object" ? Object.values(v).flatMap(leaves) : [];
+  const fromOutputs = Object.keys(all)
+    .filter((k) => JSON.stringify(plain[k]).includes("[secret]"))
+    .flatMap((k) => leaves(all[k]));
+  if (fromOutputs.length < 2) throw new Error(`the stack's secret outputs were not found: ${Object.keys(all).join(", ")}`);
+  const configured = [
+    ...Object.values(secrets),
+    h.REGISTRY_PASSWORD,
+    fs.readFileSync(h.BUILDER_KEY, "utf8"),
+    fs.readFileSync(h.NSHOST_SSH_KEY, "utf8"),
+  ];
+  return [...fromOutputs, ...configured]
+    .flatMap((v) => [v, ...(v.includes("\n") ? v.split("\n").filter((l) => l.length >= 16 && !l.startsWith("-----")) : [])])
+    .filter((v) => v.length >= 8);
+}
+
 const timed = (what: string, r: Run) => (timings.push(`${what} ${r.seconds.toFixed(1)} s`), r);
 const dockerdPid = () => fs.readFileSync(path.join(state.host, "dockerd.pid"), "utf8").trim();
 const nekoStarted = () => hostDocker(["inspect", "--format", "{{.State.StartedAt}}", "neko"]);
@@ -206,14 +232,41 @@ test("b. nothing changed: no command runs, 0 changes, also with --refresh", () =
   expect(summary(refreshed)).toEqual({ same: expect.any(Number) });
 });
 
-test("c. a neko setting: only neko's rollout runs", () => {
+test("c. a neko setting: only neko's rollout runs; the preview and the PR comment read old => new, with no secret", () => {
   const before = hostDocker(["inspect", "--format", "{{.Id}}", "neko-tls"]);
+  const secretsBefore = secretValues();
   configure({ screen: "1280x720@30" });
   // What a reviewer reads in the pull request's preview: old and new value, no secret.
   const preview = must(p.pulumi(["preview", "--diff"]), "preview of a screen change");
+  // the Outputs section (the stack output `expected`), and the line diff under the rollout's command
+  expect(preview.stdout).toMatch(/^\s*~ NEKO_DESKTOP_SCREEN\s*: "1920x1080@30" => "1280x720@30"$/m);
   expect(preview.stdout).toMatch(/^\s*- # {3}NEKO_DESKTOP_SCREEN=1920x1080@30$/m);
   expect(preview.stdout).toMatch(/^\s*\+ # {3}NEKO_DESKTOP_SCREEN=1280x720@30$/m);
-  for (const secret of Object.values(secrets)) expect(preview.stdout + preview.stderr).not.toContain(secret);
+  // The PR comment, rendered from the same change's `preview --json` and its event log, as pr.yml does.
+  const events = path.join(p.work, "preview-events.jsonl");
+  const json = must(
+    p.pulumi(["preview", "--json", "--event-log", events], undefined, undefined, { PULUMI_DEBUG_COMMANDS: "true" }),
+    "preview --json",
+  );
+  const eventLog = fs.readFileSync(events, "utf8");
+  const comment = render({ stack: "rehearsal", preview: JSON.parse(json.stdout), eventLog });
+  expect(comment).toContain("**Built:** nothing (the flake and attr are unchanged)");
+  expect(comment).toContain(
+    `- neko (the same image) on the host (https://${h.NSHOST_ADDR}/) by \`host-neko\` (update):\n  - NEKO_DESKTOP_SCREEN: \`1920x1080@30\` => \`1280x720@30\`\n`,
+  );
+  expect(comment).toMatch(/^\*\*A deploy wakes:\*\* \n- host, for `host-neko`\n\*\*Other changes:\*\* none$/m);
+  const hidden = [...secretsBefore, ...secretValues()];
+  for (const [what, text] of Object.entries({
+    preview: preview.stdout + preview.stderr,
+    json: json.stdout + json.stderr,
+    eventLog,
+    comment,
+  })) {
+    expect({ what, leaked: hidden.filter((s) => text.includes(s)).map((s) => `${s.slice(0, 3)}... (${s.length} chars)`) }).toEqual({
+      what,
+      leaked: [],
+    });
+  }
   timings.push(
     `screen change in the preview: ${preview.stdout
       .split("\n")
