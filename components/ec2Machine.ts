@@ -17,6 +17,9 @@ import { SshConnection } from "../lib/sshConnection";
 import { HostKey } from "../lib/userdata";
 import { RUNTIME_TAGS } from "../lib/wake";
 
+/** The tag (value `ci-ssh`) of the security group a CI deploy opens SSH in (tools/ci-ssh-access.js). */
+export const CI_SSH_TAG = "neko-infra:access";
+
 /** The login user of Amazon Linux 2023 AMIs (and of the NVIDIA AL2023 AMI). */
 export const EC2_USER = "ec2-user";
 
@@ -94,6 +97,19 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
     { description: a.description, vpcId, ingress: a.ingress, egress: ALL_EGRESS, tags },
     { parent },
   );
+  // Where a CI job opens SSH for its own address while it deploys (tools/ci-ssh-access.js): a group
+  // of its own that declares no rules, so a rule added and removed outside Pulumi is no drift, not
+  // even with --refresh, and an update of the group above never captures it into the state (inline
+  // rules are read back whole after every update).
+  const ciSsh = new aws.ec2.SecurityGroup(
+    `${name}-ci-ssh`,
+    {
+      description: `${a.description.split(":")[0]}: SSH from a running CI deploy only (rules added and removed by the job)`,
+      vpcId,
+      tags: { ...tags, [CI_SSH_TAG]: "ci-ssh" },
+    },
+    { parent },
+  );
   const role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: EC2_ASSUME_ROLE, tags }, { parent });
   const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name, tags }, { parent });
   const ami = aws.ssm.getParameterOutput({ name: a.amiParameter }, { parent });
@@ -106,7 +122,7 @@ export function ec2Machine(name: string, parent: pulumi.Resource, a: MachineArgs
       subnetId: a.subnetId,
       // With a subnet, the subnet's zone (the caller checks they agree).
       availabilityZone: a.availabilityZone,
-      vpcSecurityGroupIds: [sg.id],
+      vpcSecurityGroupIds: [sg.id, ciSsh.id],
       iamInstanceProfile: profile.name,
       userData: a.userData,
       instanceInitiatedShutdownBehavior: a.stopOnShutdown ? "stop" : undefined,

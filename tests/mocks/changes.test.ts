@@ -55,6 +55,7 @@ test("builder.enabled: false removes the builder, keeps what steps connect with,
     // the wake steps learn the builder is off: an update that runs nothing (`update: ":"`)
     differ: ["image-build-wake", "registry-push-wake"],
     removed: [
+      "builder-ci-ssh",
       "builder-eip-assoc",
       "builder-instance",
       "builder-key",

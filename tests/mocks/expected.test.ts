@@ -2,7 +2,8 @@
  * The stack output `expected` (what each step on the host is asked for, readable in a preview's
  * Outputs section as `old => new`): the prod stack (TLS front and TURN relay) under Pulumi mocks,
  * once with generated secrets and once with secrets given in the config. It must stay a plain
- * (non-secret) output, or a preview shows only `[secret]`, and no secret value may reach it.
+ * (non-secret) output, or a preview shows only `[secret]`, and no secret value may reach it. Also
+ * the CI access groups a deploy job opens SSH in (tools/ci-ssh-access.js): rule-less, tagged.
  */
 import { runStack, stackConfig, StackRun } from "../support/stack";
 
@@ -48,4 +49,21 @@ test.each([
   expect(text).not.toMatch(/user=neko:|PASSWORD|API_TOKEN|ICESERVERS/);
   // the secrets were really there to leak: the rollout's input holds them
   expect(JSON.stringify(run().byName("host-neko").inputs.stdin)).toMatch(secret);
+});
+
+test("each EC2 machine has a CI access group that declares no rules (tools/ci-ssh-access.js adds them), beside its own", () => {
+  for (const machine of ["builder", "host"]) {
+    const group = generated.byName(`${machine}-ci-ssh`);
+    expect(group.type).toBe("aws:ec2/securityGroup:SecurityGroup");
+    // no inline rules: a rule a CI job adds and removes is no drift, and an update never captures it
+    expect(group.inputs.ingress).toBeUndefined();
+    expect(group.inputs.tags).toMatchObject({
+      "neko-infra:stack": "neko-infra/prod",
+      "neko-infra:role": machine,
+      "neko-infra:access": "ci-ssh",
+    });
+    expect(generated.byName(`${machine}-sg`).inputs.tags["neko-infra:access"]).toBeUndefined();
+    const instance = generated.byName(`${machine}-instance`);
+    expect(instance.inputs.vpcSecurityGroupIds).toEqual([`${machine}-sg-id`, `${machine}-ci-ssh-id`]);
+  }
 });

@@ -11,11 +11,17 @@
  *   await ec2.close()
  *
  * Actions: DescribeInstances (InstanceId.N), StartInstances (InstanceId.N), CreateTags (ResourceId.N,
- * Tag.N.Key, Tag.N.Value), CancelSpotInstanceRequests (SpotInstanceRequestId.N). Unknown ids get the
- * real error codes (InvalidInstanceID.NotFound, InvalidSpotInstanceRequestID.NotFound): behaviour,
- * not a violation. An action not in `allow` (default: all four), another action, a parameter the
- * action does not take, a missing Version=2016-11-15 or an unsigned request: HTTP 400 with an error
- * XML, and a violation recorded.
+ * Tag.N.Key, Tag.N.Value), CancelSpotInstanceRequests (SpotInstanceRequestId.N); for security groups
+ * (`groups: { "sg-1": { tags, rules } }`, live in `ec2.groups`): DescribeSecurityGroups (Filter.N.Name
+ * `tag:<key>`, Filter.N.Value.M), DescribeSecurityGroupRules (Filter.N.Name `group-id`,
+ * Filter.N.Value.M), AuthorizeSecurityGroupIngress (GroupId, IpPermissions.N.{IpProtocol, FromPort,
+ * ToPort, IpRanges.M.CidrIp, IpRanges.M.Description, Ipv6Ranges.M.CidrIpv6, Ipv6Ranges.M.Description}:
+ * a rule with the same protocol, ports and range is InvalidPermission.Duplicate, as in EC2) and
+ * RevokeSecurityGroupIngress (GroupId, SecurityGroupRuleId.N). Unknown ids get the real error codes
+ * (InvalidInstanceID.NotFound, InvalidSpotInstanceRequestID.NotFound, InvalidGroup.NotFound,
+ * InvalidSecurityGroupRuleId.NotFound): behaviour, not a violation. An action not in `allow`
+ * (default: all), another action, a parameter the action does not take, a missing
+ * Version=2016-11-15 or an unsigned request: HTTP 400 with an error XML, and a violation recorded.
  */
 import * as http from "http";
 import { AddressInfo } from "net";
@@ -28,17 +34,39 @@ export interface FakeInstance {
   /** ISO time of the last launch (EC2: "the time that the instance was last launched"); StartInstances sets it. */
   launchTime?: string;
 }
+export interface FakeRule {
+  protocol: string;
+  fromPort: number;
+  toPort: number;
+  /** An IPv4 or IPv6 CIDR. */
+  cidr: string;
+  description?: string;
+}
+export interface FakeGroup {
+  tags?: Record<string, string>;
+  /** Ingress rules by rule id (sgr-...). */
+  rules?: Record<string, FakeRule>;
+}
 export interface FakeEc2 {
   endpoint: string;
   calls: { action: string; params: Record<string, string> }[];
   violations: string[];
   instances: Record<string, FakeInstance>;
   spotRequests: Record<string, string>;
+  groups: Record<string, FakeGroup>;
   client(): EC2Client;
   failNext(action: string, code: string, message: string): void;
   close(): Promise<void>;
 }
-type Action = "DescribeInstances" | "StartInstances" | "CreateTags" | "CancelSpotInstanceRequests";
+type Action =
+  | "DescribeInstances"
+  | "StartInstances"
+  | "CreateTags"
+  | "CancelSpotInstanceRequests"
+  | "DescribeSecurityGroups"
+  | "DescribeSecurityGroupRules"
+  | "AuthorizeSecurityGroupIngress"
+  | "RevokeSecurityGroupIngress";
 
 const FAKE_CREDENTIALS = { accessKeyId: "AKIDFAKEEC2", secretAccessKey: "fake-secret" };
 const NS = "http://ec2.amazonaws.com/doc/2016-11-15/";
@@ -47,6 +75,11 @@ const PARAMS: Record<Action, RegExp> = {
   StartInstances: /^InstanceId\.\d+$/,
   CreateTags: /^(ResourceId\.\d+|Tag\.\d+\.(Key|Value))$/,
   CancelSpotInstanceRequests: /^SpotInstanceRequestId\.\d+$/,
+  DescribeSecurityGroups: /^Filter\.\d+\.(Name|Value\.\d+)$/,
+  DescribeSecurityGroupRules: /^Filter\.\d+\.(Name|Value\.\d+)$/,
+  AuthorizeSecurityGroupIngress:
+    /^(GroupId|IpPermissions\.\d+\.(IpProtocol|FromPort|ToPort|IpRanges\.\d+\.(CidrIp|Description)|Ipv6Ranges\.\d+\.(CidrIpv6|Description)))$/,
+  RevokeSecurityGroupIngress: /^(GroupId|SecurityGroupRuleId\.\d+)$/,
 };
 const CODES: Record<string, number> = { pending: 0, running: 16, "shutting-down": 32, terminated: 48, stopping: 64, stopped: 80 };
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -63,12 +96,28 @@ const fail = (code: string, message: string): never => {
 const SIGV4 = /^AWS4-HMAC-SHA256 Credential=\w+\/\d{8}\/[a-z0-9-]+\/ec2\/aws4_request, SignedHeaders=\S+, Signature=[0-9a-f]{64}$/;
 
 export async function startFakeEc2(
-  o: { instances?: Record<string, FakeInstance>; spotRequests?: Record<string, string>; allow?: Action[] } = {},
+  o: {
+    instances?: Record<string, FakeInstance>;
+    spotRequests?: Record<string, string>;
+    groups?: Record<string, FakeGroup>;
+    allow?: Action[];
+  } = {},
 ): Promise<FakeEc2> {
   const calls: FakeEc2["calls"] = [];
   const violations: string[] = [];
   const instances = o.instances ?? {};
   const spotRequests = o.spotRequests ?? {};
+  const groups = o.groups ?? {};
+  let ruleSerial = 0;
+  const group = (id: string) => groups[id] ?? fail("InvalidGroup.NotFound", `The security group '${id}' does not exist`);
+  /** Filter.N.Name -> its values (Filter.N.Value.M). */
+  const filters = (p: Record<string, string>) => {
+    const out: Record<string, string[]> = {};
+    for (let n = 1; p[`Filter.${n}.Name`] !== undefined; n++) out[p[`Filter.${n}.Name`]] = list(p, `Filter\\.${n}\\.Value`);
+    return out;
+  };
+  const ruleXml = (groupId: string, id: string, r: FakeRule) =>
+    `<item><securityGroupRuleId>${id}</securityGroupRuleId><groupId>${groupId}</groupId><groupOwnerId>123456789012</groupOwnerId><isEgress>false</isEgress><ipProtocol>${esc(r.protocol)}</ipProtocol><fromPort>${r.fromPort}</fromPort><toPort>${r.toPort}</toPort>${r.cidr.includes(":") ? `<cidrIpv6>${esc(r.cidr)}</cidrIpv6>` : `<cidrIpv4>${esc(r.cidr)}</cidrIpv4>`}${r.description === undefined ? "" : `<description>${esc(r.description)}</description>`}</item>`;
   const allow = new Set<string>(o.allow ?? Object.keys(PARAMS));
   const failures: { action: string; code: string; message: string }[] = [];
   const known = (id: string) => {
@@ -104,6 +153,70 @@ export async function startFakeEc2(
         const i = known(id);
         for (let n = 1; p[`Tag.${n}.Key`] !== undefined; n++) i.tags = { ...i.tags, [p[`Tag.${n}.Key`]]: p[`Tag.${n}.Value`] ?? "" };
       }
+      return `<return>true</return>`;
+    }
+    if (action === "DescribeSecurityGroups") {
+      const f = filters(p);
+      for (const name of Object.keys(f)) if (!name.startsWith("tag:")) fail("InvalidParameterValue", `The filter '${name}' is invalid`);
+      const items = Object.entries(groups)
+        .filter(([, g]) => Object.entries(f).every(([name, values]) => values.includes(g.tags?.[name.slice(4)] ?? "\u0000")))
+        .map(([id, g]) => {
+          const tags = Object.entries(g.tags ?? {}).map(([k, v]) => `<item><key>${esc(k)}</key><value>${esc(v)}</value></item>`);
+          return `<item><ownerId>123456789012</ownerId><groupId>${id}</groupId><groupName>${id}-name</groupName><groupDescription>fake</groupDescription><vpcId>vpc-0fake</vpcId><ipPermissions/><ipPermissionsEgress/><tagSet>${tags.join("")}</tagSet></item>`;
+        });
+      return `<securityGroupInfo>${items.join("")}</securityGroupInfo>`;
+    }
+    if (action === "DescribeSecurityGroupRules") {
+      const f = filters(p);
+      for (const name of Object.keys(f)) if (name !== "group-id") fail("InvalidParameterValue", `The filter '${name}' is invalid`);
+      const ids = f["group-id"] ?? Object.keys(groups);
+      const items = ids.flatMap((gid) => Object.entries(groups[gid]?.rules ?? {}).map(([id, r]) => ruleXml(gid, id, r)));
+      return `<securityGroupRuleSet>${items.join("")}</securityGroupRuleSet>`;
+    }
+    if (action === "AuthorizeSecurityGroupIngress") {
+      const g = group(p.GroupId ?? fail("MissingParameter", "The request must contain the parameter groupId"));
+      const added: string[] = [];
+      for (let n = 1; p[`IpPermissions.${n}.IpProtocol`] !== undefined; n++) {
+        const base = {
+          protocol: p[`IpPermissions.${n}.IpProtocol`],
+          fromPort: Number(p[`IpPermissions.${n}.FromPort`]),
+          toPort: Number(p[`IpPermissions.${n}.ToPort`]),
+        };
+        const ranges: FakeRule[] = [];
+        for (let m = 1; p[`IpPermissions.${n}.IpRanges.${m}.CidrIp`] !== undefined; m++)
+          ranges.push({
+            ...base,
+            cidr: p[`IpPermissions.${n}.IpRanges.${m}.CidrIp`],
+            description: p[`IpPermissions.${n}.IpRanges.${m}.Description`],
+          });
+        for (let m = 1; p[`IpPermissions.${n}.Ipv6Ranges.${m}.CidrIpv6`] !== undefined; m++)
+          ranges.push({
+            ...base,
+            cidr: p[`IpPermissions.${n}.Ipv6Ranges.${m}.CidrIpv6`],
+            description: p[`IpPermissions.${n}.Ipv6Ranges.${m}.Description`],
+          });
+        for (const r of ranges) {
+          const same = Object.values(g.rules ?? {}).some(
+            (x) => x.protocol === r.protocol && x.fromPort === r.fromPort && x.toPort === r.toPort && x.cidr === r.cidr,
+          );
+          if (same)
+            fail(
+              "InvalidPermission.Duplicate",
+              `the specified rule "peer: ${r.cidr}, TCP, from port: ${r.fromPort}, to port: ${r.toPort}, ALLOW" already exists`,
+            );
+          const id = `sgr-0${(++ruleSerial).toString(16).padStart(16, "0")}`;
+          g.rules = { ...g.rules, [id]: r };
+          added.push(ruleXml(p.GroupId, id, r));
+        }
+      }
+      return `<return>true</return><securityGroupRuleSet>${added.join("")}</securityGroupRuleSet>`;
+    }
+    if (action === "RevokeSecurityGroupIngress") {
+      const g = group(p.GroupId ?? fail("MissingParameter", "The request must contain the parameter groupId"));
+      const ids = list(p, "SecurityGroupRuleId");
+      for (const id of ids)
+        if (!g.rules?.[id]) fail("InvalidSecurityGroupRuleId.NotFound", `The security group rule ID '${id}' does not exist`);
+      for (const id of ids) delete g.rules![id];
       return `<return>true</return>`;
     }
     const items = list(p, "SpotInstanceRequestId").map((id) => {
@@ -158,6 +271,7 @@ export async function startFakeEc2(
     violations,
     instances,
     spotRequests,
+    groups,
     client: () => new EC2Client({ endpoint, region: "eu-central-1", maxAttempts: 1, credentials: FAKE_CREDENTIALS }),
     failNext: (action, code, message) => failures.push({ action, code, message }),
     close: () => new Promise<void>((resolve, reject) => server.close((e) => (e ? reject(e) : resolve()))),
