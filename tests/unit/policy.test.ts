@@ -988,14 +988,24 @@ describe("CI runs the pack", () => {
       (job.steps ?? []).filter((s: any) => String(s.uses ?? "").startsWith("pulumi/actions@")).map((s: any) => ({ job, step: s })),
     );
 
+  // `run:` steps that call the CLI itself (pr.yml's preview --json), as one line each
+  const cliRuns = (wf: any) =>
+    Object.values(wf.jobs).flatMap((job: any) =>
+      (job.steps ?? [])
+        .map((s: any) => String(s.run ?? "").replace(/\\\n\s*/g, " "))
+        .flatMap((run: string) => run.split("\n").filter((l) => /^\s*pulumi (preview|up)\b/.test(l))),
+    );
+
   test.each(["pr.yml", "deploy.yml"])("%s: every preview and up with the pack and the stack's policy config", (file) => {
     const steps = pulumiSteps(workflow(file)).filter(({ step }) => step.with?.command);
-    expect(steps.length).toBeGreaterThan(0);
+    const runs = cliRuns(workflow(file));
+    expect(steps.length + runs.length).toBeGreaterThan(0);
     for (const { step } of steps) {
       expect(step.with).toMatchObject({ policyPacks: "policy" });
       expect(step.with.policyPackConfigs).toMatch(
         /^policy\/config\/\$\{\{ *(matrix\.stack|env\.STACK) *\}\}\.json$|^policy\/config\/(dev|prod)\.json$/,
       );
     }
+    for (const run of runs) expect(run).toMatch(/ --policy-pack policy --policy-pack-config "policy\/config\/\$STACK\.json"/);
   });
 });
