@@ -2,7 +2,7 @@
  * A fake EC2 API on 127.0.0.1 that the real @aws-sdk/client-ec2 talks to (EC2's query protocol:
  * form-encoded POST, XML answers shaped like the real API's).
  *
- *   const ec2 = await startFakeEc2({ instances: { "i-0abc": { state: "stopped" } }, spotRequests: { "sir-1": "open" } });
+ *   const ec2 = await startFakeEc2({ instances: { "i-0abc": { state: "stopped" } } });
  *   const client = ec2.client();  // an EC2Client: endpoint = the fake, static fake credentials, 1 attempt
  *   ec2.calls                     // [{ action, params }] in order (params as sent, e.g. "InstanceId.1")
  *   ec2.violations                // what the real API would refuse or the test did not allow: assert []
@@ -11,14 +11,14 @@
  *   await ec2.close()
  *
  * Actions: DescribeInstances (InstanceId.N), StartInstances (InstanceId.N), CreateTags (ResourceId.N,
- * Tag.N.Key, Tag.N.Value), CancelSpotInstanceRequests (SpotInstanceRequestId.N); for security groups
+ * Tag.N.Key, Tag.N.Value); for security groups
  * (`groups: { "sg-1": { tags, rules } }`, live in `ec2.groups`): DescribeSecurityGroups (Filter.N.Name
  * `tag:<key>`, Filter.N.Value.M), DescribeSecurityGroupRules (Filter.N.Name `group-id`,
  * Filter.N.Value.M), AuthorizeSecurityGroupIngress (GroupId, IpPermissions.N.{IpProtocol, FromPort,
  * ToPort, IpRanges.M.CidrIp, IpRanges.M.Description, Ipv6Ranges.M.CidrIpv6, Ipv6Ranges.M.Description}:
  * a rule with the same protocol, ports and range is InvalidPermission.Duplicate, as in EC2) and
  * RevokeSecurityGroupIngress (GroupId, SecurityGroupRuleId.N). Unknown ids get the real error codes
- * (InvalidInstanceID.NotFound, InvalidSpotInstanceRequestID.NotFound, InvalidGroup.NotFound,
+ * (InvalidInstanceID.NotFound, InvalidGroup.NotFound,
  * InvalidSecurityGroupRuleId.NotFound): behaviour, not a violation. An action not in `allow`
  * (default: all), another action, a parameter the action does not take, a missing
  * Version=2016-11-15 or an unsigned request: HTTP 400 with an error XML, and a violation recorded.
@@ -52,7 +52,6 @@ export interface FakeEc2 {
   calls: { action: string; params: Record<string, string> }[];
   violations: string[];
   instances: Record<string, FakeInstance>;
-  spotRequests: Record<string, string>;
   groups: Record<string, FakeGroup>;
   client(): EC2Client;
   failNext(action: string, code: string, message: string): void;
@@ -62,7 +61,6 @@ type Action =
   | "DescribeInstances"
   | "StartInstances"
   | "CreateTags"
-  | "CancelSpotInstanceRequests"
   | "DescribeSecurityGroups"
   | "DescribeSecurityGroupRules"
   | "AuthorizeSecurityGroupIngress"
@@ -74,7 +72,6 @@ const PARAMS: Record<Action, RegExp> = {
   DescribeInstances: /^InstanceId\.\d+$/,
   StartInstances: /^InstanceId\.\d+$/,
   CreateTags: /^(ResourceId\.\d+|Tag\.\d+\.(Key|Value))$/,
-  CancelSpotInstanceRequests: /^SpotInstanceRequestId\.\d+$/,
   DescribeSecurityGroups: /^Filter\.\d+\.(Name|Value\.\d+)$/,
   DescribeSecurityGroupRules: /^Filter\.\d+\.(Name|Value\.\d+)$/,
   AuthorizeSecurityGroupIngress:
@@ -98,7 +95,6 @@ const SIGV4 = /^AWS4-HMAC-SHA256 Credential=\w+\/\d{8}\/[a-z0-9-]+\/ec2\/aws4_re
 export async function startFakeEc2(
   o: {
     instances?: Record<string, FakeInstance>;
-    spotRequests?: Record<string, string>;
     groups?: Record<string, FakeGroup>;
     allow?: Action[];
   } = {},
@@ -106,7 +102,6 @@ export async function startFakeEc2(
   const calls: FakeEc2["calls"] = [];
   const violations: string[] = [];
   const instances = o.instances ?? {};
-  const spotRequests = o.spotRequests ?? {};
   const groups = o.groups ?? {};
   let ruleSerial = 0;
   const group = (id: string) => groups[id] ?? fail("InvalidGroup.NotFound", `The security group '${id}' does not exist`);
@@ -211,20 +206,13 @@ export async function startFakeEc2(
       }
       return `<return>true</return><securityGroupRuleSet>${added.join("")}</securityGroupRuleSet>`;
     }
-    if (action === "RevokeSecurityGroupIngress") {
-      const g = group(p.GroupId ?? fail("MissingParameter", "The request must contain the parameter groupId"));
-      const ids = list(p, "SecurityGroupRuleId");
-      for (const id of ids)
-        if (!g.rules?.[id]) fail("InvalidSecurityGroupRuleId.NotFound", `The security group rule ID '${id}' does not exist`);
-      for (const id of ids) delete g.rules![id];
-      return `<return>true</return>`;
-    }
-    const items = list(p, "SpotInstanceRequestId").map((id) => {
-      if (!spotRequests[id]) fail("InvalidSpotInstanceRequestID.NotFound", `The spot instance request ID '${id}' does not exist`);
-      spotRequests[id] = "cancelled";
-      return `<item><spotInstanceRequestId>${id}</spotInstanceRequestId><state>cancelled</state></item>`;
-    });
-    return `<spotInstanceRequestSet>${items.join("")}</spotInstanceRequestSet>`;
+    // RevokeSecurityGroupIngress
+    const g = group(p.GroupId ?? fail("MissingParameter", "The request must contain the parameter groupId"));
+    const ids = list(p, "SecurityGroupRuleId");
+    for (const id of ids)
+      if (!g.rules?.[id]) fail("InvalidSecurityGroupRuleId.NotFound", `The security group rule ID '${id}' does not exist`);
+    for (const id of ids) delete g.rules![id];
+    return `<return>true</return>`;
   };
 
   const server = http.createServer((req, res) => {
@@ -270,7 +258,6 @@ export async function startFakeEc2(
     calls,
     violations,
     instances,
-    spotRequests,
     groups,
     client: () => new EC2Client({ endpoint, region: "eu-central-1", maxAttempts: 1, credentials: FAKE_CREDENTIALS }),
     failNext: (action, code, message) => failures.push({ action, code, message }),
