@@ -313,12 +313,12 @@ describe("an image that cannot start the same container twice, through an idle s
 
 describe("host-bootstrap.sh installs the restore (stub systemctl, a /run/systemd/system of its own)", () => {
   let dir: string;
-  const runBootstrap = async (withSystemd: boolean) => {
+  const runBootstrap = async (withSystemd: boolean, readyTag = false) => {
     // /run as tmpfs and /etc/systemd/system as a directory of the test, in this run's mount namespace only.
     const inner =
       'set -e; d=$1; shift; mount -t tmpfs tmpfs /run; if [ "$SYSTEMD" = 1 ]; then mkdir -p /run/systemd/system; fi; ' +
       'mount --bind "$d/units" /etc/systemd/system; bash -s -- "$@"';
-    const setup = hostSetup({ sshUser: "root", gpu: false, idleMinutes: 0 });
+    const setup = hostSetup({ sshUser: "root", gpu: false, idleMinutes: 0, readyTag });
     return run("unshare", ["-m", "--propagation", "private", "bash", "-c", inner, "bootstrap", dir, ...setup.args], {
       input: scriptInput({ script: setup.script, env: setup.env, budgetSeconds: 60 }),
       env: {
@@ -378,6 +378,44 @@ describe("host-bootstrap.sh installs the restore (stub systemctl, a /run/systemd
     const again = await runBootstrap(true);
     expect(show(again)).toMatch(/^exit 0 /);
     expect(calls()).toEqual(["systemctl enable neko-restore.service", "systemctl start neko-restore.service"]);
+  });
+
+  test("EC2 with a wake link: also neko-ready.service, a oneshot after the restore at every boot, started without waiting", async () => {
+    fs.writeFileSync(path.join(dir, "calls"), "");
+    const r = await runBootstrap(true, true);
+    expect(show(r)).toMatch(/^exit 0 /);
+    expect(r.stderr).toContain("host-bootstrap: installing the ready tag at boot (for the wake link)\n");
+    const script = path.join(dir, "infra", "host-ready.sh");
+    expect(fs.readFileSync(script, "utf8").trimEnd()).toBe(fs.readFileSync(path.join(SCRIPTS, "host-ready.sh"), "utf8").trimEnd());
+    const unit = path.join(dir, "units", "neko-ready.service");
+    expect(fs.readFileSync(unit, "utf8")).toBe(
+      [
+        "[Unit]",
+        "Description=Tag this instance neko-infra:ready once neko answers after a boot",
+        "After=docker.service neko-restore.service network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        `Environment=NEKO_STATE_DIR=${dir}/infra/host`,
+        `ExecStart=/usr/bin/bash ${script}`,
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+      ].join("\n"),
+    );
+    expect(calls()).toEqual([
+      "systemctl enable neko-restore.service",
+      "systemctl start neko-restore.service",
+      "systemctl daemon-reload",
+      "systemctl enable neko-ready.service",
+      "systemctl start --no-block neko-ready.service",
+    ]);
+    const verify = await run("systemd-analyze", ["verify", unit], { timeoutMs: 30_000 });
+    expect(verify.stdout + verify.stderr).toBe("");
+    fs.rmSync(unit);
+    fs.rmSync(script);
   });
 
   test("without systemd (an ssh host with another init): the script only, and how to run it by hand", async () => {
