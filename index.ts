@@ -7,14 +7,19 @@
  * fails `pulumi preview` with every problem listed. Each component lives in components/; the logic
  * they use is in lib/; the shell that runs on machines is in scripts/.
  */
+import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { BinaryCache } from "./components/binaryCache";
+import { EC2_USER } from "./components/ec2Machine";
 import { ImageRegistry } from "./components/imageRegistry";
 import { NekoHost } from "./components/nekoHost";
 import { NixBuilder } from "./components/nixBuilder";
 import { NixImage } from "./components/nixImage";
 import { preflight } from "./components/preflight";
 import { loadSettings } from "./lib/pulumiConfig";
+import { BuilderSettings, HostSettings } from "./lib/settings";
+
+type MachineSettings = BuilderSettings | Exclude<HostSettings, { kind: "none" }>;
 
 export = async () => {
   const settings = loadSettings();
@@ -57,18 +62,43 @@ export = async () => {
           tags,
         });
 
+  // What `npm run status` asks, per machine (no secret: the SSH logins are the *Ssh outputs).
+  const region = aws.config.region ?? "";
+  const machine = (role: "host" | "builder", s: MachineSettings, address?: pulumi.Output<string>) =>
+    pulumi.output(address ?? "").apply((a) => ({
+      role,
+      kind: s.kind,
+      stackTag,
+      ...(s.kind === "ssh" ? { address: s.host, port: s.port, user: s.user } : {}),
+      ...(s.kind === "ec2" ? { address: a, port: 22, user: EC2_USER, region } : {}),
+      ...("enabled" in s ? { enabled: s.enabled } : {}),
+    }));
+  const machines = [
+    pulumi
+      .all([machine("builder", settings.builder, builder.address), cache?.uri ?? pulumi.output(undefined)])
+      .apply(([b, uri]) => (uri ? { ...b, cache: uri } : b)),
+    ...(host && settings.host.kind !== "none" ? [machine("host", settings.host, host.publicAddress)] : []),
+  ];
+  const sshLogin = (s: MachineSettings) =>
+    s.kind === "ssh"
+      ? pulumi.secret({ host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey })
+      : undefined;
+  const hostSsh = host?.sshAccess ?? (settings.host.kind === "ssh" ? sshLogin(settings.host) : undefined);
+  const builderSsh = settings.builder.kind === "ec2" ? builder.machine.connection : sshLogin(settings.builder);
+
   // Stack outputs (host ones only when there is a host). Passwords and the wake link stay secrets.
   return {
     imageRef: registry.imageRef,
     storePath: image.storePath,
+    machines,
     ...(builder.address ? { builderIp: builder.address } : {}),
-    ...(settings.builder.kind === "ec2" ? { builderSsh: builder.machine.connection } : {}),
+    ...(builderSsh ? { builderSsh } : {}),
     ...(host
       ? {
           url: host.url,
           hostIp: host.publicAddress,
           ...(host.sshCommand ? { sshCommand: host.sshCommand } : {}),
-          ...(host.sshAccess ? { hostSsh: host.sshAccess } : {}),
+          ...(hostSsh ? { hostSsh } : {}),
           ...(host.wakeLink ? { wakeLink: host.wakeLink } : {}),
           // Not secret (readable in previews: `old => new` per value); see NekoHost's ExpectedSpec.
           expected: host.expected,

@@ -10,8 +10,10 @@
  *   ec2.failNext("StartInstances", "InsufficientInstanceCapacity", "...")  // the next call gets this error
  *   await ec2.close()
  *
- * Actions: DescribeInstances (InstanceId.N), StartInstances (InstanceId.N), CreateTags (ResourceId.N,
- * Tag.N.Key, Tag.N.Value); for security groups
+ * Actions: DescribeInstances (InstanceId.N, or Filter.N.Name / Filter.N.Value.M with `tag:KEY`,
+ * `instance-state-name` and `instance-id`; answers launchTime and reason, the stateTransitionReason),
+ * StartInstances (InstanceId.N; sets launchTime), CreateTags (ResourceId.N, Tag.N.Key, Tag.N.Value);
+ * for security groups
  * (`groups: { "sg-1": { tags, rules } }`, live in `ec2.groups`): DescribeSecurityGroups (Filter.N.Name
  * `tag:<key>`, Filter.N.Value.M), DescribeSecurityGroupRules (Filter.N.Name `group-id`,
  * Filter.N.Value.M), AuthorizeSecurityGroupIngress (GroupId, IpPermissions.N.{IpProtocol, FromPort,
@@ -33,6 +35,8 @@ export interface FakeInstance {
   tags?: Record<string, string>;
   /** ISO time of the last launch (EC2: "the time that the instance was last launched"); StartInstances sets it. */
   launchTime?: string;
+  /** EC2's stateTransitionReason, e.g. "User initiated (2026-12-03 10:00:00 GMT)". */
+  reason?: string;
 }
 export interface FakeRule {
   protocol: string;
@@ -69,7 +73,7 @@ type Action =
 const FAKE_CREDENTIALS = { accessKeyId: "AKIDFAKEEC2", secretAccessKey: "fake-secret" };
 const NS = "http://ec2.amazonaws.com/doc/2016-11-15/";
 const PARAMS: Record<Action, RegExp> = {
-  DescribeInstances: /^InstanceId\.\d+$/,
+  DescribeInstances: /^(InstanceId\.\d+|Filter\.\d+\.(Name|Value\.\d+))$/,
   StartInstances: /^InstanceId\.\d+$/,
   CreateTags: /^(ResourceId\.\d+|Tag\.\d+\.(Key|Value))$/,
   DescribeSecurityGroups: /^Filter\.\d+\.(Name|Value\.\d+)$/,
@@ -125,11 +129,23 @@ export async function startFakeEc2(
     if (action === "DescribeInstances") {
       const ids = list(p, "InstanceId");
       ids.forEach(known);
-      const items = (ids.length ? ids : Object.keys(instances)).map((id) => {
-        const i = instances[id];
-        const tags = Object.entries(i.tags ?? {}).map(([k, v]) => `<item><key>${esc(k)}</key><value>${esc(v)}</value></item>`);
-        return `<item><reservationId>r-0${id.slice(2)}</reservationId><ownerId>123456789012</ownerId><groupSet/><instancesSet><item><instanceId>${id}</instanceId><instanceState>${state(i.state)}</instanceState><instanceType>${i.type ?? "g5.xlarge"}</instanceType>${i.launchTime ? `<launchTime>${esc(i.launchTime)}</launchTime>` : ""}<tagSet>${tags.join("")}</tagSet></item></instancesSet></item>`;
-      });
+      const filters: [string, string[]][] = [];
+      for (let n = 1; p[`Filter.${n}.Name`] !== undefined; n++) filters.push([p[`Filter.${n}.Name`], list(p, `Filter.${n}.Value`)]);
+      const matches = (id: string, i: FakeInstance) =>
+        filters.every(([name, values]) => {
+          if (name === "instance-id") return values.includes(id);
+          if (name === "instance-state-name") return values.includes(i.state);
+          if (name.startsWith("tag:")) return values.includes(i.tags?.[name.slice(4)] ?? "\u0000");
+          return fail("InvalidParameterValue", `The filter '${name}' is invalid`);
+        });
+      const items = (ids.length ? ids : Object.keys(instances))
+        .filter((id) => matches(id, instances[id]))
+        .map((id) => {
+          const i = instances[id];
+          const times = `${i.launchTime ? `<launchTime>${esc(i.launchTime)}</launchTime>` : ""}<reason>${esc(i.reason ?? "")}</reason>`;
+          const tags = Object.entries(i.tags ?? {}).map(([k, v]) => `<item><key>${esc(k)}</key><value>${esc(v)}</value></item>`);
+          return `<item><reservationId>r-0${id.slice(2)}</reservationId><ownerId>123456789012</ownerId><groupSet/><instancesSet><item><instanceId>${id}</instanceId><instanceState>${state(i.state)}</instanceState><instanceType>${i.type ?? "g5.xlarge"}</instanceType>${times}<tagSet>${tags.join("")}</tagSet></item></instancesSet></item>`;
+        });
       return `<reservationSet>${items.join("")}</reservationSet>`;
     }
     if (action === "StartInstances") {

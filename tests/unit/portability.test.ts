@@ -22,6 +22,7 @@ export const OPERATOR_SCRIPTS = [
   "tools/builder-toggle.sh",
   "tools/ssh.sh",
   "tools/doctor.sh",
+  "scripts/neko-status.sh",
   "tools/pulumi-offline.sh",
 ];
 
