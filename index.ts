@@ -73,12 +73,12 @@ export = async () => {
       ...(s.kind === "ec2" ? { address: a, port: 22, user: EC2_USER, region } : {}),
       ...("enabled" in s ? { enabled: s.enabled } : {}),
     }));
-  const machines = [
+  const machines = pulumi.all([
     pulumi
       .all([machine("builder", settings.builder, builder.address), cache?.uri ?? pulumi.output(undefined)])
       .apply(([b, uri]) => (uri ? { ...b, cache: uri } : b)),
     ...(host && settings.host.kind !== "none" ? [machine("host", settings.host, host.publicAddress)] : []),
-  ];
+  ]);
   const sshLogin = (s: MachineSettings) =>
     s.kind === "ssh"
       ? pulumi.secret({ host: s.host, port: s.port, user: s.user, privateKey: s.privateKey, hostKey: s.hostKey })

@@ -25,9 +25,17 @@ const SECRET_NAME = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|ICESERVERS/;
 
 /** @param {Finding} f */
 function format(f) {
-  const line = `${f.status.padEnd(7)} ${f.what}: ${f.detail}${f.fix ? ` -- fix: ${f.fix}` : ""}`.replace(/[\r\n\t]+/g, " ");
+  const flat = (/** @type {string} */ t) => t.replace(/[\r\n\t]+/g, " ");
+  const head = flat(`${f.status.padEnd(7)} ${f.what}: ${f.detail}`);
+  const fix = f.fix ? flat(` -- fix: ${f.fix}`) : "";
+  // The fix is what the line is for: the detail gives way first.
+  const room = Math.max(LINE_MAX - fix.length, 60);
+  const line = (head.length > room ? `${head.slice(0, room - 3)}...` : head) + fix;
   return line.length > LINE_MAX ? `${line.slice(0, LINE_MAX - 3)}...` : line;
 }
+
+/** An image ID as docker shows it (sha256: and 12 hex digits); a REPO@sha256:... reference stays whole. @param {string} id */
+const shortId = (id) => (/^sha256:[0-9a-f]{64}$/.test(id) ? id.slice(0, 19) : id);
 
 /** @param {Finding[]} findings */
 function exitCode(findings) {
@@ -156,13 +164,14 @@ function hostFindings(a) {
   const state = (one("container") ?? "absent").split(" ");
   const deployed = deploy("image") || "(not recorded)";
   if (state[0] === "absent") {
-    add("DRIFT", "neko", `no container named neko (removed by hand?); the last deploy ran ${deployed}`, redeploy);
+    add("DRIFT", "neko", `no container named neko (removed by hand?); the last deploy ran ${shortId(deployed)}`, redeploy);
   } else if (state[0] !== "running") {
     add(
       "DRIFT",
       "neko",
       `${state[0]} (exit code ${state[1]}) at ${when(state[3], now)}; it ran since ${when(state[2], now)}`,
-      `${shell}sudo bash /var/lib/neko-infra/neko-restore.sh (creates it afresh from its spec), or ${redeploy}`,
+      // neko is never started twice: the restore creates it afresh from its recorded spec.
+      m.kind === "local" ? "bash scripts/neko-restore.sh" : `${shell}sudo bash /var/lib/neko-infra/neko-restore.sh`,
     );
   } else {
     const image = one("container-image") ?? "";
@@ -170,7 +179,7 @@ function hostFindings(a) {
       add(
         "DRIFT",
         "neko",
-        `runs image ${image}, not ${deploy("image")} that the last deploy ran (another image under the name neko)`,
+        `runs image ${shortId(image)}, not ${shortId(deploy("image"))} that the last deploy ran (another image under the name neko)`,
         redeploy,
       );
     } else if (one("container-spec") !== one("current")) {
@@ -182,7 +191,7 @@ function hostFindings(a) {
       );
     }
     const health = (one("health") ?? "none").split(" ");
-    if (health[0] === "200") add("OK", "neko", `running since ${when(state[2], now)}, ${image}, /health 200 at ${health[1]}`);
+    if (health[0] === "200") add("OK", "neko", `running since ${when(state[2], now)}, ${shortId(image)}, /health 200 at ${health[1]}`);
     else if (health[0] === "none") add("DRIFT", "neko", "its HTTP port is not published (or no spec says which it is)", redeploy);
     else
       add(
@@ -192,7 +201,7 @@ function hostFindings(a) {
         `${shell}docker logs --tail 50 neko, then ${redeploy}`,
       );
     const tag = one("container-stack");
-    if (m.stackTag && tag !== undefined && tag !== m.stackTag)
+    if (m.stackTag && tag && tag !== m.stackTag)
       add("DRIFT", "neko", `labelled for stack '${tag}', not ${m.stackTag}`, `remove it by hand, then ${redeploy}`);
   }
   for (const left of facts.leftover ?? []) add("DRIFT", "neko", `${left} was left by an interrupted rollout`, redeploy);

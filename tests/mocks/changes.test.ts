@@ -190,7 +190,7 @@ describe("other kinds", () => {
     expect(run.byName("host-neko").inputs.delete).toBe("docker rm -f neko neko-candidate neko-previous >/dev/null 2>&1 || true");
     expect(run.outputs.imageRef).toMatch(/^10\.231\.7\.1:5000\/neko@sha256:[0-9a-f]{64}$/);
     expect(run.outputs.url).toBe("http://localhost:8080/");
-    expect(run.secretOutputs.sort()).toEqual(["adminPassword", "userPassword"]);
+    expect(run.secretOutputs.sort()).toEqual(["adminPassword", "builderSsh", "userPassword"]);
   });
 
   test("a local flake is shipped again only when its content changes", async () => {

@@ -22,6 +22,7 @@ const HOST = {
 } as const;
 const IMAGE = `sha256:${"a".repeat(64)}`;
 const OTHER = `sha256:${"b".repeat(64)}`;
+const short = (id: string) => id.slice(0, 19); // as docker shows an image ID
 const REF = `registry.example/neko@sha256:${"c".repeat(64)}`;
 const SPEC = "d".repeat(64);
 const NOW = Date.parse("2026-12-03T12:00:00Z") / 1000;
@@ -68,7 +69,9 @@ describe("the host's findings", () => {
     expect(drifts(f)).toEqual([]);
     expect(report.exitCode(f)).toBe(0);
     const lines = f.map(report.format);
-    expect(lines).toContain(`OK      host neko: running since 2026-12-03 10:00Z (2h 0m ago), ${IMAGE}, /health 200 at 127.0.0.1:8080`);
+    expect(lines).toContain(
+      `OK      host neko: running since 2026-12-03 10:00Z (2h 0m ago), ${short(IMAGE)}, /health 200 at 127.0.0.1:8080`,
+    );
     expect(lines).toContain("INFO    host connected: 2 user(s), 1 admin(s)");
     expect(lines).toContain("OK      host spec: the deployed spec is the one the stack expects");
     expect(lines.find((l) => l.startsWith("INFO    host screenshot:"))).toContain(
@@ -88,7 +91,7 @@ describe("the host's findings", () => {
       }),
     );
     expect(drifts(f)).toEqual([
-      `DRIFT   host neko: no container named neko (removed by hand?); the last deploy ran ${IMAGE} -- fix: npm run up -- dev --target-replace 'urn:pulumi:dev::neko-infra::neko-infra:host:NekoHost$command:remote:Command::host-neko'`,
+      `DRIFT   host neko: no container named neko (removed by hand?); the last deploy ran ${short(IMAGE)} -- fix: npm run up -- dev --target-replace 'urn:pulumi:dev::neko-infra::neko-infra:host:NekoHost$command:remote:Command::host-neko'`,
     ]);
     expect(report.exitCode(f)).toBe(1);
   });
@@ -96,7 +99,7 @@ describe("the host's findings", () => {
   test("another image under the name neko, without the rollout's label", () => {
     const f = judge(healthy({ "container-image": OTHER, "container-spec": "" }));
     expect(drifts(f)).toHaveLength(1);
-    expect(drifts(f)[0]).toContain(`runs image ${OTHER}, not ${IMAGE} that the last deploy ran`);
+    expect(drifts(f)[0]).toContain(`runs image ${short(OTHER)}, not ${short(IMAGE)} that the last deploy ran`);
   });
 
   test("the same image, not made by the rollout (no spec label)", () => {
@@ -218,6 +221,11 @@ describe("lines and digests", () => {
     const line = report.format({ status: "DRIFT", what: "host neko", detail: "x".repeat(1000) + "\nsecond", fix: "y" });
     expect(line).toHaveLength(300);
     expect(line).not.toContain("\n");
+    // A long detail gives way to the fix, which stays whole.
+    const fix = `npm run up -- dev --target-replace '${report.rolloutUrn("dev", HOST)}'`;
+    const long = report.format({ status: "DRIFT", what: "host neko", detail: "z".repeat(400), fix });
+    expect(long).toHaveLength(300);
+    expect(long.endsWith(`... -- fix: ${fix}`)).toBe(true);
   });
 
   test("the shown digest leaves out empty values and secret-like names, whatever their order", () => {
