@@ -424,7 +424,15 @@ describe("neko-rollout.sh", () => {
       `image ${ids.v1}`,
       "",
     ]);
-    expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current"]);
+    expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current", "deployed"]);
+    // What `npm run status` reads: the last deploy (no secret in it).
+    const deployed = fs.readFileSync(path.join(specDir(), "deployed"), "utf8");
+    expect(deployed).toMatch(
+      new RegExp(
+        `^time \\d+\noutcome started\nref ${reEscape(refs.v1)}\nimage ${ids.v1}\nspec ${spec}\nshown [0-9a-f]{64}\nscreenshot \\S+\n$`,
+      ),
+    );
+    for (const s of SECRETS()) expect(deployed).not.toContain(s);
     // The registry login was for this pull only.
     const cfg = path.join(dk.DOCKER_CONFIG, "config.json");
     expect(fs.existsSync(cfg) ? fs.readFileSync(cfg, "utf8") : "").not.toContain(reg.REGISTRY_ADDR);
@@ -834,7 +842,7 @@ describe("neko-rollout.sh", () => {
       expect(await containerNames()).toEqual(["neko"]);
       // Only the spec that runs is kept.
       const spec = (await inspect("neko")).Config.Labels["neko-infra.spec"];
-      expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current"]);
+      expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current", "deployed"]);
       handoff.restartCrash = "done";
     });
 
