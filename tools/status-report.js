@@ -191,7 +191,10 @@ function hostFindings(a) {
       );
     }
     const health = (one("health") ?? "none").split(" ");
-    if (health[0] === "200") add("OK", "neko", `running since ${when(state[2], now)}, ${shortId(image)}, /health 200 at ${health[1]}`);
+    // Not OK when it is not the deployed container: said, as what runs.
+    const drifted = out.some((f) => f.status === "DRIFT" && f.what === "host neko");
+    if (health[0] === "200")
+      add(drifted ? "INFO" : "OK", "neko", `running since ${when(state[2], now)}, ${shortId(image)}, /health 200 at ${health[1]}`);
     else if (health[0] === "none") add("DRIFT", "neko", "its HTTP port is not published (or no spec says which it is)", redeploy);
     else
       add(

@@ -300,9 +300,15 @@ describe("npm run status against a deployed host and a sleeping builder", () => 
     ]);
   });
 
-  test("a local host: this machine's Docker, asked here", async () => {
+  test("a local host: this machine's Docker, asked here, under a Mac's bash 3.2 and tools", async () => {
     writeOutputs({ imageRef: images.v1, host: { role: "host", kind: "local", stackTag: STACK_TAG } });
-    const r = await status({ DOCKER_HOST: h.DOCKER_HOST, NEKO_STATE_DIR: path.join(state, "varlib", "neko-infra", "host") });
+    const macPath = ok(await run(path.join(HARNESS, "bsd-path.sh"), [path.join(dir, "mac")], { timeoutMs: 30_000 }), "bsd-path.sh").trim();
+    // The host's state directory as this machine sees it (the host's /var/lib is its STATE_DIR/varlib).
+    const r = await status({
+      PATH: `${stubDir}:${macPath}`,
+      DOCKER_HOST: h.DOCKER_HOST,
+      NEKO_STATE_DIR: path.join(state, "varlib", "neko-infra", "host"),
+    });
     expect({ code: r.code, drifts: drifts(r) }).toEqual({ code: 0, drifts: [] });
     expect(lines(r)).toContainEqual(
       expect.stringMatching(

@@ -100,6 +100,11 @@ describe("the host's findings", () => {
     const f = judge(healthy({ "container-image": OTHER, "container-spec": "" }));
     expect(drifts(f)).toHaveLength(1);
     expect(drifts(f)[0]).toContain(`runs image ${short(OTHER)}, not ${short(IMAGE)} that the last deploy ran`);
+    // What runs is said, not called OK.
+    expect(f.filter((x) => x.status === "OK").map((x) => x.what)).toEqual(["host image", "host spec"]);
+    expect(f.map(report.format)).toContainEqual(
+      expect.stringMatching(/^INFO {4}host neko: running since .*, \/health 200 at 127\.0\.0\.1:8080$/),
+    );
   });
 
   test("the same image, not made by the rollout (no spec label)", () => {
