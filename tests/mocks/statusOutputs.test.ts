@@ -7,6 +7,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { EIP, runStack, stackConfig } from "../support/stack";
+import { rolloutUrn } from "../../tools/status-report";
 
 const KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n";
 const HOSTKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9nDl2ZH6Tz5R5bLPMbUE6EaF7HFGWU2mmKDzHgDm4G";
@@ -30,6 +31,8 @@ test("an ec2 stack: both machines by region and stack tag, the builder's cache; 
   expect(run.secretOutputs).toEqual(expect.arrayContaining(["builderSsh", "hostSsh"]));
   expect(run.secretOutputs).not.toContain("machines");
   expect(JSON.stringify(run.outputs.machines)).not.toContain("PRIVATE KEY");
+  // The fix status gives for a neko container that drifted replaces exactly the rollout step.
+  expect(rolloutUrn("dev", { role: "host", kind: "ec2" })).toBe(run.byName("host-neko").urn);
 });
 
 test("an ssh builder and host: their configured logins become the secret *Ssh outputs; a local machine has none", async () => {
@@ -72,4 +75,7 @@ test("an ssh builder and host: their configured logins become the secret *Ssh ou
   ]);
   expect(local.outputs.hostSsh).toBeUndefined();
   expect(local.outputs.builderSsh).toBeUndefined();
+  expect(rolloutUrn(local.byName("host-neko").urn.split("::")[0].slice("urn:pulumi:".length), { role: "host", kind: "local" })).toBe(
+    local.byName("host-neko").urn,
+  );
 });
