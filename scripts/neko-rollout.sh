@@ -17,7 +17,8 @@
 # recorded in SPEC_DIR/NAME-specs/ (HASH.args: what follows `docker run --detach --name NAME
 # --env-file HASH.env`, one `arg WORD` a line, then `image ID`; HASH.env: the environment, secrets
 # included, 0600 in a 0700 directory, never printed; `current`: the HASH of the last neko that
-# answered /health), and a rollback creates the previous neko afresh from its spec.
+# answered /health; `deployed`: the last deploy, for `npm run status`, no secret), and a rollback
+# creates the previous neko afresh from its spec.
 # scripts/neko-restore.sh reads the same files at boot and after each Docker restart. A restart
 # check that fails is a loud warning only (the image is rolled out: nothing here depends on
 # restarts), unless NEKO_REQUIRE_RESTART=1 or NEKO_RUN_ARGS asks Docker to restart the container

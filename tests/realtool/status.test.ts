@@ -18,7 +18,7 @@ import * as path from "path";
 import { scriptCommand } from "../../lib/shell";
 import { FakeEc2, startFakeEc2 } from "../support/fakeEc2";
 import { fixtureCopy, HARNESS, ok, readEnvFile, REPO, requireTools, Result, run, show } from "./support";
-import { shownDigest } from "../../tools/status-report";
+import { builderFindings, format, parseFacts, shownDigest } from "../../tools/status-report";
 
 jest.setTimeout(180_000);
 
@@ -343,6 +343,19 @@ describe("npm run status against a deployed host and a sleeping builder", () => 
     } finally {
       silent.close();
     }
+  });
+
+  test("a builder's side (this machine's Nix): its version and store, judged OK", async () => {
+    const r = await run("bash", [path.join(REPO, "scripts", "neko-status.sh"), "builder"], { timeoutMs: 30_000 });
+    const facts = parseFacts(ok(r, "neko-status.sh builder"));
+    const nix = ok(await run("nix", ["--version"], { timeoutMs: 10_000 }), "nix --version").trim();
+    expect(facts.nix).toEqual([nix]);
+    expect(facts["store-paths"]?.[0]).toMatch(/^[1-9]\d*$/);
+    expect(facts["store-free-kb"]?.[0]).toMatch(/^\d+$/);
+    const lines = builderFindings({ stack: STACK, machine: { role: "builder", kind: "local" }, facts }).map(format);
+    expect(lines[0]).toMatch(new RegExp(`^OK {6}builder nix: ${nix.replace(/[().]/g, "\\$&")}, store: \\d+ paths, [\\d.]+ GiB free$`));
+    const usage = await run("bash", [path.join(REPO, "scripts", "neko-status.sh"), "nas"], { timeoutMs: 10_000 });
+    expect({ code: usage.code, stderr: usage.stderr }).toEqual({ code: 2, stderr: "usage: neko-status.sh host [NAME] | builder\n" });
   });
 
   test("no machines output, or no stack: exit 2 with the cause", async () => {
