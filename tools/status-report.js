@@ -243,11 +243,13 @@ function hostFindings(a) {
   const shot = one("screenshot");
   if (shot) {
     const [file, bytes, t] = shot.split(" ");
-    add("INFO", "screenshot", `${file} (${bytes} bytes, ${when(Number(t), now)}); copy: ${shell}cat ${file} > ${stack}-screenshot.jpg`);
+    const copy = m.kind === "local" ? "" : `; copy: ${shell}cat ${file} > ${stack}-screenshot.jpg`;
+    add("INFO", "screenshot", `${file} (${bytes} bytes, ${when(Number(t), now)})${copy}`);
   } else if (facts["screenshot-missing"]) {
     add("INFO", "screenshot", `none at ${one("screenshot-missing")}`);
   }
-  idleFinding(facts, now, (s, d) => add(s, "idle stop", d));
+  // This machine (local) has no idle stop of neko-infra's.
+  if (m.kind !== "local") idleFinding(facts, now, (s, d) => add(s, "idle stop", d));
   return out;
 }
 
@@ -310,7 +312,8 @@ function builderFindings(a) {
     add("OK", "nix", `${nix}${store}`);
   }
   if (m.cache) add("INFO", "cache", `binary cache ${m.cache} (outlives the builder)`);
-  idleFinding(facts, now, (s, d) => add(s, "idle stop", d));
+  // This machine (local) has no idle stop of neko-infra's.
+  if (m.kind !== "local") idleFinding(facts, now, (s, d) => add(s, "idle stop", d));
   return out;
 }
 

@@ -161,7 +161,10 @@ describe("the host's findings", () => {
     expect(drifts(f)[0]).toContain(
       "npm run up -- local --target-replace 'urn:pulumi:local::neko-infra::neko-infra:host:NekoHost$command:local:Command::host-neko'",
     );
-    expect(f.map(report.format).find((l) => l.includes("screenshot"))).toContain("copy: cat /var/lib");
+    expect(f.map(report.format).find((l) => l.includes("screenshot"))).toMatch(
+      /^INFO {4}host screenshot: \/var\/lib\S+ \(4521 bytes, [^)]*\)\)$/,
+    );
+    expect(f.find((x) => x.what === "host idle stop")).toBeUndefined();
   });
 });
 
