@@ -108,7 +108,12 @@ async function ask(m, access, tmp) {
 /** This stack's instances of a role (not terminated). @param {report.MachineOut} m */
 async function describe(m) {
   const sdk = require("@aws-sdk/client-ec2");
-  const client = new sdk.EC2Client({ region: m.region || undefined, maxAttempts: 2 });
+  // Bounded: an unanswering endpoint is a finding, not a hang.
+  const client = new sdk.EC2Client({
+    region: m.region || undefined,
+    maxAttempts: 2,
+    requestHandler: { connectionTimeout: 5000, requestTimeout: 15000 },
+  });
   const Filters = [
     { Name: "tag:neko-infra:stack", Values: [m.stackTag ?? ""] },
     { Name: "tag:neko-infra:role", Values: [m.role] },
@@ -177,6 +182,13 @@ async function main() {
     giveUp(`stack ${stack} has no machines output (deployed before npm run status existed): run npm run up -- ${stack} once`);
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "neko-status-"));
+  // The SSH keys in it go with it, also on Ctrl-C.
+  for (const signal of /** @type {const} */ (["SIGINT", "SIGTERM"])) {
+    process.on(signal, () => {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      process.exit(130);
+    });
+  }
   /** @type {report.Finding[]} */
   const findings = [];
   try {
