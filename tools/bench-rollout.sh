@@ -72,7 +72,7 @@ http_port=$((port + 1))
 while curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$http_port/" || [[ $? != 7 ]]; do http_port=$((http_port + 1)); done
 url=http://127.0.0.1:$http_port/health
 publish="127.0.0.1:$http_port:$http_port/tcp"
-run_args=$'--shm-size=64m\n--hostname=neko\n--restart=unless-stopped'
+run_args=$'--shm-size=64m\n--hostname=neko\n--restart=no'
 env_lines="NEKO_SERVER_BIND=:$http_port"
 
 # neko-rollout.sh as the Command runs it: `bash -s -- REF`, export lines then the script on stdin.
