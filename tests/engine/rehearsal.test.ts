@@ -146,8 +146,11 @@ function startPeer() {
 function secretValues(): string[] {
   const plain = JSON.parse(must(p.pulumi(["stack", "output", "--json"]), "stack output").stdout);
   const all = JSON.parse(must(p.pulumi(["stack", "output", "--json", "--show-secrets"]), "stack output --show-secrets").stdout);
+  // A login output (hostSsh, builderSsh) is secret for its key; its address, port, user and the
+  // host's public key are not (they are in the plain outputs and the previews by design).
+  const PUBLIC = new Set(["host", "port", "user", "hostKey"]);
   const leaves = (v: unknown): string[] =>
-    typeof v === "string" ? [v] : v && typeof v === "object" ? Object.values(v).flatMap(leaves) : [];
+    typeof v === "string" ? [v] : v && typeof v === "object" ? Object.entries(v).flatMap(([k, x]) => (PUBLIC.has(k) ? [] : leaves(x))) : [];
   const fromOutputs = Object.keys(all)
     .filter((k) => JSON.stringify(plain[k]).includes("[secret]"))
     .flatMap((k) => leaves(all[k]));

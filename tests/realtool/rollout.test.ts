@@ -424,7 +424,7 @@ describe("neko-rollout.sh", () => {
       `image ${ids.v1}`,
       "",
     ]);
-    expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current", "deployed"]);
+    expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current", "deployed"].sort());
     // What `npm run status` reads: the last deploy (no secret in it).
     const deployed = fs.readFileSync(path.join(specDir(), "deployed"), "utf8");
     expect(deployed).toMatch(
@@ -842,7 +842,7 @@ describe("neko-rollout.sh", () => {
       expect(await containerNames()).toEqual(["neko"]);
       // Only the spec that runs is kept.
       const spec = (await inspect("neko")).Config.Labels["neko-infra.spec"];
-      expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current", "deployed"]);
+      expect(fs.readdirSync(specDir()).sort()).toEqual([`${spec}.args`, `${spec}.env`, "current", "deployed"].sort());
       handoff.restartCrash = "done";
     });
 
