@@ -34,7 +34,8 @@ export interface CostLine {
 
 export interface Estimate {
   region: string;
-  prices: RegionPrices;
+  /** Undefined when nothing runs on AWS (ssh and local machines, no ECR). */
+  prices?: RegionPrices;
   lines: CostLine[];
   idle: number;
   inUse: number;
@@ -47,6 +48,8 @@ const usd = (n: number) => `$${n.toFixed(Math.max(2, (String(n).split(".")[1] ??
 const round = (n: number) => Math.round(n * 100) / 100;
 
 export function estimate(s: Settings, region: string, usage: Usage = DEFAULT_USAGE): Estimate {
+  const onAws = s.builder.kind === "ec2" || s.host.kind === "ec2" || s.registry.kind === "ecr";
+  if (!onAws) return { region, lines: [], idle: 0, inUse: 0 };
   const p = PRICES[region];
   if (!p)
     throw new CostError(`no prices for region ${region} in lib/prices.ts (known: ${Object.keys(PRICES).join(", ")}); add its table there`);
@@ -105,6 +108,7 @@ export function estimate(s: Settings, region: string, usage: Usage = DEFAULT_USA
 
 /** The estimate as a Markdown table (what the README holds), with a line saying what it assumes. */
 export function costTable(stack: string, e: Estimate, usage: Usage = DEFAULT_USAGE): string {
+  if (!e.prices) return `${stack}: nothing runs on AWS (its machines are ssh or local, its registry not ECR): $0.00 a month.`;
   const money = (n: number) => `$${n.toFixed(2)}`;
   const rows = [
     "| item | basis | idle / month | in use / month |",

@@ -44,7 +44,8 @@ function stackConfig(stack) {
   for (const [key, value] of Object.entries(doc.config ?? {})) {
     let v = plain(value);
     // Example addresses do not change a price.
-    if (key === "neko-infra:builder" || key === "neko-infra:host") v = { ...v, allowDocumentationRanges: true };
+    const ec2 = v && typeof v === "object" && (v.kind === undefined || v.kind === "ec2"); // ec2 is the default kind
+    if ((key === "neko-infra:builder" || key === "neko-infra:host") && ec2) v = { ...v, allowDocumentationRanges: true };
     config[key] = typeof v === "string" ? v : JSON.stringify(v);
   }
   return { config, region: String(doc.config?.["aws:region"] ?? "us-east-1") };

@@ -56,7 +56,7 @@ test("a machine that never stops (idleMinutes 0) bills the whole month, idle too
 
 test("machines that are not EC2 cost nothing here, a registry that is not ECR neither", () => {
   const e = estimate(settings({ kind: "local" }, { kind: "local" }, { kind: "docker" }), "eu-central-1");
-  expect(e).toMatchObject({ lines: [], idle: 0, inUse: 0 });
+  expect(e).toEqual({ region: "eu-central-1", lines: [], idle: 0, inUse: 0 }); // no price table needed
 });
 
 test("a region or instance type the price table lacks is refused, naming what to add and where", () => {
@@ -97,6 +97,10 @@ test("the command: a table per stack; a missing stack file and a bad flag are er
   expect(execFileSync(process.execPath, [path.join(ROOT, "tools", "cost.js"), "prod"], { encoding: "utf8" })).toContain(
     "| **prod total** |",
   );
+  // the local stack (no cloud machines): nothing to pay AWS
+  const local = cost("local");
+  expect([local.status, local.stderr]).toEqual([0, ""]);
+  expect(local.stdout.trim()).toBe("local: nothing runs on AWS (its machines are ssh or local, its registry not ECR): $0.00 a month.");
   const missing = cost("nosuchstack");
   expect([missing.status, missing.stderr.trim()]).toEqual([1, "cost: no Pulumi.nosuchstack.yaml here: the stack's settings live there"]);
   expect(cost("--json").status).toBe(2);
