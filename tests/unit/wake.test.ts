@@ -214,12 +214,12 @@ describe("wakeEc2", () => {
   });
 
   test("an instance still stopping when the wake's time is up: named, not started", async () => {
-    // Asked again every `pause` until `until`; how often in 15 ms depends on the machine's load,
-    // so the fake may be asked up to 10 times, and must have been asked at least twice.
-    const ec2 = fakeEc2(Array.from({ length: 10 }, () => describe_("stopping")));
-    const o = { ...opts(15), pause: 5 };
+    // Asked again every `pause` until `until`; how often in 60 ms depends on the machine's load,
+    // so the fake may be asked up to 30 times, and must have been asked at least twice.
+    const ec2 = fakeEc2(Array.from({ length: 30 }, () => describe_("stopping")));
+    const o = { ...opts(60), pause: 10 };
     await expect(wakeEc2(ec2.client, sdk, o)).rejects.toThrow("instance i-00 is still stopping");
-    expect(ec2.left().length).toBeLessThanOrEqual(8);
+    expect(ec2.left().length).toBeLessThanOrEqual(28);
     expect(ec2.left().every((c) => c === "DescribeInstancesCommand")).toBe(true);
   });
 
