@@ -40,7 +40,9 @@ export async function preflight(s: Settings): Promise<void> {
         return undefined;
       });
   }
-  const running = await othersRunning(`${pulumi.getProject()}/${pulumi.getStack()}`, vcpus);
+  // Listing the account's instances only matters for a quota that could be read.
+  const anyQuota = Object.values(quotas).some((q) => q !== undefined);
+  const running = anyQuota ? await othersRunning(`${pulumi.getProject()}/${pulumi.getStack()}`, vcpus) : undefined;
   const problems = preflightProblems(needs, { region, defaultVpc, vcpus, quotas, running });
   if (problems.length)
     throw new pulumi.RunError(new SettingsError(problems).message.replace("invalid stack configuration", "preflight failed"));
@@ -60,14 +62,13 @@ async function othersRunning(stackTag: string, vcpus: Record<string, number>): P
       pulumi.log.warn(`preflight: ${ids.length} instances run in this account; the vCPUs they use are not counted against the quotas`);
       return undefined;
     }
-    const types: string[] = [];
-    for (const id of ids) {
-      const i = await aws.ec2.getInstance({ instanceId: id });
-      if (i.tags?.["neko-infra:stack"] !== stackTag) types.push(i.instanceType);
-    }
-    for (const t of new Set(types)) {
-      if (!(t in vcpus) && quotaOf(t)) vcpus[t] = (await aws.ec2.getInstanceType({ instanceType: t })).defaultVcpus;
-    }
+    // Asked all at once: this runs before every preview, and one by one it would add a round trip
+    // to AWS per instance.
+    const instances = await Promise.all(ids.map((id) => aws.ec2.getInstance({ instanceId: id })));
+    const types = instances.filter((i) => i.tags?.["neko-infra:stack"] !== stackTag).map((i) => i.instanceType);
+    const unknown = [...new Set(types)].filter((t) => !(t in vcpus) && quotaOf(t));
+    const counts = await Promise.all(unknown.map((t) => aws.ec2.getInstanceType({ instanceType: t })));
+    unknown.forEach((t, n) => (vcpus[t] = counts[n].defaultVcpus));
     return runningByQuota(types, vcpus);
   } catch (e) {
     pulumi.log.warn(
