@@ -198,6 +198,7 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
           profileVolumeId: volumeId,
           idleMinutes: s.idleMinutes,
           readyTag,
+          imdsGuard: true,
         }),
       ),
       asRoot: true,

@@ -5,7 +5,7 @@
  * short-lived IP certificates); Caddy renews it itself. A wiring function, not a component.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { caddyfile, TLS_IMAGE } from "../lib/caddy";
+import { caddyfile, TLS_IMAGE, TLS_USER } from "../lib/caddy";
 import { TlsSettings } from "../lib/settings";
 import { HostMachine } from "./hostMachine";
 import { runStep } from "./runScript";
@@ -34,6 +34,7 @@ export function tlsFront(name: string, parent: pulumi.Resource, host: HostMachin
       privateRoot: a.tls.acmeRootCert !== undefined,
       nekoPort: a.nekoPort,
     }),
+    TLS_USER,
     ...(a.tls.acmeRootCert ? { TLS_ROOT_CERT: a.tls.acmeRootCert } : {}),
     ...(a.tls.domain ? { TLS_EXPECT_ADDRESS: address } : {}),
   }));

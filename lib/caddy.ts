@@ -16,6 +16,15 @@ import { isIpAddress } from "./addresses";
  */
 export const TLS_IMAGE = "public.ecr.aws/docker/library/caddy:2.11";
 
+/**
+ * The user Caddy runs as (uid:gid, no name needed): not root, so scripts/imds-guard.sh can keep it
+ * from the instance metadata service while it shares the host's network. The official image gives
+ * /usr/bin/caddy `cap_net_bind_service` as a file capability (caddy-docker's Dockerfile: setcap),
+ * so it still binds 80 and 443.
+ */
+export const TLS_UID = 10080;
+export const TLS_USER = `${TLS_UID}:${TLS_UID}`;
+
 /** Where the front's container keeps its certificates: coturn reads them from the same place. */
 export const TLS_DATA_DIR = "/data";
 /** Where a private ACME server's root certificate is mounted in the front's container. */
@@ -45,6 +54,8 @@ export function caddyfile(o: CaddyOptions): string {
     "{",
     `\tstorage file_system ${TLS_DATA_DIR}`,
     "\tadmin off",
+    // Caddy would save its configuration to /config, which its user may not write (and need not).
+    "\tpersist_config off",
     // Never touch a trust store (Caddy would install its internal CA's root as root).
     "\tskip_install_trust",
     // Browsers send no SNI to an IP address; Caddy then looks for a certificate for the address

@@ -4,7 +4,16 @@
  * with the program (the scripts, the idle stop, Nix's max-jobs) lives here and not in user-data,
  * so a change runs the setup step again on the running machine instead of restarting it.
  */
+import { TLS_UID } from "./caddy";
 import { readScript, ScriptName } from "./shell";
+import { TURN_PROC_UID } from "./turn";
+
+/**
+ * The uids whose packets to the instance metadata service an EC2 host rejects
+ * (scripts/imds-guard.sh): the host-network containers', Caddy and turnserver (after it drops
+ * root). neko runs bridged, where the hop limit of 1 already keeps it from IMDSv2.
+ */
+export const IMDS_GUARD_UIDS = [TLS_UID, TURN_PROC_UID];
 
 export interface SetupRun {
   script: ScriptName;
@@ -35,6 +44,8 @@ export interface HostSetupArgs {
   idleMinutes: number;
   /** Install scripts/host-ready.sh (EC2 hosts with a wake link): the instance tags itself ready. */
   readyTag?: boolean;
+  /** Install scripts/imds-guard.sh (EC2 hosts): IMDS_GUARD_UIDS may not reach the metadata service. */
+  imdsGuard?: boolean;
 }
 
 export function hostSetup(o: HostSetupArgs): SetupRun {
@@ -46,6 +57,7 @@ export function hostSetup(o: HostSetupArgs): SetupRun {
       ...idleEnv("host", o.idleMinutes),
       NEKO_RESTORE_SCRIPT: readScript("neko-restore.sh"),
       ...(o.readyTag ? { NEKO_READY_SCRIPT: readScript("host-ready.sh") } : {}),
+      ...(o.imdsGuard ? { NEKO_IMDS_GUARD_SCRIPT: readScript("imds-guard.sh"), IMDS_GUARD_UIDS: IMDS_GUARD_UIDS.join(" ") } : {}),
     },
   };
 }

@@ -26,7 +26,8 @@ export type ScriptName =
   | "builder-idle-stop.sh"
   | "host-idle-stop.sh"
   | "neko-restore.sh"
-  | "host-ready.sh";
+  | "host-ready.sh"
+  | "imds-guard.sh";
 
 type Library = "setup-lib.sh" | "neko-check-lib.sh";
 

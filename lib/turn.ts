@@ -26,6 +26,8 @@ export const TURN_CERT_DIR = "/run/neko-turn";
 /** The unprivileged user and group turnserver drops to (both exist in the official image). */
 export const TURN_PROC_USER = "nobody";
 export const TURN_PROC_GROUP = "nogroup";
+/** nobody's uid (the official image's and the stand-in's /etc/passwd): what the host's metadata guard rejects. */
+export const TURN_PROC_UID = 65534;
 
 /** Not reachable from the internet, or not meant to be relayed to: coturn's `a-b` range syntax. */
 export const DENIED_PEER_RANGES = [

@@ -16,6 +16,8 @@
 # Env:   IDLE_STOP_SCRIPT  the text of host-idle-stop.sh (with IDLE_MINUTES > 0)
 #        NEKO_RESTORE_SCRIPT  the text of neko-restore.sh (unset: no restore is installed)
 #        NEKO_READY_SCRIPT the text of host-ready.sh (EC2 hosts with a wake link: the ready tag)
+#        NEKO_IMDS_GUARD_SCRIPT  the text of imds-guard.sh (EC2 hosts), with IMDS_GUARD_UIDS: the
+#                          uids (space-separated) that may not reach the instance metadata service
 #        NEKO_INFRA_DIR    the host's directory (default /var/lib/neko-infra): host/ (state the
 #                          deploy and the idle check share) and profile/ (the mounted volume)
 #        NEKO_INFRA_MARKER see setup-lib.sh
@@ -137,6 +139,31 @@ ready_unit() {
   systemctl start --no-block neko-ready.service
 }
 ready_unit
+
+# EC2 hosts: the host-network containers (Caddy, coturn) may not read user-data or the role's
+# credentials (scripts/imds-guard.sh). Applied now, and at every boot before Docker starts them;
+# Docker does not start without it (fail closed: a guard that failed would leave them exposed).
+guard_unit() {
+  local unit=/etc/systemd/system/neko-imds-guard.service script=$base/imds-guard.sh changed=0
+  [[ -n ${NEKO_IMDS_GUARD_SCRIPT:-} ]] || return 0
+  [[ ${IMDS_GUARD_UIDS:-} =~ ^[0-9]+( [0-9]+)*$ ]] || { echo "$SETUP_NAME: IMDS_GUARD_UIDS must be uids separated by spaces, not '${IMDS_GUARD_UIDS:-}'" >&2; exit 2; }
+  if ! command -v iptables >/dev/null 2>&1; then
+    step "installing iptables"
+    dnf install -y -q iptables-nft
+  fi
+  step "keeping uids $IMDS_GUARD_UIDS (Caddy, coturn) away from the instance metadata service"
+  printf '%s\n' "$NEKO_IMDS_GUARD_SCRIPT" | write_file "$script" 0755 && changed=1
+  # shellcheck disable=SC2086 # one argument per uid
+  bash "$script" $IMDS_GUARD_UIDS
+  [[ -d /run/systemd/system ]] || return 0
+  printf '%s\n' "[Unit]" "Description=Keep neko's host-network containers away from the instance metadata service" \
+    "Before=docker.service" "" \
+    "[Service]" "Type=oneshot" "RemainAfterExit=yes" "ExecStart=/usr/bin/bash $script $IMDS_GUARD_UIDS" "" \
+    "[Install]" "RequiredBy=docker.service" | write_file "$unit" 0644 && changed=1
+  if ((changed)); then systemctl daemon-reload; fi
+  systemctl enable neko-imds-guard.service >/dev/null
+}
+guard_unit
 
 gpu_version=""
 if [[ $gpu == 1 ]]; then

@@ -10,12 +10,15 @@
 #
 # Usage: tls-front.sh IMAGE SUBJECT        (SUBJECT: the host's domain or its IP address)
 # Env:   TLS_CADDYFILE       the Caddyfile (lib/caddy.ts); required
+#        TLS_USER            uid:gid Caddy runs as (lib/caddy.ts TLS_USER); required. Not root, so
+#                            the host's metadata guard (imds-guard.sh) can reject its packets; the
+#                            data directory is given to it (through the image's chown, as root)
 #        TLS_ROOT_CERT       PEM root of a private ACME server, trusted for the ACME connection
 #                            (written beside the Caddyfile: /etc/caddy/acme-root.pem in the container)
 #        TLS_EXPECT_ADDRESS  with a domain SUBJECT: the host's public address, which the name must
 #                            resolve to (checked before anything else)
-#        TLS_DIR             host directory for config/ (mounted read-only at /etc/caddy) and data/
-#                            (certificates, mounted at /data); default
+#        TLS_DIR             host directory for config/ (mounted read-only at /etc/caddy, readable
+#                            by all: no secret) and data/ (certificates, mounted at /data); default
 #                            ${NEKO_STATE_DIR:-/var/lib/neko-infra/host}/tls, created if missing
 #        TLS_WAIT_SECONDS    how long to wait for the certificate (default 180)
 #        TLS_CA_FILE         tests only: CA bundle to verify the served certificate with
@@ -49,6 +52,7 @@ else
     die "SUBJECT '$subject' is neither an IP address nor a domain name"
 fi
 [[ -n ${TLS_CADDYFILE:-} ]] || die "TLS_CADDYFILE is empty: the Caddyfile comes from lib/caddy.ts"
+[[ ${TLS_USER:-} =~ ^[1-9][0-9]*:[0-9]+$ ]] || die "TLS_USER must be a uid:gid other than root's, not '${TLS_USER:-}' (lib/caddy.ts TLS_USER)"
 wait_seconds=${TLS_WAIT_SECONDS:-180}
 [[ $wait_seconds =~ ^[1-9][0-9]*$ ]] || die "TLS_WAIT_SECONDS must be a whole number of seconds, not '$wait_seconds'"
 if [[ -n ${TLS_CA_FILE:-} && ! -r $TLS_CA_FILE ]]; then
@@ -81,10 +85,12 @@ fi
 dir=${TLS_DIR:-${NEKO_STATE_DIR:-/var/lib/neko-infra/host}/tls}
 [[ $dir == /* ]] || die "TLS_DIR must be an absolute path, not '$dir'"
 doing="writing the configuration to $dir"
-(umask 077 && mkdir -p "$dir/config" "$dir/data") || die "cannot create $dir/config and $dir/data"
-# write FILE: standard input to FILE, replaced atomically.
+(umask 077 && mkdir -p "$dir/data") || die "cannot create $dir/data"
+# Caddy (TLS_USER) reads its configuration: no secret in it.
+{ mkdir -p "$dir/config" && chmod 0755 "$dir/config"; } || die "cannot create $dir/config"
+# write FILE: standard input to FILE (readable by all), replaced atomically.
 write() {
-  cat >"$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
+  cat >"$1.tmp.$$" && chmod 0644 "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
 }
 printf '%s\n' "$TLS_CADDYFILE" | write "$dir/config/Caddyfile"
 if [[ -n ${TLS_ROOT_CERT:-} ]]; then
@@ -105,7 +111,7 @@ if ! image_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null); t
   image_id=$(docker image inspect --format '{{.Id}}' "$image")
 fi
 
-hash=$(printf '%s\0' "$image" "$image_id" "$TLS_CADDYFILE" "${TLS_ROOT_CERT:-}" "$dir" | sha256sum | cut -c1-32)
+hash=$(printf '%s\0' "$image" "$image_id" "$TLS_CADDYFILE" "${TLS_ROOT_CERT:-}" "$dir" "$TLS_USER" | sha256sum | cut -c1-32)
 doing="inspecting the container $name"
 current=$(docker container inspect --format "{{.State.Running}} {{index .Config.Labels \"$label\"}}" "$name" 2>/dev/null || true)
 if [[ $current == "true $hash" ]]; then
@@ -116,9 +122,15 @@ else
     log "replacing $name (its configuration changed, or it was not running)"
     docker rm -f "$name" >/dev/null 2>"$tmp/err" || die "cannot remove the old $name: $(tail -n 1 "$tmp/err")"
   fi
+  # The certificates become TLS_USER's (an earlier front ran Caddy as root); the login user
+  # running this script may not chown them itself.
+  doing="giving $dir/data to $TLS_USER"
+  docker run --rm --network none --user 0:0 --entrypoint chown -v "$dir/data:/data" "$image" \
+    -R "$TLS_USER" /data >/dev/null 2>"$tmp/err" ||
+    die "cannot give $dir/data to $TLS_USER with the image's chown: $(grep -v '^[[:space:]]*$' "$tmp/err" | grep -v 'IPv4 forwarding' | tail -n 1)"
   doing="starting $name"
   docker run -d --name "$name" --network host --restart unless-stopped --label "$label=$hash" \
-    -v "$dir/config:/etc/caddy:ro" -v "$dir/data:/data" \
+    --user "$TLS_USER" -v "$dir/config:/etc/caddy:ro" -v "$dir/data:/data" \
     "$image" caddy run --config /etc/caddy/Caddyfile --adapter caddyfile >/dev/null 2>"$tmp/err" ||
     die "docker run $name failed: $(grep -v '^[[:space:]]*$' "$tmp/err" | grep -v 'IPv4 forwarding is disabled' | tail -n 2)"
   log "started $name ($image) for $subject"

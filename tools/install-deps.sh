@@ -14,6 +14,9 @@ packages=(
   # runc: the current engine's runtime (tests/harness/dockerd.sh, DOCKERD_ENGINE=current);
   # bsdtar and shasum: a Mac's tar and checksum tool (tests/harness/bsd-path.sh)
   runc libarchive-tools perl
+  # iptables: scripts/imds-guard.sh (in a network namespace of the test's own); setcap (libcap2-bin):
+  # the Caddy stand-in's file capability, as the official image has (tests/harness/standin-image.sh)
+  iptables libcap2-bin
 )
 
 missing=()

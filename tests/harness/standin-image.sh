@@ -5,7 +5,9 @@
 #
 #   standin-image.sh caddy  NAME    Caddy v2.11.9 built from its Go module (tests/harness/go-tool.sh),
 #                                   static; as the official image: /usr/bin/caddy, XDG_CONFIG_HOME=/config,
-#                                   XDG_DATA_HOME=/data, WORKDIR /srv, runs as root,
+#                                   XDG_DATA_HOME=/data, WORKDIR /srv, runs as root, /usr/bin/caddy
+#                                   with the file capability cap_net_bind_service=+ep (the official
+#                                   Dockerfile's setcap), busybox's chown and wget as on Alpine,
 #                                   CMD caddy run --config /etc/caddy/Caddyfile --adapter caddyfile
 #   standin-image.sh coturn NAME    Debian's coturn 4.6.1 turnserver with the shared libraries ldd
 #                                   names (and the loader), /bin/sh and a few applets from
@@ -28,7 +30,7 @@ source "$here/lib.sh"
 kind=$1
 name=$2
 docker_bin=${DOCKER_BIN:-/usr/bin/docker}
-need "$docker_bin" tar /bin/busybox
+need "$docker_bin" tar /bin/busybox setcap
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/standin-$kind.XXXXXX")
 trap 'rm -rf "$root"' EXIT
@@ -60,6 +62,9 @@ caddy)
   mkdir -p "$root/usr/bin" "$root/etc/caddy" "$root/config/caddy" "$root/data/caddy" "$root/srv" "$root/tmp"
   chmod 1777 "$root/tmp"
   cp "$caddy" "$root/usr/bin/caddy"
+  # As the official image: a non-root Caddy may bind 80 and 443.
+  setcap cap_net_bind_service=+ep "$root/usr/bin/caddy"
+  applets sh chown wget
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\n' >"$root/etc/group"
   changes=(
@@ -80,7 +85,7 @@ coturn)
       cp -L "$lib" "$root$lib"
     fi
   done
-  applets sh cat cp chmod chown id kill ls mkdir mv rm sleep
+  applets sh cat cp chmod chown id kill ls mkdir mv rm sleep wget
   mkdir -p "$root/etc" "$root/run" "$root/tmp" "$root/var/lib/coturn" "$root/var/lib/turn"
   ln -s /run "$root/var/run"
   chmod 1777 "$root/tmp"
@@ -100,7 +105,8 @@ coturn)
   ;;
 esac
 
-id=$(tar -C "$root" --numeric-owner -cf - . | "$docker_bin" import "${changes[@]}" \
+# --xattrs: the file capability travels as security.capability.
+id=$(tar -C "$root" --numeric-owner --xattrs --xattrs-include='security.capability' -cf - . | "$docker_bin" import "${changes[@]}" \
   --message "neko-infra test stand-in ($kind)" - "$name") ||
   die "docker import of the $kind stand-in as $name failed"
 log "loaded the $kind stand-in as $name ($id)"

@@ -214,6 +214,12 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(run().byName("host-setup").inputs.create.split(" -- ")[1].split(" ")[3]).toBe("host-browser-profile-id");
   });
 
+  test("host setup: the metadata guard for the host-network containers' uids (Caddy, turnserver)", () => {
+    const env = stdinEnv(run().byName("host-setup").inputs.stdin);
+    expect(env.IMDS_GUARD_UIDS).toBe("10080 65534");
+    expect(env.NEKO_IMDS_GUARD_SCRIPT).toContain("usage: imds-guard.sh UID [UID ...]");
+  });
+
   test("host security group: SSH from the admins; HTTPS and media from the clients; 80 (ACME) from anyone; neko's own port closed", () => {
     const sg = run().byName("host-sg").inputs;
     const host = section(stack, "host");

@@ -19,7 +19,7 @@ import { ChildProcess, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { REMOVE_COMMAND } from "../../lib/neko";
-import { hostSetup } from "../../lib/setup";
+import { hostSetup, IMDS_GUARD_UIDS } from "../../lib/setup";
 import { scriptCommand, scriptInput } from "../../lib/shell";
 import {
   DOCKERD_TOOLS,
@@ -55,7 +55,7 @@ const hostEnv = (): Record<string, string> => ({
 const docker = (args: string[]) => run(dk.DOCKER_BIN, args, { env: hostEnv(), timeoutMs: 60_000 });
 
 beforeAll(async () => {
-  requireTools(["nix", "/bin/busybox", "curl", "bash", "unshare", ...DOCKERD_TOOLS]);
+  requireTools(["nix", "/bin/busybox", "curl", "bash", "unshare", "/usr/sbin/iptables", ...DOCKERD_TOOLS]);
   dk = await services.dockerd("docker", "");
   ports = await freeNekoPorts("127.0.0.1", 2);
   stateDir = path.join(services.dir, "state");
@@ -313,13 +313,15 @@ describe("an image that cannot start the same container twice, through an idle s
 
 describe("host-bootstrap.sh installs the restore (stub systemctl, a /run/systemd/system of its own)", () => {
   let dir: string;
-  const runBootstrap = async (withSystemd: boolean, readyTag = false) => {
-    // /run as tmpfs and /etc/systemd/system as a directory of the test, in this run's mount namespace only.
+  const runBootstrap = async (withSystemd: boolean, extra: { readyTag?: boolean; imdsGuard?: boolean } = {}) => {
+    // /run as tmpfs and /etc/systemd/system as a directory of the test, in this run's mount
+    // namespace only; a network namespace of its own (the metadata guard's iptables rules), whose
+    // rules are written to $d/rules before it goes.
     const inner =
       'set -e; d=$1; shift; mount -t tmpfs tmpfs /run; if [ "$SYSTEMD" = 1 ]; then mkdir -p /run/systemd/system; fi; ' +
-      'mount --bind "$d/units" /etc/systemd/system; bash -s -- "$@"';
-    const setup = hostSetup({ sshUser: "root", gpu: false, idleMinutes: 0, readyTag });
-    return run("unshare", ["-m", "--propagation", "private", "bash", "-c", inner, "bootstrap", dir, ...setup.args], {
+      'mount --bind "$d/units" /etc/systemd/system; bash -s -- "$@"; iptables -S >"$d/rules" 2>&1 || true';
+    const setup = hostSetup({ sshUser: "root", gpu: false, idleMinutes: 0, ...extra });
+    return run("unshare", ["-m", "-n", "--propagation", "private", "bash", "-c", inner, "bootstrap", dir, ...setup.args], {
       input: scriptInput({ script: setup.script, env: setup.env, budgetSeconds: 60 }),
       env: {
         PATH: `${path.join(dir, "bin")}:/usr/sbin:/usr/bin:/sbin:/bin`,
@@ -382,7 +384,7 @@ describe("host-bootstrap.sh installs the restore (stub systemctl, a /run/systemd
 
   test("EC2 with a wake link: also neko-ready.service, a oneshot after the restore at every boot, started without waiting", async () => {
     fs.writeFileSync(path.join(dir, "calls"), "");
-    const r = await runBootstrap(true, true);
+    const r = await runBootstrap(true, { readyTag: true });
     expect(show(r)).toMatch(/^exit 0 /);
     expect(r.stderr).toContain("host-bootstrap: installing the ready tag at boot (for the wake link)\n");
     const script = path.join(dir, "infra", "host-ready.sh");
@@ -412,6 +414,44 @@ describe("host-bootstrap.sh installs the restore (stub systemctl, a /run/systemd
       "systemctl enable neko-ready.service",
       "systemctl start --no-block neko-ready.service",
     ]);
+    const verify = await run("systemd-analyze", ["verify", unit], { timeoutMs: 30_000 });
+    expect(verify.stdout + verify.stderr).toBe("");
+    fs.rmSync(unit);
+    fs.rmSync(script);
+  });
+
+  test("EC2: the metadata guard in force now (real iptables, in the run's own network namespace) and at every boot before Docker, which requires it", async () => {
+    fs.writeFileSync(path.join(dir, "calls"), "");
+    const r = await runBootstrap(true, { imdsGuard: true });
+    expect(show(r)).toMatch(/^exit 0 /);
+    const uids = IMDS_GUARD_UIDS.join(" ");
+    expect(r.stderr).toContain(`host-bootstrap: keeping uids ${uids} (Caddy, coturn) away from the instance metadata service\n`);
+    expect(r.stderr).toContain(`imds-guard: packets from uids ${uids} to 169.254.169.254 are rejected (iptables chain NEKO-IMDS)\n`);
+    const rules = fs.readFileSync(path.join(dir, "rules"), "utf8").trim().split("\n");
+    expect(rules.filter((l) => /NEKO-IMDS/.test(l))).toEqual([
+      "-N NEKO-IMDS",
+      "-A OUTPUT -d 169.254.169.254/32 -j NEKO-IMDS",
+      ...IMDS_GUARD_UIDS.map((u) => `-A NEKO-IMDS -m owner --uid-owner ${u} -j REJECT --reject-with icmp-port-unreachable`),
+    ]);
+    const script = path.join(dir, "infra", "imds-guard.sh");
+    const unit = path.join(dir, "units", "neko-imds-guard.service");
+    expect(fs.readFileSync(unit, "utf8")).toBe(
+      [
+        "[Unit]",
+        "Description=Keep neko's host-network containers away from the instance metadata service",
+        "Before=docker.service",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        `ExecStart=/usr/bin/bash ${script} ${uids}`,
+        "",
+        "[Install]",
+        "RequiredBy=docker.service",
+        "",
+      ].join("\n"),
+    );
+    expect(calls()).toContain("systemctl enable neko-imds-guard.service");
     const verify = await run("systemd-analyze", ["verify", unit], { timeoutMs: 30_000 });
     expect(verify.stdout + verify.stderr).toBe("");
     fs.rmSync(unit);

@@ -39,6 +39,8 @@ const TOOLS: Record<string, string> = {
   python3: "python3-yaml",
   bash: "bash",
   "/usr/bin/aws": "awscli",
+  "/usr/sbin/iptables": "iptables",
+  "/usr/sbin/setcap": "libcap2-bin",
 };
 
 function onPath(cmd: string): boolean {

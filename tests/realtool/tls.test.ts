@@ -18,6 +18,8 @@
  * not (the scripts replace coturn's entrypoint and pin its user, so the difference is small; see
  * tests/harness/README.md). neko is a stand-in too: a small Node.js server on 127.0.0.1:8080
  * inside the namespace (`/health` -> `true`, `/headers`, a WebSocket echo).
+ * The metadata guard: scripts/imds-guard.sh's iptables rules in the namespaced host, a busybox httpd
+ * on its 169.254.169.254 standing in for the metadata service, asked from inside the running containers.
  * Not covered: Let's Encrypt itself (its rate limits, its real shortlived profile), public DNS,
  * IPv6.
  */
@@ -27,12 +29,13 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import * as tls from "tls";
-import { caddyfile, certificatePaths, TLS_IMAGE } from "../../lib/caddy";
+import { caddyfile, certificatePaths, TLS_IMAGE, TLS_UID, TLS_USER } from "../../lib/caddy";
+import { IMDS_GUARD_UIDS } from "../../lib/setup";
 import { parseSettings, Settings } from "../../lib/settings";
 import { scriptCommand, ScriptCommand, ScriptRun } from "../../lib/shell";
-import { TURN_IMAGE, turnRelayEnv } from "../../lib/turn";
+import { TURN_IMAGE, TURN_PROC_UID, turnRelayEnv } from "../../lib/turn";
 import { configOf } from "../support/settings";
-import { HARNESS, ok, readEnvFile, REPO, Result, run, show } from "./support";
+import { HARNESS, ok, readEnvFile, REPO, Result, run, SCRIPTS, show } from "./support";
 
 jest.setTimeout(120_000);
 
@@ -84,6 +87,8 @@ const TOOLS: [string, string][] = [
   ["/usr/bin/turnutils_uclient", "coturn"],
   ["/usr/bin/turnutils_peer", "coturn"],
   ["/bin/busybox", "busybox-static"],
+  ["/usr/sbin/iptables", "iptables"],
+  ["/usr/sbin/setcap", "libcap2-bin"],
 ];
 
 function requireTlsTools(): void {
@@ -184,6 +189,7 @@ function tlsFrontRun(s: Settings, o: { subject?: string; tlsDir: string; wait?: 
         privateRoot: t.acmeRootCert !== undefined,
         nekoPort: s.neko.httpPort,
       }),
+      TLS_USER,
       ...(t.acmeRootCert ? { TLS_ROOT_CERT: t.acmeRootCert } : {}),
       ...(o.expect ? { TLS_EXPECT_ADDRESS: o.expect } : {}),
       TLS_DIR: o.tlsDir,
@@ -492,6 +498,26 @@ describe("TLS front: a certificate for the host's IP address from a real ACME se
     timings.push(`tls-front.sh, second run (nothing to do): ${r.seconds.toFixed(1)} s`);
   });
 
+  test("Caddy runs as TLS_USER, not root, and owns its certificates; a new container takes over root-owned ones and keeps the certificate", async () => {
+    expect(ok(await docker(["inspect", "--format", "{{.Config.User}}", "neko-tls"]), "docker inspect").trim()).toBe(TLS_USER);
+    const top = ok(await docker(["top", "neko-tls", "-o", "pid,uid,args"]), "docker top")
+      .split("\n")
+      .slice(1);
+    expect(top.filter((l) => /caddy run/.test(l)).map((l) => l.trim().split(/\s+/)[1])).toEqual([String(TLS_UID)]);
+    const data = path.join(dir, "tls", "data");
+    const key = path.join(data, certificatePaths(tlsOf(stack).acmeServer, tlsOf(stack).subject).key);
+    expect([fs.statSync(data).uid, fs.statSync(key).uid]).toEqual([TLS_UID, TLS_UID]);
+    // As after an upgrade from a front that ran Caddy as root: the files are root's, the container goes.
+    ok(await run("chown", ["-R", "0:0", data]), "chown");
+    ok(await docker(["rm", "-f", "neko-tls"]), "docker rm");
+    const r = await onHost(scriptCommand(tlsFrontRun(stack, { tlsDir: path.join(dir, "tls") }), true), 120_000);
+    expect(show(r)).toMatch(/^exit 0 /);
+    expect(r.stdout.trim()).toBe(need("result")); // the same certificate, same expiry: nothing asked of the ACME server
+    expect([fs.statSync(data).uid, fs.statSync(key).uid]).toEqual([TLS_UID, TLS_UID]);
+    const logs = await docker(["logs", "neko-tls"]);
+    expect(logs.stderr + logs.stdout).not.toMatch(/certificate obtained successfully/);
+  });
+
   test("a domain that resolves elsewhere fails before anything else, naming the setting and the record to set", async () => {
     const before = ok(await docker(["inspect", "--format", "{{.Id}}", "neko-tls"]), "docker inspect");
     const r = await onHost(
@@ -594,6 +620,47 @@ describe("TURN relay: coturn with the generated configuration", () => {
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/nothing restarted/);
     expect(ok(await docker(["inspect", "--format", "{{.Id}} {{.State.StartedAt}}", "neko-turn"]), "docker inspect")).toBe(before);
+  });
+});
+
+describe("the metadata guard (scripts/imds-guard.sh, as host-bootstrap.sh runs it on EC2)", () => {
+  test("without it the front's container reads the metadata service; with it neither Caddy's user nor turnserver's can, root still can", async () => {
+    // A stand-in metadata service on the namespaced host's own 169.254.169.254.
+    const imds = path.join(dir, "imds", "latest");
+    fs.mkdirSync(imds, { recursive: true });
+    fs.writeFileSync(path.join(imds, "user-data"), "host key material\n");
+    ok(await run("ip", ["netns", "exec", h.NSHOST_NETNS, "ip", "addr", "add", "169.254.169.254/32", "dev", "lo"]), "ip addr add");
+    // Not on port 80, where the front (host network, every address) listens; the guard takes every port.
+    inHost(["/bin/busybox", "httpd", "-f", "-p", "169.254.169.254:8775", "-h", path.join(dir, "imds")], "imds.log");
+    const url = "http://169.254.169.254:8775/latest/user-data";
+    const asRoot = () => run("ip", ["netns", "exec", h.NSHOST_NETNS, "curl", "-fsS", "--max-time", "3", url]);
+    await waitFor("the stand-in metadata service", async () => (await asRoot()).code === 0);
+    const wget = (container: string, user: string) =>
+      // No -T: Debian's static busybox 1.35 wget crashes with it. A rejected connection fails at once.
+      docker(["exec", "--user", user, container, "wget", "-q", "-O", "-", url]);
+
+    const before = await wget("neko-tls", TLS_USER);
+    expect(show(before)).toMatch(/^exit 0 /);
+    expect(before.stdout).toBe("host key material\n");
+
+    const guard = await run("ip", [
+      "netns",
+      "exec",
+      h.NSHOST_NETNS,
+      "bash",
+      path.join(SCRIPTS, "imds-guard.sh"),
+      ...IMDS_GUARD_UIDS.map(String),
+    ]);
+    expect(show(guard)).toMatch(/^exit 0 /);
+    const caddy = await wget("neko-tls", TLS_USER);
+    expect(caddy.code).not.toBe(0);
+    expect(caddy.stdout).toBe("");
+    const turn = await wget("neko-turn", `${TURN_PROC_UID}:${TURN_PROC_UID}`);
+    expect(turn.code).not.toBe(0);
+    expect(turn.stdout).toBe("");
+    // By uid, not by container: root in the same container, and root on the host, still get an answer.
+    expect((await wget("neko-tls", "0:0")).stdout).toBe("host key material\n");
+    expect((await asRoot()).stdout).toBe("host key material\n");
   });
 });
 

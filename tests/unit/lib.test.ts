@@ -10,6 +10,8 @@ import { gpuInstanceProblem, isArmInstanceType } from "../../lib/instanceTypes";
 import { ecrHostOfArn, lifecyclePolicy, pullPolicy, pushPolicy } from "../../lib/registry";
 import { commandLine, envPreamble, scriptCommand, scriptInput, shellQuote } from "../../lib/shell";
 import { builderSetup, hostSetup } from "../../lib/setup";
+import { TLS_UID } from "../../lib/caddy";
+import { TURN_PROC_UID } from "../../lib/turn";
 import { machineUserData } from "../../lib/userdata";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "neko-infra-unit-"));
@@ -175,6 +177,10 @@ describe("user-data and the setup steps", () => {
     expect(gpu.env.NEKO_READY_SCRIPT).toBeUndefined(); // only with a wake link
     const ready = hostSetup({ sshUser: "ec2-user", gpu: false, idleMinutes: 30, readyTag: true });
     expect(ready.env.NEKO_READY_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-ready.sh"), "utf8"));
+    expect(gpu.env.NEKO_IMDS_GUARD_SCRIPT).toBeUndefined(); // EC2 hosts only
+    const guarded = hostSetup({ sshUser: "ec2-user", gpu: false, idleMinutes: 0, imdsGuard: true });
+    expect(guarded.env.NEKO_IMDS_GUARD_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/imds-guard.sh"), "utf8"));
+    expect(guarded.env.IMDS_GUARD_UIDS).toBe(`${TLS_UID} ${TURN_PROC_UID}`);
     expect(hostSetup({ sshUser: "admin", gpu: false, idleMinutes: 0 })).toEqual({
       script: "host-bootstrap.sh",
       args: ["admin", "0", "-", "-", "0"],
