@@ -9,9 +9,12 @@
 # Usage: host-ready.sh [BUDGET_SECONDS]   (default 1800: how long to wait for /health)
 # Env:   NEKO_STATE_DIR  where the deploy wrote neko-url (default /var/lib/neko-infra/host)
 #        IMDS_ENDPOINT   the instance metadata service (default http://169.254.169.254)
+#        IMDS_WAIT_SECONDS  how long to retry the metadata service before giving up (default 60)
 #        EC2_ENDPOINT    another EC2 endpoint for the AWS CLI (tests: a fake on loopback)
-# Exit 0: tagged. Exit 1: neko did not answer within the budget, or tagging failed (the cause and
-# the fix are printed). The AWS CLI takes the instance role's credentials from the metadata service.
+# Exit 0: tagged. Exit 1: the metadata service never answered (installed on EC2 hosts only, so
+# that is a fault, not "elsewhere"), neko did not answer within the budget, or tagging failed (the
+# cause and the fix are printed). The AWS CLI takes the instance role's credentials from the
+# metadata service.
 set -euo pipefail
 
 me=host-ready
@@ -29,10 +32,18 @@ metadata() {
   curl -q -fsS --noproxy '*' --max-time 3 -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/$1"
 }
 
-if ! instance=$(metadata instance-id 2>&1) || ! region=$(metadata placement/region 2>&1); then
-  log "no instance metadata at $imds (${instance:-}${region:-}): not an EC2 instance, nothing to tag"
-  exit 0
-fi
+imds_wait=${IMDS_WAIT_SECONDS:-60}
+[[ $imds_wait =~ ^[0-9]+$ ]] || { log "IMDS_WAIT_SECONDS must be a number of seconds, not '$imds_wait'"; exit 2; }
+imds_deadline=$((SECONDS + imds_wait))
+until instance=$(metadata instance-id 2>&1) && region=$(metadata placement/region 2>&1); do
+  if ((SECONDS >= imds_deadline)); then
+    log "the instance metadata service at $imds did not answer within ${imds_wait}s (${region:-$instance}): this host cannot tell the wake link that neko is ready, so visitors see \"neko did not come up\" after 15 minutes"
+    log "fix: the instance needs its metadata endpoint enabled with IMDSv2 (pulumi up restores the instance's metadata options)"
+    exit 1
+  fi
+  region=""
+  sleep 2
+done
 command -v aws >/dev/null 2>&1 || {
   log "the AWS CLI is missing: the wake link cannot tell when neko is ready (install awscli; AL2023 ships it)"
   exit 1

@@ -44,6 +44,7 @@ async function serve(handler: http.RequestListener): Promise<Server> {
 
 /** IMDSv2: a token from PUT (with a TTL header), then metadata only with that token. */
 const imdsHandler: http.RequestListener = (req, res) => {
+  if (imdsRefusals > 0) return void (imdsRefusals--, res.writeHead(503).end());
   if (req.method === "PUT" && req.url === "/latest/api/token" && req.headers["x-aws-ec2-metadata-token-ttl-seconds"])
     return void res.end("tok-123");
   if (req.headers["x-aws-ec2-metadata-token"] !== "tok-123") return void res.writeHead(401).end();
@@ -56,6 +57,8 @@ let ec2: FakeEc2;
 let imds: Server;
 let neko: Server;
 let nekoUp = false;
+/** How many more requests the metadata service answers 503 (as when asked too early). */
+let imdsRefusals = 0;
 let stateDir = "";
 
 beforeAll(async () => {
@@ -73,6 +76,7 @@ beforeEach(async () => {
   stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "host-ready-"));
   fs.writeFileSync(path.join(stateDir, "neko-url"), `${neko.url}/\n`);
   nekoUp = false;
+  imdsRefusals = 0;
 });
 afterEach(async () => {
   expect(ec2.violations).toEqual([]);
@@ -143,9 +147,21 @@ test("EC2 refuses the tag (the role lacks the right): exit 1 with the CLI's erro
   expect(r.stderr).toContain("the host role needs ec2:CreateTags on this instance for the tag key neko-infra:ready");
 });
 
-test("not on EC2 (no metadata service answers): nothing to tag, exit 0, no AWS call", async () => {
-  const r = await ready("2", { IMDS_ENDPOINT: "http://127.0.0.1:9" });
-  expect(r.code).toBe(0);
-  expect(r.stderr).toContain("not an EC2 instance, nothing to tag");
+test("the metadata service never answers: exit 1 after IMDS_WAIT_SECONDS, naming what visitors see and the fix; no AWS call", async () => {
+  const r = await ready("2", { IMDS_ENDPOINT: "http://127.0.0.1:9", IMDS_WAIT_SECONDS: "3" });
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(/host-ready: the instance metadata service at http:\/\/127\.0\.0\.1:9 did not answer within 3s \(curl: \(7\)/);
+  expect(r.stderr).toContain('visitors see "neko did not come up" after 15 minutes');
+  expect(r.stderr).toContain("fix: the instance needs its metadata endpoint enabled with IMDSv2");
+  expect(r.seconds).toBeLessThan(15);
   expect(ec2.calls).toEqual([]);
+});
+
+test("the metadata service answers late (early in a boot): asked again until it does, then tagged", async () => {
+  nekoUp = true;
+  imdsRefusals = 2;
+  const r = await ready("10");
+  expect(r.code).toBe(0);
+  expect(r.stderr).toMatch(/tagged i-0aaaabbbbccccdddd neko-infra:ready=\d+/);
+  expect(imds.paths.filter((p) => p === "PUT /latest/api/token").length).toBeGreaterThanOrEqual(3);
 });
