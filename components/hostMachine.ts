@@ -7,6 +7,7 @@ import * as aws from "@pulumi/aws";
 import * as dns from "dns";
 import * as pulumi from "@pulumi/pulumi";
 import { publicIp } from "../lib/addresses";
+import { TLS_VOLUME_GB } from "../lib/caddy";
 import { HOST_PROFILE_DIR, HOST_STATE_DIR } from "../lib/neko";
 import { hostIngress, sshIngress } from "../lib/network";
 import { hostPorts } from "../lib/ports";
@@ -160,6 +161,29 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     // One instance at a time may hold the volume: detach from the old before attaching to the new.
     { parent, deleteBeforeReplace: true },
   );
+  // The front's certificates and ACME account outlive the instance too: a new instance asking
+  // the ACME server again would count against Let's Encrypt's 5 duplicate certificates a week.
+  // A volume of their own: the profile volume's root is the browser profile, which neko sees.
+  const tlsVolume = tls
+    ? new aws.ebs.Volume(
+        `${name}-tls-state`,
+        {
+          availabilityZone: profileVolume.availabilityZone,
+          size: TLS_VOLUME_GB,
+          type: "gp3",
+          encrypted: true,
+          tags: { ...a.tags, Name: `${name}-tls-state` },
+        },
+        { parent, ignoreChanges: ["availabilityZone"] },
+      )
+    : undefined;
+  const tlsAttachment = tlsVolume
+    ? new aws.ec2.VolumeAttachment(
+        `${name}-tls-state-attach`,
+        { instanceId: machine.instance.id, volumeId: tlsVolume.id, deviceName: "/dev/sdg", stopInstanceBeforeDetaching: true },
+        { parent, deleteBeforeReplace: true },
+      )
+    : undefined;
   if (a.repositoryArn !== undefined) {
     new aws.iam.RolePolicy(
       `${name}-ecr-pull`,
@@ -187,15 +211,16 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
       connection: identity.connection,
       wakeEnv,
       wakeSeconds: s.readyTimeout + 180,
-      dependsOn: [machine.association, attachment],
+      dependsOn: [machine.association, attachment, ...(tlsAttachment ? [tlsAttachment] : [])],
     },
     {
-      setup: pulumi.all([ecrRegistry, profileVolume.id]).apply(([registry, volumeId]) =>
+      setup: pulumi.all([ecrRegistry, profileVolume.id, tlsVolume?.id]).apply(([registry, volumeId, tlsVolumeId]) =>
         hostSetup({
           sshUser: EC2_USER,
           gpu: s.gpu,
           ecrRegistry: registry,
           profileVolumeId: volumeId,
+          tlsVolumeId,
           idleMinutes: s.idleMinutes,
           readyTag,
           imdsGuard: true,

@@ -25,6 +25,13 @@ export const TLS_IMAGE = "public.ecr.aws/docker/library/caddy:2.11";
 export const TLS_UID = 10080;
 export const TLS_USER = `${TLS_UID}:${TLS_UID}`;
 
+/**
+ * The EC2 host's volume for the front's certificates and ACME account (mounted where
+ * tls-front.sh keeps them, HOST_STATE_DIR/tls), so a new instance does not ask the ACME server
+ * again: gp3's smallest size, far more than a few certificates need.
+ */
+export const TLS_VOLUME_GB = 1;
+
 /** Where the front's container keeps its certificates: coturn reads them from the same place. */
 export const TLS_DATA_DIR = "/data";
 /** Where a private ACME server's root certificate is mounted in the front's container. */

@@ -3,11 +3,13 @@
  * its settings and the price table in lib/prices.ts. Pure: `npm run cost -- <stack>` (tools/cost.js)
  * prints it, and the README's tables are this output (a test compares them).
  *
- * Counted: each EC2 instance's hours, its encrypted gp3 root volume, the host's profile volume, one
+ * Counted: each EC2 instance's hours, its encrypted gp3 root volume, the host's profile volume (and
+ * its TLS certificates volume), one
  * public IPv4 address per machine (its Elastic IP, billed attached or not), the S3 binary cache and
  * the ECR repository. Not counted (cents): Lambda requests and logs, data transfer, the snapshot
  * `destroy` leaves. ssh and local machines cost nothing here.
  */
+import { TLS_VOLUME_GB } from "./caddy";
 import { MONTH_HOURS, PRICES, RegionPrices } from "./prices";
 import { Settings } from "./settings";
 
@@ -91,6 +93,7 @@ export function estimate(s: Settings, region: string, usage: Usage = DEFAULT_USA
     compute(`host ${h.instanceType}`, h.instanceType, "host.instanceType", h.idleMinutes, (usage.hostHoursPerDay * MONTH_HOURS) / 24);
     storage("host root volume (gp3)", h.volumeSize, p.gp3GbMonth);
     storage("browser profile volume (gp3)", h.profileSize, p.gp3GbMonth);
+    if (h.tlsFront.enabled) storage("TLS certificates volume (gp3)", TLS_VOLUME_GB, p.gp3GbMonth);
     ipv4("host Elastic IP");
   }
   if (s.registry.kind === "ecr")

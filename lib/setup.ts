@@ -41,6 +41,8 @@ export interface HostSetupArgs {
   ecrRegistry?: string;
   /** The EBS volume holding the browser profile: mounted at HOST_PROFILE_DIR. */
   profileVolumeId?: string;
+  /** The EBS volume holding the TLS front's certificates: mounted at HOST_TLS_DIR. */
+  tlsVolumeId?: string;
   idleMinutes: number;
   /** Install scripts/host-ready.sh (EC2 hosts with a wake link): the instance tags itself ready. */
   readyTag?: boolean;
@@ -51,7 +53,14 @@ export interface HostSetupArgs {
 export function hostSetup(o: HostSetupArgs): SetupRun {
   return {
     script: "host-bootstrap.sh",
-    args: [o.sshUser, o.gpu ? "1" : "0", o.ecrRegistry ?? "-", o.profileVolumeId ?? "-", String(o.idleMinutes)],
+    args: [
+      o.sshUser,
+      o.gpu ? "1" : "0",
+      o.ecrRegistry ?? "-",
+      o.profileVolumeId ?? "-",
+      String(o.idleMinutes),
+      ...(o.tlsVolumeId ? [o.tlsVolumeId] : []),
+    ],
     // neko runs with --restart=no: the setup step installs the restore that brings it back afresh.
     env: {
       ...idleEnv("host", o.idleMinutes),

@@ -12,7 +12,9 @@
 # The marker is scripts/setup-lib.sh's: `ok docker=<version>` (plus `gpu=<driver version>`) last,
 # after every job above has finished (so the next SSH login is in the docker group).
 #
-# Usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|- IDLE_MINUTES
+# Usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|- IDLE_MINUTES [TLS_VOLUME_ID|-]
+#        TLS_VOLUME_ID: the EBS volume for the TLS front's certificates, mounted at host/tls for
+#        SSH_USER (a certificate directory already there is copied onto a new volume first)
 # Env:   IDLE_STOP_SCRIPT  the text of host-idle-stop.sh (with IDLE_MINUTES > 0)
 #        NEKO_RESTORE_SCRIPT  the text of neko-restore.sh (unset: no restore is installed)
 #        NEKO_READY_SCRIPT the text of host-ready.sh (EC2 hosts with a wake link: the ready tag)
@@ -24,8 +26,8 @@
 set -euo pipefail
 SETUP_NAME=host-bootstrap
 
-usage="usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|- IDLE_MINUTES"
-(($# == 5)) || { echo "$usage" >&2; exit 2; }
+usage="usage: host-bootstrap.sh SSH_USER GPU(0|1) REGISTRY_HOST|- PROFILE_VOLUME_ID|- IDLE_MINUTES [TLS_VOLUME_ID|-]"
+(($# == 5 || $# == 6)) || { echo "$usage" >&2; exit 2; }
 user=$1
 gpu=$2
 registry=$3
@@ -33,6 +35,8 @@ registry=$3
 volume=$4
 [[ $volume != - ]] || volume=""
 idle_minutes=$5
+tls_volume=${6:--}
+[[ $tls_volume != - ]] || tls_volume=""
 [[ $idle_minutes =~ ^[0-9]+$ ]] || { echo "$SETUP_NAME: IDLE_MINUTES must be a number, not '$idle_minutes'" >&2; exit 2; }
 base=${NEKO_INFRA_DIR:-/var/lib/neko-infra}
 trap on_exit EXIT
@@ -70,30 +74,64 @@ fi
 step "creating $base/host for $user"
 install -d -m 0755 -o "$user" "$base/host"
 
-if [[ -n $volume ]]; then
+# mount_volume VOLUME_ID XEN_DEVICE DIR LABEL WHAT: the EBS volume VOLUME_ID mounted at DIR (at
+# boot too, through /etc/fstab), formatted only when it holds no file system: a volume that
+# outlived an earlier instance keeps what it holds. Sets `formatted` to 1 when it was new.
+mount_volume() {
+  local id=$1 xen=$2 dir=$3 label=$4 what=$5 device uuid i
   # Nitro names EBS disks by their volume ID (without the dash); the volume is attached after the
   # instance is created, so it may appear a little after boot.
-  device=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${volume/-/}
-  step "waiting for the profile volume $volume"
+  device=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${id/-/}
+  step "waiting for the $what volume $id"
   for ((i = 0; i < 600; i++)); do
     [[ -e $device ]] && break
-    [[ -e /dev/sdf ]] && { device=/dev/sdf; break; }
+    [[ -e $xen ]] && { device=$xen; break; }
     sleep 1
   done
-  [[ -e $device ]] || { echo "$SETUP_NAME: the profile volume $volume did not appear in 10 minutes" >&2; exit 1; }
+  [[ -e $device ]] || { echo "$SETUP_NAME: the $what volume $id did not appear in 10 minutes" >&2; exit 1; }
+  formatted=0
   if ! blkid "$device" >/dev/null 2>&1; then
-    step "formatting the new profile volume"
-    mkfs.ext4 -q -L neko-profile "$device"
+    step "formatting the new $what volume"
+    mkfs.ext4 -q -L "$label" "$device"
+    formatted=1
   fi
-  step "mounting the profile volume at $base/profile"
-  install -d -m 0755 "$base/profile"
+  step "mounting the $what volume at $dir"
+  install -d -m 0755 "$dir"
   uuid=$(blkid -s UUID -o value "$device")
-  grep -q "UUID=$uuid " /etc/fstab || echo "UUID=$uuid $base/profile ext4 defaults,nofail 0 2" >>/etc/fstab
-  mountpoint -q "$base/profile" || mount "$base/profile"
-  step "growing the profile file system to the volume"
+  grep -q "UUID=$uuid " /etc/fstab || echo "UUID=$uuid $dir ext4 defaults,nofail 0 2" >>/etc/fstab
+  if ! mountpoint -q "$dir"; then
+    if ((formatted)) && [[ -n $(ls -A "$dir") ]]; then
+      # What the root volume held there so far (an upgraded host) moves onto the new volume.
+      step "copying what $dir holds onto the new $what volume"
+      local staging
+      staging=$(mktemp -d)
+      mount "$device" "$staging"
+      cp -a "$dir/." "$staging/"
+      umount "$staging"
+      rmdir "$staging"
+    fi
+    mount "$dir"
+  fi
+  step "growing the $what file system to the volume"
   resize2fs "$device" >/dev/null 2>&1 || true
+}
+
+if [[ -n $volume ]]; then
+  mount_volume "$volume" /dev/sdf "$base/profile" neko-profile profile
   # The browser runs as neko (uid 1000) inside the image; its entrypoint chowns its home too.
   chown 1000:1000 "$base/profile"
+fi
+if [[ -n $tls_volume ]]; then
+  mount_volume "$tls_volume" /dev/sdg "$base/host/tls" neko-tls "TLS certificates"
+  # tls-front.sh (as SSH_USER) keeps its configuration and Caddy's data here.
+  chown "$user:" "$base/host/tls"
+  chmod 0700 "$base/host/tls"
+  # Docker starts Caddy at boot: never before its certificates are mounted (it would ask again).
+  if [[ -d /run/systemd/system ]]; then
+    install -d -m 0755 /etc/systemd/system/docker.service.d
+    printf '%s\n' "[Unit]" "RequiresMountsFor=$base/host/tls" |
+      write_file /etc/systemd/system/docker.service.d/neko-tls-volume.conf 0644 && systemctl daemon-reload
+  fi
 fi
 
 # neko runs with --restart=no (an image may not start the same container twice: the Nix-built

@@ -111,7 +111,9 @@ if ! image_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null); t
   image_id=$(docker image inspect --format '{{.Id}}' "$image")
 fi
 
-hash=$(printf '%s\0' "$image" "$image_id" "$TLS_CADDYFILE" "${TLS_ROOT_CERT:-}" "$dir" "$TLS_USER" | sha256sum | cut -c1-32)
+# The file system holding $dir too: once the setup step mounts a volume there, Caddy moves onto it.
+fs_id=$(stat -c %d "$dir" 2>/dev/null || echo unknown)
+hash=$(printf '%s\0' "$image" "$image_id" "$TLS_CADDYFILE" "${TLS_ROOT_CERT:-}" "$dir" "$TLS_USER" "$fs_id" | sha256sum | cut -c1-32)
 doing="inspecting the container $name"
 current=$(docker container inspect --format "{{.State.Running}} {{index .Config.Labels \"$label\"}}" "$name" 2>/dev/null || true)
 if [[ $current == "true $hash" ]]; then

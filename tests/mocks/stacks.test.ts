@@ -214,6 +214,19 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
     expect(run().byName("host-setup").inputs.create.split(" -- ")[1].split(" ")[3]).toBe("host-browser-profile-id");
   });
 
+  test("the TLS certificates' volume: encrypted gp3, in the profile volume's zone, attached like it; the setup's sixth argument", () => {
+    const vol = run().byName("host-tls-state");
+    expect(vol.inputs).toMatchObject({ size: 1, type: "gp3", encrypted: true });
+    expect(vol.inputs.availabilityZone).toBe(run().byName("host-browser-profile").inputs.availabilityZone);
+    expect(run().byName("host-tls-state-attach").inputs).toMatchObject({
+      instanceId: "host-instance-id",
+      volumeId: "host-tls-state-id",
+      deviceName: "/dev/sdg",
+      stopInstanceBeforeDetaching: true,
+    });
+    expect(run().byName("host-setup").inputs.create.split(" -- ")[1].split(" ")[5]).toBe("host-tls-state-id");
+  });
+
   test("host setup: the metadata guard for the host-network containers' uids (Caddy, turnserver)", () => {
     const env = stdinEnv(run().byName("host-setup").inputs.stdin);
     expect(env.IMDS_GUARD_UIDS).toBe("10080 65534");

@@ -178,6 +178,10 @@ describe("user-data and the setup steps", () => {
     const ready = hostSetup({ sshUser: "ec2-user", gpu: false, idleMinutes: 30, readyTag: true });
     expect(ready.env.NEKO_READY_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-ready.sh"), "utf8"));
     expect(gpu.env.NEKO_IMDS_GUARD_SCRIPT).toBeUndefined(); // EC2 hosts only
+    // With a TLS front on EC2: its certificates' volume, a sixth argument.
+    expect(
+      hostSetup({ sshUser: "ec2-user", gpu: false, profileVolumeId: "vol-0abc", tlsVolumeId: "vol-0tls", idleMinutes: 0 }).args,
+    ).toEqual(["ec2-user", "0", "-", "vol-0abc", "0", "vol-0tls"]);
     const guarded = hostSetup({ sshUser: "ec2-user", gpu: false, idleMinutes: 0, imdsGuard: true });
     expect(guarded.env.NEKO_IMDS_GUARD_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/imds-guard.sh"), "utf8"));
     expect(guarded.env.IMDS_GUARD_UIDS).toBe(`${TLS_UID} ${TURN_PROC_UID}`);

@@ -156,7 +156,7 @@ describe.each(STACKS)("%s stack graph", (stack) => {
     // at least these (a new resource of an inspected type is checked by the next test too)
     const holds = (rule: RuleName, names: string[]) => expect(inspected(stack, rule)).toEqual(expect.arrayContaining(names));
     holds("imdsv2-required", ["builder-instance", "host-instance"]);
-    holds("encrypted-volumes", ["builder-instance", "host-instance", "host-browser-profile"]);
+    holds("encrypted-volumes", ["builder-instance", "host-instance", "host-browser-profile", "host-tls-state"]);
     holds("gpu-instance", ["builder-instance", "host-instance"]);
     holds("no-ssh-from-anywhere", ["builder-sg", "host-sg"]);
     holds("no-world-open-neko-ports", ["builder-sg", "host-sg"]);
