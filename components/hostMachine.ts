@@ -11,7 +11,7 @@ import { TLS_VOLUME_GB } from "../lib/caddy";
 import { HOST_PROFILE_DIR, HOST_STATE_DIR } from "../lib/neko";
 import { hostIngress, sshIngress } from "../lib/network";
 import { hostPorts } from "../lib/ports";
-import { ecrHostOfArn, pullPolicy } from "../lib/registry";
+import { ecrHostOfArn, keepPolicy, pullPolicy } from "../lib/registry";
 import { HostSettings, NekoSettings } from "../lib/settings";
 import { SshConnection } from "../lib/sshConnection";
 import { hostSetup, SetupRun } from "../lib/setup";
@@ -188,6 +188,12 @@ export function hostMachine(name: string, parent: pulumi.Resource, a: HostMachin
     new aws.iam.RolePolicy(
       `${name}-ecr-pull`,
       { role: machine.role.id, policy: pulumi.output(a.repositoryArn).apply(pullPolicy) },
+      { parent },
+    );
+    // ...and tag the image it runs (scripts/ecr-keep.sh): its only write to the repository.
+    new aws.iam.RolePolicy(
+      `${name}-ecr-keep`,
+      { role: machine.role.id, policy: pulumi.output(a.repositoryArn).apply(keepPolicy) },
       { parent },
     );
   }

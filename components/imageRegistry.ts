@@ -1,6 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { lifecyclePolicy, pushEnv, pushPolicy } from "../lib/registry";
+import { lifecyclePolicy, pushEnv, pushPolicy, RUNNING_TAG_PATTERN } from "../lib/registry";
 import { RegistrySettings } from "../lib/settings";
 import { NixBuilder } from "./nixBuilder";
 
@@ -39,7 +39,9 @@ export class ImageRegistry extends pulumi.ComponentResource {
         `${name}-repo`,
         {
           name: s.repository,
-          imageTagMutability: "IMMUTABLE",
+          // Immutable, but for the tag each host moves onto the image it runs (RUNNING_TAG_PATTERN).
+          imageTagMutability: "IMMUTABLE_WITH_EXCLUSION",
+          imageTagMutabilityExclusionFilters: [{ filter: RUNNING_TAG_PATTERN, filterType: "WILDCARD" }],
           imageScanningConfiguration: { scanOnPush: s.scanOnPush },
           encryptionConfigurations: [{ encryptionType: "AES256" }],
           forceDelete: s.forceDelete,

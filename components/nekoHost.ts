@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { envFile, nekoEnv, nekoSecretEnv, NekoRuntime, REMOVE_COMMAND, rolloutEnv } from "../lib/neko";
+import { runningTag } from "../lib/registry";
 import { HostSettings, NekoSettings } from "../lib/settings";
 import { ShownSpec } from "../lib/spec";
 import { SshConnection } from "../lib/sshConnection";
@@ -114,7 +115,7 @@ export class NekoHost extends pulumi.ComponentResource {
       secretNames,
     }));
 
-    runStep(
+    const rollout = runStep(
       `${name}-neko`,
       host.machine,
       {
@@ -131,6 +132,22 @@ export class NekoHost extends pulumi.ComponentResource {
       },
       { parent: this, dependsOn: relay ? [relay.step] : front ? [front.step] : [] },
     );
+    // EC2 with ECR: once the rollout succeeded, the host tags the image it runs, which the
+    // repository's lifecycle rule never expires (lib/registry.ts); a failed rollout tags nothing.
+    if (s.kind === "ec2" && args.repositoryArn !== undefined) {
+      runStep(
+        `${name}-keep-image`,
+        host.machine,
+        {
+          script: "ecr-keep.sh",
+          args: [args.imageRef, runningTag(name)],
+          purpose: pulumi.interpolate`keeping ${args.imageRef} in ECR`,
+          budgetSeconds: 120,
+          triggers: [host.generation],
+        },
+        { parent: this, dependsOn: [rollout.command] },
+      );
+    }
     this.expected = pulumi
       .all([shown, front?.shown, relay?.shown])
       .apply(([n, f, t]): ExpectedSpec => ({ neko: n.values, ...(f ? { front: f } : {}), ...(t ? { turn: t } : {}) }));

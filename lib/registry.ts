@@ -27,17 +27,44 @@ export function ecrHostOfArn(arn: string): string {
   return `${account}.dkr.ecr.${region}.amazonaws.com`;
 }
 
-/** Keep the newest `keep` images; older ones expire. */
+/**
+ * The tags an EC2 host gives the image it runs, after each successful rollout (scripts/ecr-keep.sh):
+ * `running-<machine>`. The only tags that move (the repository's one exclusion from immutable tags),
+ * and the ones the lifecycle rule never expires.
+ */
+export const RUNNING_TAG_PATTERN = "running-*";
+export const runningTag = (machine: string) => `running-${machine}`;
+
+/**
+ * Keep the newest `keep` images; older ones expire, except the images hosts run. ECR evaluates
+ * the rules in priority order, and "an image that matches the tagging requirements of a higher
+ * priority rule cannot be expired by a rule with a lower priority": the first rule claims the
+ * running-* images (and would expire one only beyond 100 of them), so the count rule cannot.
+ */
 export function lifecyclePolicy(keep: number): string {
   return JSON.stringify({
     rules: [
       {
         rulePriority: 1,
+        description: "never expire the images hosts run (tagged running-* after each rollout)",
+        selection: { tagStatus: "tagged", tagPatternList: [RUNNING_TAG_PATTERN], countType: "imageCountMoreThan", countNumber: 100 },
+        action: { type: "expire" },
+      },
+      {
+        rulePriority: 2,
         description: `keep the newest ${keep} images`,
         selection: { tagStatus: "any", countType: "imageCountMoreThan", countNumber: keep },
         action: { type: "expire" },
       },
     ],
+  });
+}
+
+/** The host tags the image it runs (BatchGetImage, which pulling has, reads its manifest). */
+export function keepPolicy(repositoryArn: string): string {
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [{ Sid: "TagWhatRuns", Effect: "Allow", Action: "ecr:PutImage", Resource: repositoryArn }],
   });
 }
 

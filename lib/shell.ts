@@ -27,7 +27,8 @@ export type ScriptName =
   | "host-idle-stop.sh"
   | "neko-restore.sh"
   | "host-ready.sh"
-  | "imds-guard.sh";
+  | "imds-guard.sh"
+  | "ecr-keep.sh";
 
 type Library = "setup-lib.sh" | "neko-check-lib.sh";
 

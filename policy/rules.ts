@@ -9,6 +9,7 @@
  * What counts as credential-looking text: policy/credentials.ts.
  */
 import { instanceFamily, NVIDIA_GPU_FAMILIES } from "../lib/instanceTypes";
+import { RUNNING_TAG_PATTERN } from "../lib/registry";
 import { credentialsAt, credentialsIn, stringLeaves } from "./credentials";
 
 export const TYPES = {
@@ -256,9 +257,12 @@ export const ecrRepositoryHardened: Rule = (r) => {
         `(neko-infra:registry.scanOnPush: true)`,
     );
   }
-  if (r.props.imageTagMutability !== "IMMUTABLE") {
+  // Immutable; the one exclusion allowed is the tag hosts move onto the image they run.
+  const exclusions = (r.props.imageTagMutabilityExclusionFilters ?? []) as { filter?: string; filterType?: string }[];
+  const onlyRunning = exclusions.length > 0 && exclusions.every((f) => f.filter === RUNNING_TAG_PATTERN && f.filterType === "WILDCARD");
+  if (!(r.props.imageTagMutability === "IMMUTABLE" || (r.props.imageTagMutability === "IMMUTABLE_WITH_EXCLUSION" && onlyRunning))) {
     out.push(
-      `${label(r)}: tags are mutable (imageTagMutability is ${show(r.props.imageTagMutability)}); set imageTagMutability: "IMMUTABLE"`,
+      `${label(r)}: tags are mutable (imageTagMutability is ${show(r.props.imageTagMutability)}${exclusions.length ? `, excluding ${show(exclusions.map((f) => f.filter))}` : ""}); set imageTagMutability: "IMMUTABLE" (or "IMMUTABLE_WITH_EXCLUSION" excluding only ${RUNNING_TAG_PATTERN})`,
     );
   }
   return out;

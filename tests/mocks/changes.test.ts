@@ -112,7 +112,17 @@ test("a new flake revision rebuilds, pushes and rolls neko over; builder and hos
     { stack: "dev" },
   );
   expect(changed(dev, run)).toEqual({
-    differ: ["host-neko", "host-neko-wake", "image-build", "image-build-wake", "registry-push", "registry-push-wake"],
+    // ...and, once neko runs it, the host tags the new image in ECR (running-host)
+    differ: [
+      "host-keep-image",
+      "host-keep-image-wake",
+      "host-neko",
+      "host-neko-wake",
+      "image-build",
+      "image-build-wake",
+      "registry-push",
+      "registry-push-wake",
+    ],
     removed: [],
     added: [],
   });

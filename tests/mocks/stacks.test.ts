@@ -166,9 +166,17 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
   test("ECR: immutable tags, scan on push, encrypted, lifecycle", () => {
     const repo = run().byName("registry-repo").inputs;
     const cfg = section(stack, "registry");
-    expect(repo).toMatchObject({ name: cfg.repository, imageTagMutability: "IMMUTABLE", imageScanningConfiguration: { scanOnPush: true } });
+    expect(repo).toMatchObject({
+      name: cfg.repository,
+      imageTagMutability: "IMMUTABLE_WITH_EXCLUSION",
+      imageScanningConfiguration: { scanOnPush: true },
+    });
+    // The one tag that moves: the one each host puts on the image it runs.
+    expect(repo.imageTagMutabilityExclusionFilters).toEqual([{ filter: "running-*", filterType: "WILDCARD" }]);
     expect(repo.encryptionConfigurations).toEqual([{ encryptionType: "AES256" }]);
-    expect(JSON.parse(run().byName("registry-lifecycle").inputs.policy).rules[0].selection.countNumber).toBe(cfg.keepImages);
+    const rules = JSON.parse(run().byName("registry-lifecycle").inputs.policy).rules;
+    expect(rules.map((r: { selection: { tagStatus: string } }) => r.selection.tagStatus)).toEqual(["tagged", "any"]);
+    expect(rules[1].selection.countNumber).toBe(cfg.keepImages);
   });
 
   test("the build: a readable command line bounded on the builder, the cache key only on stdin, the host key pinned", () => {
@@ -225,6 +233,17 @@ describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
       stopInstanceBeforeDetaching: true,
     });
     expect(run().byName("host-setup").inputs.create.split(" -- ")[1].split(" ")[5]).toBe("host-tls-state-id");
+  });
+
+  test("after the rollout, the host tags the image it runs running-host, with PutImage on this repository only", () => {
+    const keep = run().byName("host-keep-image");
+    expect(keep.inputs.create).toMatch(/ -- \S+\.dkr\.ecr\.eu-central-1\.amazonaws\.com\/\S+@sha256:[0-9a-f]{64} running-host$/);
+    expect(keep.inputs.create.split(" -- ")[1].split(" ")[0]).toBe(run().outputs.imageRef);
+    expect(keep.dependencies).toContain(run().byName("host-neko").urn);
+    const policy = JSON.parse(run().byName("host-ecr-keep").inputs.policy);
+    expect(policy.Statement).toEqual([
+      { Sid: "TagWhatRuns", Effect: "Allow", Action: "ecr:PutImage", Resource: expect.stringMatching(/^arn:aws:ecr:.*:repository\//) },
+    ]);
   });
 
   test("host setup: the metadata guard for the host-network containers' uids (Caddy, turnserver)", () => {

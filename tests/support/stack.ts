@@ -131,6 +131,7 @@ function scriptOf(stdin: string): string | undefined {
     "turn-relay.sh",
     "builder-bootstrap.sh",
     "host-bootstrap.sh",
+    "ecr-keep.sh",
   ] as const) {
     if (stdin.endsWith(readScript(name))) return name;
   }
@@ -165,6 +166,10 @@ function fakeStdout(inputs: Record<string, any>): string {
       return `https://${args[1]}/ serves a certificate\n`;
     case "turn-relay.sh":
       return "neko-turn listens\n";
+    case "ecr-keep.sh": {
+      const [repo, dig] = args[0].slice(args[0].indexOf("/") + 1).split("@");
+      return `${repo}@${dig.slice(0, 19)} is tagged ${args[1]}\n`;
+    }
     case "builder-bootstrap.sh":
     case "host-bootstrap.sh":
       return ""; // the marker on the machine is the result; stdout stays empty

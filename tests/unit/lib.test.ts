@@ -7,7 +7,7 @@ import { parse } from "yaml";
 import { hashDirectory } from "../../lib/flakeSource";
 import { nixSigningKeys, s3CacheUri } from "../../lib/nixCache";
 import { gpuInstanceProblem, isArmInstanceType } from "../../lib/instanceTypes";
-import { ecrHostOfArn, lifecyclePolicy, pullPolicy, pushPolicy } from "../../lib/registry";
+import { ecrHostOfArn, lifecyclePolicy, pullPolicy, pushPolicy, runningTag } from "../../lib/registry";
 import { commandLine, envPreamble, scriptCommand, scriptInput, shellQuote } from "../../lib/shell";
 import { builderSetup, hostSetup } from "../../lib/setup";
 import { TLS_UID } from "../../lib/caddy";
@@ -94,12 +94,17 @@ describe("ECR policies", () => {
     expect(actions.filter((a: string) => /Put|Upload/.test(a))).toEqual([]);
   });
 
-  test("lifecycle keeps the newest N", () => {
-    expect(JSON.parse(lifecyclePolicy(7)).rules[0].selection).toEqual({
-      tagStatus: "any",
+  test("lifecycle keeps the newest N, and first claims the images hosts run (running-*), which no lower rule can expire", () => {
+    const rules = JSON.parse(lifecyclePolicy(7)).rules;
+    expect(rules.map((r: { rulePriority: number }) => r.rulePriority)).toEqual([1, 2]);
+    expect(rules[0].selection).toEqual({
+      tagStatus: "tagged",
+      tagPatternList: ["running-*"],
       countType: "imageCountMoreThan",
-      countNumber: 7,
+      countNumber: 100,
     });
+    expect(rules[1].selection).toEqual({ tagStatus: "any", countType: "imageCountMoreThan", countNumber: 7 });
+    expect(runningTag("host")).toBe("running-host");
   });
 
   test("registry host from a repository ARN", () => {

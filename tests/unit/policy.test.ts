@@ -519,10 +519,29 @@ describe("bad resources: each rule fires, naming the resource and the fix", () =
   test("ecr-scan-on-push-immutable-tags", () => {
     const repo = resource("dev", "registry-repo");
     repo.props.imageScanningConfiguration.scanOnPush = false;
+    // As built: immutable but for running-*, which passes.
+    expect(repo.props.imageTagMutability).toBe("IMMUTABLE_WITH_EXCLUSION");
+    expect(fire(ecrRepositoryHardened, { ...repo, props: { ...repo.props, imageScanningConfiguration: { scanOnPush: true } } })).toEqual(
+      [],
+    );
+    // Any other exclusion makes tags movable that deploys might read.
+    expect(
+      fire(ecrRepositoryHardened, {
+        ...repo,
+        props: {
+          ...repo.props,
+          imageScanningConfiguration: { scanOnPush: true },
+          imageTagMutabilityExclusionFilters: [{ filter: "*", filterType: "WILDCARD" }],
+        },
+      }),
+    ).toEqual([
+      'aws:ecr/repository:Repository "registry-repo": tags are mutable (imageTagMutability is "IMMUTABLE_WITH_EXCLUSION", excluding ["*"]); set imageTagMutability: "IMMUTABLE" (or "IMMUTABLE_WITH_EXCLUSION" excluding only running-*)',
+    ]);
     repo.props.imageTagMutability = "MUTABLE";
+    delete repo.props.imageTagMutabilityExclusionFilters;
     expect(fire(ecrRepositoryHardened, repo)).toEqual([
       'aws:ecr/repository:Repository "registry-repo": images are not scanned on push; set imageScanningConfiguration: { scanOnPush: true } (neko-infra:registry.scanOnPush: true)',
-      'aws:ecr/repository:Repository "registry-repo": tags are mutable (imageTagMutability is "MUTABLE"); set imageTagMutability: "IMMUTABLE"',
+      'aws:ecr/repository:Repository "registry-repo": tags are mutable (imageTagMutability is "MUTABLE"); set imageTagMutability: "IMMUTABLE" (or "IMMUTABLE_WITH_EXCLUSION" excluding only running-*)',
     ]);
     delete repo.props.imageScanningConfiguration;
     delete repo.props.imageTagMutability;
