@@ -3,7 +3,7 @@ import * as random from "@pulumi/random";
 import { envFile, nekoEnv, nekoSecretEnv, NekoRuntime, REMOVE_COMMAND, rolloutEnv } from "../lib/neko";
 import { runningTag } from "../lib/registry";
 import { HostSettings, NekoSettings } from "../lib/settings";
-import { ShownSpec } from "../lib/spec";
+import { ShownSpec, shownDigest } from "../lib/spec";
 import { SshConnection } from "../lib/sshConnection";
 import { HostMachine, hostMachine } from "./hostMachine";
 import { runStep } from "./runScript";
@@ -89,13 +89,30 @@ export class NekoHost extends pulumi.ComponentResource {
         frontUrl: s.tlsFront.enabled ? frontUrl(r.publicAddress) : undefined,
       }),
     );
+    // The same, with the container's non-secret environment: what previews show, and what the
+    // rollout records it deployed (as a digest) for `npm run status` to compare.
+    const shownValues = pulumi.all([spec, rt]).apply(([sp, r]) => ({
+      ...sp,
+      ...nekoEnv(neko, r),
+      ...(args.registryCredentials ? { REGISTRY_USER: args.registryCredentials.username } : {}),
+    }));
     const env = pulumi
-      .all([spec, rt, this.userPassword, this.adminPassword, apiToken, relay?.iceServers ?? pulumi.output(undefined), registryEnv])
-      .apply(([sp, r, userPassword, adminPassword, token, iceServers, registry]): Record<string, string> => ({
+      .all([
+        spec,
+        rt,
+        this.userPassword,
+        this.adminPassword,
+        apiToken,
+        relay?.iceServers ?? pulumi.output(undefined),
+        registryEnv,
+        shownValues,
+      ])
+      .apply(([sp, r, userPassword, adminPassword, token, iceServers, registry, values]): Record<string, string> => ({
         ...sp,
         NEKO_ENV: envFile({ ...nekoEnv(neko, r), ...nekoSecretEnv({ userPassword, adminPassword, apiToken: token, iceServers }) }),
         ...(host.stateDir ? { NEKO_API_TOKEN: token } : {}),
         ...registry,
+        NEKO_SHOWN_DIGEST: shownDigest(values),
       }));
     const secretNames = [
       ...Object.keys(
@@ -109,9 +126,9 @@ export class NekoHost extends pulumi.ComponentResource {
       ...(host.stateDir ? ["NEKO_API_TOKEN"] : []),
       ...(args.registryCredentials ? ["REGISTRY_PASSWORD"] : []),
     ];
-    const shown = pulumi.all([spec, rt]).apply(([sp, r]): ShownSpec => ({
+    const shown = shownValues.apply((values): ShownSpec => ({
       title: "neko's rollout and its container environment",
-      values: { ...sp, ...nekoEnv(neko, r), ...(args.registryCredentials ? { REGISTRY_USER: args.registryCredentials.username } : {}) },
+      values,
       secretNames,
     }));
 

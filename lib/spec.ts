@@ -9,6 +9,7 @@
  *
  * Secret values never come here: a secret is listed by its name only (`NAME (secret)`).
  */
+import * as crypto from "crypto";
 
 export interface ShownSpec {
   /** What the block is, e.g. "neko's container". */
@@ -35,4 +36,18 @@ export function specComment(spec: ShownSpec | undefined): string {
 /** No line breaks in a comment line (they would end it and run what follows). */
 function oneLine(s: string): string {
   return s.replace(/[\r\n]+/g, " ");
+}
+
+/**
+ * The SHA-256 of a step's non-secret values, which the rollout records as what it deployed
+ * (NEKO_SHOWN_DIGEST, written to `<state>/neko-specs/deployed`) and `npm run status` compares with
+ * the stack's `expected` output: sorted NAME=value lines, empty values left out, a value's line
+ * breaks written as \n. Computed here only, from the values previews show.
+ */
+export function shownDigest(values: Record<string, string>): string {
+  const lines = Object.entries(values)
+    .filter(([, v]) => v !== "")
+    .map(([k, v]) => `${k}=${v.replace(/\n/g, "\\n")}\n`)
+    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return crypto.createHash("sha256").update(lines.join("")).digest("hex");
 }

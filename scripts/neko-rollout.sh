@@ -56,6 +56,8 @@
 #                       its /health must answer 200 through the front too (connecting to
 #                       127.0.0.1:443 with SUBJECT's name), within NEKO_FRONT_SECONDS (default 60)
 #   NEKO_FRONT_CA_FILE  tests only: the CA bundle that verifies the front (default: the system's)
+#   NEKO_SHOWN_DIGEST   the digest of the non-secret spec previews show (lib/spec.ts shownDigest),
+#                       recorded as what this run deployed for `npm run status`
 # stdout: one line `NAME OUTCOME IMAGE_ID URL`, OUTCOME = unchanged | started | replaced.
 # Everything else goes to stderr; secret values never do (they are masked in container logs).
 set -euo pipefail
@@ -773,34 +775,12 @@ record_state() {
   mv -f "$state_dir/neko-url.new" "$state_dir/neko-url"
 }
 
-# The non-secret variables of the rollout's own environment that the program sets (rolloutEnv in
-# lib/neko.ts, and REGISTRY_USER): with NEKO_ENV's non-secret lines, the spec as previews show it.
-shown_vars="NEKO_NAME NEKO_PUBLISH NEKO_RUN_ARGS NEKO_HTTP_PORT NEKO_HEALTH_SECONDS NEKO_PROFILE NEKO_PROFILE_DIR
-  NEKO_STATE_DIR NEKO_FRONT_URL NEKO_SCREENSHOT NEKO_NVENC NEKO_PIPELINE_NVH264ENC NEKO_PIPELINE_NVAUTOGPUH264ENC REGISTRY_USER"
-
-# The SHA-256 of the non-secret spec (shownDigest in tools/status-report.js computes the same from
-# the stack's expected values): sorted NAME=value lines, empty values and secret-like names left
-# out, a value's line breaks written as \n.
-shown_digest() {
-  local v line
-  {
-    for v in $shown_vars; do
-      [[ -z ${!v:-} ]] || printf '%s=%s\n' "$v" "${!v//$'\n'/\\n}"
-    done
-    while IFS= read -r line; do
-      line=${line%$'\r'}
-      [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*=.+ ]] || continue
-      printf '%s\n' "$line"
-    done <<<"$env_text"
-  } | grep -Ev '^[^=]*(PASS|SECRET|TOKEN|KEY|CREDENTIAL|ICESERVERS)[^=]*=' | LC_ALL=C sort | sha256_of_input
-}
-
 # What `npm run status` reads (scripts/neko-status.sh): the last deploy, SPECS/deployed, one
 # `key value` a line. An unchanged run keeps the record of the deploy that made what runs.
 record_deploy() {
   [[ $1 != unchanged || ! -f $specs/deployed ]] || return 0
   printf 'time %s\noutcome %s\nref %s\nimage %s\nspec %s\nshown %s\nscreenshot %s\n' "$(date +%s)" "$1" "$2" \
-    "$image_id" "$spec" "$(shown_digest)" "${NEKO_SCREENSHOT:-${state_dir:+$state_dir/screenshot.jpg}}" >"$specs/deployed.new"
+    "$image_id" "$spec" "${NEKO_SHOWN_DIGEST:--}" "${NEKO_SCREENSHOT:-${state_dir:+$state_dir/screenshot.jpg}}" >"$specs/deployed.new"
   mv -f "$specs/deployed.new" "$specs/deployed"
 }
 

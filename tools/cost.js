@@ -15,15 +15,8 @@ const path = require("path");
 
 const ROOT = path.join(__dirname, "..");
 
-// lib/ is TypeScript: compile each file as it is required, with the project's own TypeScript.
-require.extensions[".ts"] = (module, filename) => {
-  const ts = require("typescript");
-  const out = ts.transpileModule(fs.readFileSync(filename, "utf8"), {
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-    fileName: filename,
-  });
-  /** @type {any} */ (module)._compile(out.outputText, filename);
-};
+// lib/ is TypeScript.
+require("./ts-require");
 
 /** The stack's config as Pulumi hands it to the program: `neko-infra:<section>` -> JSON text. @param {string} stack */
 function stackConfig(stack) {

@@ -10,11 +10,11 @@
  * Exit status: 1 with any DRIFT, else 2 with any UNKNOWN, else 0.
  */
 "use strict";
-const crypto = require("crypto");
+require("./ts-require");
+/** @type {typeof import("../lib/spec")} */
+const { shownDigest } = require("../lib/spec");
 
 const LINE_MAX = 300;
-/** The names neko-rollout.sh treats as secret (its env file masking, its shown digest). */
-const SECRET_NAME = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|ICESERVERS/;
 
 /**
  * @typedef {{ status: "OK" | "INFO" | "ASLEEP" | "DRIFT" | "UNKNOWN", what: string, detail: string, fix?: string }} Finding
@@ -52,19 +52,6 @@ function parseFacts(text) {
     if (m) (facts[m[1]] ??= []).push(m[2] ?? "");
   }
   return facts;
-}
-
-/**
- * SHA-256 of the non-secret spec, as neko-rollout.sh's shown_digest: sorted NAME=value lines, empty
- * values and secret-like names left out, line breaks in a value written as \n.
- * @param {Record<string, string>} values
- */
-function shownDigest(values) {
-  const lines = Object.entries(values)
-    .filter(([k, v]) => v !== "" && !SECRET_NAME.test(k))
-    .map(([k, v]) => `${k}=${v.replace(/\n/g, "\\n")}\n`)
-    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  return crypto.createHash("sha256").update(lines.join("")).digest("hex");
 }
 
 /** "2h 5m" @param {number} seconds */
@@ -317,4 +304,4 @@ function builderFindings(a) {
   return out;
 }
 
-module.exports = { format, exitCode, parseFacts, shownDigest, ec2Findings, hostFindings, builderFindings, rolloutUrn, when, SECRET_NAME };
+module.exports = { format, exitCode, parseFacts, shownDigest, ec2Findings, hostFindings, builderFindings, rolloutUrn, when };

@@ -66,6 +66,8 @@ test("as deployed: nothing is wrong, from the stack's own outputs", () => {
   expect({ code: r.status, drifts: drifts(r), stderr: r.stderr }).toEqual({ code: 0, drifts: [], stderr: "" });
   expect(r.stdout).toMatch(new RegExp(`^OK {6}host neko: running since .*, /health 200 at 127\\.0\\.0\\.1:${port}$`, "m"));
   expect(r.stdout).toMatch(/^OK {6}host image: the last deploy ran sha256:[0-9a-f]{64}, as the stack expects$/m);
+  // The digest the program handed the rollout is the one status computes from the stack's output.
+  expect(r.stdout).toMatch(/^OK {6}host spec: the deployed spec is the one the stack expects$/m);
   expect(r.stdout).toMatch(/^OK {6}builder nix: /m);
   for (const s of Object.values(secrets)) expect(r.stdout).not.toContain(s);
 });

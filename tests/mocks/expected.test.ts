@@ -5,7 +5,8 @@
  * (non-secret) output, or a preview shows only `[secret]`, and no secret value may reach it. Also
  * the CI access groups a deploy job opens SSH in (tools/ci-ssh-access.js): rule-less, tagged.
  */
-import { runStack, stackConfig, StackRun } from "../support/stack";
+import { shownDigest } from "../../lib/spec";
+import { runStack, stackConfig, StackRun, stdinEnv } from "../support/stack";
 
 const given = {
   userPassword: "given-user-password-1234",
@@ -37,6 +38,13 @@ test("expected: neko's spec, the front's and the relay's, in plain text", () => 
   // the same values the rollout shows under its command line, no more
   const create: string = generated.byName("host-neko").inputs.create;
   for (const [name, value] of Object.entries(e.neko)) if (!value.includes("\n")) expect(create).toContain(`#   ${name}=${value}\n`);
+});
+
+test("the rollout records the digest of expected.neko, which `npm run status` computes from the output", () => {
+  for (const r of [generated, configured]) {
+    const e = r.outputs.expected as Expected;
+    expect(stdinEnv(r.byName("host-neko").inputs.stdin).NEKO_SHOWN_DIGEST).toBe(shownDigest(e.neko));
+  }
 });
 
 test.each([

@@ -7,7 +7,7 @@
 import { parse } from "yaml";
 import { TLS_IMAGE } from "../../lib/caddy";
 import { TURN_IMAGE } from "../../lib/turn";
-import { AMIS, EIP, runStack, stackConfig, StackRun } from "../support/stack";
+import { AMIS, EIP, runStack, stackConfig, StackRun, stdinEnv } from "../support/stack";
 
 const AL2023 = AMIS["/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"];
 const GPU_AMI = AMIS["/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"];
@@ -23,14 +23,6 @@ beforeAll(async () => {
 
 const componentOf = (run: StackRun, name: string) => run.byName(name).parent.split("::").pop();
 const ruleKey = (r: any) => `${r.fromPort}-${r.toPort}/${r.protocol}`;
-/** The `export NAME=value` lines at the top of a step's stdin, as a map. */
-function stdinEnv(stdin: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const m of stdin.matchAll(/^export ([A-Z_][A-Z0-9_]*)=('(?:[^']|'\\'')*'|\S*)$/gm)) {
-    env[m[1]] = m[2].startsWith("'") ? m[2].slice(1, -1).replace(/'\\''/g, "'") : m[2];
-  }
-  return env;
-}
 
 describe.each([["dev"], ["prod"]])("%s stack", (stack) => {
   const run = () => (stack === "dev" ? dev : prod);

@@ -58,6 +58,10 @@ const docker = (args: string[]): Promise<Result> =>
 
 /** The rollout's environment as the program gives it (secrets included), minus the rollout's own. */
 function rolloutEnv(): Record<string, string> {
+  const env = programEnv();
+  return { ...env, NEKO_SHOWN_DIGEST: shownDigest(expectedNeko(env)) };
+}
+function programEnv(): Record<string, string> {
   return {
     NEKO_NAME: "neko",
     NEKO_HTTP_PORT: "8080",
@@ -83,8 +87,8 @@ function rolloutEnv(): Record<string, string> {
 }
 
 /** The non-secret part, as the stack's `expected.neko` output holds it (shown.values). */
-function expectedNeko(): Record<string, string> {
-  const { NEKO_ENV, NEKO_API_TOKEN, ...own } = rolloutEnv();
+function expectedNeko(env = programEnv()): Record<string, string> {
+  const { NEKO_ENV, NEKO_API_TOKEN, ...own } = env;
   void NEKO_API_TOKEN;
   const container = Object.fromEntries(NEKO_ENV.split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
   return Object.fromEntries(Object.entries({ ...own, ...container }).filter(([k]) => !/PASSWORD|TOKEN/.test(k)));

@@ -354,3 +354,12 @@ function unwrapSecrets(v: any): any {
   if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unwrapSecrets(x)]));
   return v;
 }
+
+/** The `export NAME=value` lines at the top of a step's stdin, as a map. */
+export function stdinEnv(stdin: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const m of stdin.matchAll(/^export ([A-Z_][A-Z0-9_]*)=('(?:[^']|'\\'')*'|\S*)$/gm)) {
+    env[m[1]] = m[2].startsWith("'") ? m[2].slice(1, -1).replace(/'\\''/g, "'") : m[2];
+  }
+  return env;
+}
