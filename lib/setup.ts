@@ -5,7 +5,7 @@
  * so a change runs the setup step again on the running machine instead of restarting it.
  */
 import { TLS_UID } from "./caddy";
-import { readScript, ScriptName } from "./shell";
+import { readScript, restoreScript, ScriptName } from "./shell";
 import { TURN_PROC_UID } from "./turn";
 
 /**
@@ -64,7 +64,7 @@ export function hostSetup(o: HostSetupArgs): SetupRun {
     // neko runs with --restart=no: the setup step installs the restore that brings it back afresh.
     env: {
       ...idleEnv("host", o.idleMinutes),
-      NEKO_RESTORE_SCRIPT: readScript("neko-restore.sh"),
+      NEKO_RESTORE_SCRIPT: restoreScript(),
       ...(o.readyTag ? { NEKO_READY_SCRIPT: readScript("host-ready.sh") } : {}),
       ...(o.imdsGuard ? { NEKO_IMDS_GUARD_SCRIPT: readScript("imds-guard.sh"), IMDS_GUARD_UIDS: IMDS_GUARD_UIDS.join(" ") } : {}),
     },

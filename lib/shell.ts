@@ -30,14 +30,15 @@ export type ScriptName =
   | "imds-guard.sh"
   | "ecr-keep.sh";
 
-type Library = "setup-lib.sh" | "neko-check-lib.sh";
+type Library = "setup-lib.sh" | "neko-check-lib.sh" | "neko-lib.sh";
 
 /** Shared shell a script needs before it, on the same standard input (after the step preamble). */
-const LIBRARIES: Partial<Record<ScriptName, Library>> = {
-  "builder-bootstrap.sh": "setup-lib.sh",
-  "host-bootstrap.sh": "setup-lib.sh",
-  // The candidate's checks beyond /health: its capture pipeline, a screenshot of its desktop.
-  "neko-rollout.sh": "neko-check-lib.sh",
+const LIBRARIES: Partial<Record<ScriptName, Library[]>> = {
+  "builder-bootstrap.sh": ["setup-lib.sh"],
+  "host-bootstrap.sh": ["setup-lib.sh"],
+  // What it shares with the restore (locks, masking, /health), and the candidate's checks beyond
+  // /health: its capture pipeline, a screenshot of its desktop.
+  "neko-rollout.sh": ["neko-lib.sh", "neko-check-lib.sh"],
 };
 
 export interface ScriptCommand {
@@ -69,6 +70,11 @@ export function readScript(name: ScriptName | Library | "step-preamble.sh" | "wa
   return fs.readFileSync(path.join(SCRIPTS_DIR, name), "utf8");
 }
 
+/** neko-restore.sh as the setup step installs it (one file systemd runs): its library in front. */
+export function restoreScript(): string {
+  return readScript("neko-lib.sh") + readScript("neko-restore.sh");
+}
+
 /** `export NAME='value'` lines; names are checked so nothing but an assignment can be written. */
 export function envPreamble(env: Record<string, string>): string {
   return Object.entries(env)
@@ -94,10 +100,8 @@ export function commandLine(run: Pick<ScriptRun, "args" | "budgetSeconds" | "asR
 export function scriptInput(run: Pick<ScriptRun, "script" | "env" | "budgetSeconds">): string {
   const own: Record<string, string> = { STEP_SCRIPT: run.script.replace(/\.sh$/, "") };
   if (run.budgetSeconds) own.STEP_BUDGET = `${run.budgetSeconds}s`;
-  const library = LIBRARIES[run.script];
-  return (
-    envPreamble({ ...own, ...run.env }) + readScript("step-preamble.sh") + (library ? readScript(library) : "") + readScript(run.script)
-  );
+  const libraries = (LIBRARIES[run.script] ?? []).map((l) => readScript(l)).join("");
+  return envPreamble({ ...own, ...run.env }) + readScript("step-preamble.sh") + libraries + readScript(run.script);
 }
 
 export function scriptCommand(run: ScriptRun, remote = false): ScriptCommand {

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034,SC2154 # lock_held is read, and health_addr set, by scripts/neko-lib.sh
 # Creates neko afresh from the spec scripts/neko-rollout.sh last deployed, wherever a stopped neko
 # would otherwise be started again: at boot (a wake after an idle stop) and after a Docker daemon
 # restart. An image may be unable to start the same container twice (the Nix-built neko image's
@@ -22,6 +23,11 @@
 # Lines go to stderr (the journal). The spec's environment file holds secrets: it goes to
 # `docker run --env-file` only, and nothing here prints it.
 set -euo pipefail
+# scripts/neko-lib.sh: in front of this text where the setup step installs it, beside it in a checkout.
+if ! declare -F wait_healthy >/dev/null; then
+  # shellcheck source=/dev/null
+  source "$(dirname "${BASH_SOURCE[0]}")/neko-lib.sh"
+fi
 
 me=neko-restore
 log() { echo "$me: $*" >&2; }
@@ -57,124 +63,9 @@ spec_dir() {
 }
 
 secrets=()
-# Masks the secret values of the spec's environment (as neko-rollout.sh does) in standard input.
-mask() {
-  local text s
-  text=$(cat)
-  for s in ${secrets[@]+"${secrets[@]}"}; do
-    text=${text//"$s"/[secret]}
-  done
-  printf '%s\n' "$text"
-}
-
-# The last line of docker's error output in FILE that is not a warning.
-docker_error() {
-  local line last=""
-  while IFS= read -r line; do
-    [[ -z ${line//[[:space:]]/} || $line == WARNING:* ]] || last=$line
-  done <"$1"
-  printf '%s' "${last:-no error message}" | mask
-}
-
-# neko-rollout.sh's lock (a directory holding its owner's pid and boot ID; an owner that is gone,
-# or one from before the last boot, is taken over).
-take_lock() {
-  local lock=$1 owner waited=0 unowned=0
-  while ! mkdir "$lock" 2>/dev/null; do
-    owner=$(cat "$lock/pid" 2>/dev/null || true)
-    if [[ -n $owner ]] && { ! kill -0 "$owner" 2>/dev/null || from_another_boot "$lock"; }; then
-      rm -rf "$lock"
-      continue
-    fi
-    if [[ -z $owner ]] && ((++unowned > 5)); then
-      rm -rf "$lock"
-      continue
-    fi
-    ((waited > 0)) || log "a neko-rollout for $name runs (pid ${owner:-unknown}); waiting up to ${lock_seconds}s for it"
-    if ((waited >= lock_seconds)); then
-      fail_reason="a neko-rollout for $name (pid ${owner:-unknown}) still ran after ${lock_seconds}s (lock $lock)"
-      return 1
-    fi
-    sleep 1
-    waited=$((waited + 1))
-  done
-  echo "$$" >"$lock/pid"
-  [[ ! -r $boot_id_file ]] || cat "$boot_id_file" >"$lock/boot"
-  lock_held=$lock
-}
-
-# A lock from before this machine's last boot (Linux: its boot ID): its pid may be another process now.
-boot_id_file=/proc/sys/kernel/random/boot_id
-from_another_boot() {
-  [[ -r $boot_id_file && -r $1/boot ]] || return 1
-  [[ $(cat "$1/boot") != "$(cat "$boot_id_file")" ]]
-}
-
-release_lock() {
-  [[ -z $lock_held ]] || rm -rf "$lock_held"
-  lock_held=""
-}
-
-# HOST:PORT where container $1 publishes PORT/tcp (0.0.0.0 and :: are probed on loopback).
-published_addr() {
-  local out line v6=""
-  out=$(docker port "$1" "$2/tcp" 2>/dev/null) || return 1
-  while IFS= read -r line; do
-    case $line in
-      0.0.0.0:*)
-        printf '127.0.0.1:%s' "${line##*:}"
-        return 0
-        ;;
-      "[::]:"* | :::*) v6="[::1]:${line##*:}" ;;
-      *.*.*.*:*)
-        printf '%s' "$line"
-        return 0
-        ;;
-      ?*) v6=$line ;;
-    esac
-  done <<<"$out"
-  [[ -n $v6 ]] || return 1
-  printf '%s' "$v6"
-}
-
-# wait_healthy PORT BUDGET: 0 once NAME answers GET /health with 200 (health_addr is then where),
-# else 1 with fail_reason, at once when it exits.
-wait_healthy() {
-  local port=$1 budget=$2 deadline=$(($2 + SECONDS)) st status code addr="" last="no answer"
-  while :; do
-    if ! st=$(docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$name" 2>&1); then
-      fail_reason="is gone ($st)"
-      return 1
-    fi
-    read -r status code <<<"$st"
-    case $status in
-      exited | dead)
-        fail_reason="exited with code $code"
-        return 1
-        ;;
-    esac
-    if [[ $status == running ]]; then
-      [[ -n $addr ]] || addr=$(published_addr "$name" "$port") || addr=""
-      if [[ -n $addr ]]; then
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$addr/health" 2>/dev/null || true)
-        if [[ $code == 200 ]]; then
-          health_addr=$addr
-          return 0
-        fi
-        [[ $code == 000 ]] && last="no answer" || last="HTTP $code"
-      fi
-    fi
-    if ((SECONDS >= deadline)); then
-      fail_reason="did not answer /health within ${budget}s (still $status; last probe: $last)"
-      return 1
-    fi
-    sleep 0.5
-  done
-}
-
 # 0 when the restore is done or there is nothing to do; 1 with fail_reason.
 restore_once() {
-  local dir specs hash line key value img="" prof="" port="" budget=150 st status since
+  local dir specs hash line key value img="" prof="" port="" budget=150 st status since started
   local -a args=()
   dir=$(spec_dir)
   specs=$dir/$name-specs
@@ -234,12 +125,13 @@ restore_once() {
       log "could not clear the profile's lock files: $(docker_error "$tmp/err") (starting it anyway)"
   fi
   since=$SECONDS
+  started=$(date +%s)
   if ! docker run --detach --name "$name" --env-file "$specs/$hash.env" ${args[@]+"${args[@]}"} "$img" >/dev/null 2>"$tmp/err"; then
     release_lock
     fail_reason="the new $name could not be created: $(docker_error "$tmp/err")"
     return 1
   fi
-  if ! wait_healthy "$port" "$budget"; then
+  if ! wait_healthy "$name" "$port" "$budget" "$started"; then
     release_lock
     fail_reason="the new $name $fail_reason; its last log lines:
 $(docker logs --tail 30 "$name" 2>&1 | mask | sed 's/^/    /')"

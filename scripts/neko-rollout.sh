@@ -120,25 +120,6 @@ spec=""
 image_id=""
 lock_held=""
 
-# Masks every secret value in standard input (container logs, docker's error messages).
-mask() {
-  local text s
-  text=$(cat)
-  for s in ${secrets[@]+"${secrets[@]}"}; do
-    text=${text//"$s"/[secret]}
-  done
-  printf '%s\n' "$text"
-}
-
-# The last line of docker's error output in FILE that is not a warning, masked.
-docker_error() {
-  local line last=""
-  while IFS= read -r line; do
-    [[ -z ${line//[[:space:]]/} || $line == WARNING:* ]] || last=$line
-  done <"$1"
-  printf '%s' "${last:-no error message}" | mask
-}
-
 trim() {
   local s=$1
   s=${s#"${s%%[![:space:]]*}"}
@@ -309,126 +290,9 @@ sha256_of_input() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi | cut -c1-64
 }
 
-# take_lock DIR: one run at a time per container name. A directory (mkdir is atomic everywhere;
-# flock is not on macOS) holding the owner's pid (and boot ID); a lock whose owner is gone (or
-# from before the last boot) is taken over. Waits
-# up to NEKO_LOCK_SECONDS, then fails saying who holds it.
-take_lock() {
-  local lock=$1 owner waited=0 unowned=0
-  phase="waiting for the lock $lock"
-  while ! mkdir "$lock" 2>/dev/null; do
-    owner=$(cat "$lock/pid" 2>/dev/null || true)
-    if [[ -n $owner ]] && { ! kill -0 "$owner" 2>/dev/null || from_another_boot "$lock"; }; then
-      log "taking over the lock $lock: its run (pid $owner) is gone"
-      rm -rf "$lock"
-      continue
-    fi
-    # No pid yet: its owner is between mkdir and writing it, or died there (or an old lock file).
-    if [[ -z $owner ]] && ((++unowned > 5)); then
-      log "taking over the lock $lock: it names no run"
-      rm -rf "$lock"
-      continue
-    fi
-    ((waited > 0)) || log "another neko-rollout for $name runs (pid ${owner:-unknown}); waiting up to ${lock_seconds}s for it"
-    ((waited < lock_seconds)) ||
-      die_untouched "another neko-rollout for $name (pid ${owner:-unknown}) still ran after ${lock_seconds}s (lock $lock)"
-    sleep 1
-    waited=$((waited + 1))
-  done
-  echo "$$" >"$lock/pid"
-  [[ ! -r $boot_id_file ]] || cat "$boot_id_file" >"$lock/boot"
-  lock_held=$lock
-}
-
-# A lock taken before this machine last booted (Linux: its boot ID) has no owner any more, whatever
-# process now has its pid: the state directory outlives a power cut, unlike /tmp.
-boot_id_file=/proc/sys/kernel/random/boot_id
-from_another_boot() {
-  [[ -r $boot_id_file && -r $1/boot ]] || return 1
-  [[ $(cat "$1/boot") != "$(cat "$boot_id_file")" ]]
-}
-
 # ---------------------------------------------------------------- containers
 
 exists() { docker container inspect "$1" >/dev/null 2>&1; }
-
-# HOST:PORT where the container's HTTP port is published (0.0.0.0 and :: are probed on loopback).
-published_addr() {
-  local out line v6=""
-  out=$(docker port "$1" "$http_port/tcp" 2>/dev/null) || return 1
-  while IFS= read -r line; do
-    case $line in
-      0.0.0.0:*)
-        printf '127.0.0.1:%s' "${line##*:}"
-        return 0
-        ;;
-      "[::]:"* | :::*) v6="[::1]:${line##*:}" ;;
-      *.*.*.*:*)
-        printf '%s' "$line"
-        return 0
-        ;;
-      ?*) v6=$line ;;
-    esac
-  done <<<"$out"
-  [[ -n $v6 ]] || return 1
-  printf '%s' "$v6"
-}
-
-http_status() {
-  curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$1/health" 2>/dev/null || true
-}
-
-# The last exit code dockerd reported for container ID since the unix time SINCE.
-exit_code_since() {
-  local code
-  code=$(docker events --since "$2" --until "$(($(date +%s) + 1))" --filter "container=$1" --filter event=die \
-    --format '{{index .Actor.Attributes "exitCode"}}' 2>/dev/null | tail -n1) || true
-  printf '%s' "${code:-unknown}"
-}
-
-# wait_healthy CONTAINER BUDGET SINCE: 0 once GET /health on its published port answers 200
-# (health_addr is then that HOST:PORT); else 1 with fail_reason, at once when it exits or restarts.
-wait_healthy() {
-  local c=$1 budget=$2 since=$3 deadline=$(($2 + SECONDS)) st status code restarts addr="" last="no answer" id
-  id=$(docker inspect --format '{{.Id}}' "$c" 2>/dev/null) || id=$c
-  while :; do
-    if ! st=$(docker inspect --format '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$c" 2>&1); then
-      fail_reason="is gone ($st)"
-      return 1
-    fi
-    read -r status code restarts <<<"$st"
-    case $status in
-      exited | dead)
-        fail_reason="exited with code $code"
-        return 1
-        ;;
-      restarting)
-        fail_reason="exited with code $code and is restarting"
-        return 1
-        ;;
-    esac
-    if ((restarts > 0)); then
-      fail_reason="exited with code $(exit_code_since "$id" "$since") and was restarted ($restarts time(s))"
-      return 1
-    fi
-    if [[ $status == running ]]; then
-      [[ -n $addr ]] || addr=$(published_addr "$c") || addr=""
-      if [[ -n $addr ]]; then
-        code=$(http_status "$addr")
-        if [[ $code == 200 ]]; then
-          health_addr=$addr
-          return 0
-        fi
-        [[ $code == 000 ]] && last="no answer" || last="HTTP $code"
-      fi
-    fi
-    if ((SECONDS >= deadline)); then
-      fail_reason="did not answer /health within ${budget}s (still $status; last probe: $last)"
-      return 1
-    fi
-    sleep 0.5
-  done
-}
 
 # A container's last log lines, masked and indented.
 log_lines() {
@@ -578,7 +442,7 @@ handle_leftovers() {
     return 0
   fi
   local addr
-  if addr=$(published_addr "$name") && [[ $(http_status "$addr") == 200 ]]; then
+  if addr=$(published_addr "$name" "$http_port") && [[ $(http_status "$addr") == 200 ]]; then
     log "$prev left over next to a $name that answers /health: removing $prev"
     docker rm --force "$prev" >/dev/null
   else
@@ -635,7 +499,7 @@ restart_check() {
     fail_reason="could not be started again: $(docker_error "$tmp/err")"
     return 1
   }
-  wait_healthy "$cand" "$health_seconds" "$started" || {
+  wait_healthy "$cand" "$http_port" "$health_seconds" "$started" || {
     fail_reason="did not survive a restart: stopped and started again, it $fail_reason (its last log line: $(last_log_line "$cand"))"
     return 1
   }
@@ -672,7 +536,7 @@ run_candidate() {
   fi
   log "started the candidate $cand"
   phase="waiting up to ${health_seconds}s for the candidate $cand to answer /health"
-  wait_healthy "$cand" "$health_seconds" "$started" ||
+  wait_healthy "$cand" "$http_port" "$health_seconds" "$started" ||
     candidate_failed "$fail_reason" "the new image was not rolled out"
   log "the candidate answers /health"
   # neko-check-lib.sh: the capture pipeline runs for a few frames, the desktop is not blank.
@@ -697,7 +561,7 @@ roll_back() {
   fi
   local started
   started=$(date +%s)
-  if restore_previous && wait_healthy "$name" "$health_seconds" "$started"; then
+  if restore_previous && wait_healthy "$name" "$http_port" "$health_seconds" "$started"; then
     log "the new $name $reason; its last log lines:"
     printf '%s\n' "$new_lines" >&2
     log "the previous $name answers /health again; its last log lines:"
@@ -732,7 +596,7 @@ swap() {
     roll_back "could not start: $(docker_error "$tmp/err")"
   fi
   phase="waiting up to ${health_seconds}s for the new $name to answer /health"
-  wait_healthy "$name" "$health_seconds" "$started" || roll_back "$fail_reason"
+  wait_healthy "$name" "$http_port" "$health_seconds" "$started" || roll_back "$fail_reason"
   if ((had_prev)); then
     docker rm --force "$prev" >/dev/null
   fi
@@ -838,7 +702,7 @@ main() {
 
   if [[ -n $state_dir && ! -d $state_dir ]]; then (umask 077 && mkdir -p "$state_dir"); fi
   choose_spec_dir
-  take_lock "$spec_dir/neko-rollout-$name.lock"
+  take_lock "$spec_dir/neko-rollout-$name.lock" || die_untouched "$fail_reason"
   # The host's idle check (host-idle-stop.sh) leaves a host alone while this flag is there.
   if [[ -n $state_dir ]]; then
     deploying=$state_dir/deploying
@@ -857,7 +721,7 @@ main() {
   handle_leftovers
   local addr
   if [[ $(docker inspect --format "{{.State.Running}} {{index .Config.Labels \"$spec_label\"}}" "$name" 2>/dev/null) == "true $spec" ]] &&
-    addr=$(published_addr "$name") && [[ $(http_status "$addr") == 200 ]]; then
+    addr=$(published_addr "$name" "$http_port") && [[ $(http_status "$addr") == 200 ]]; then
     health_addr=$addr
     save_spec # the same spec: recorded where it was not yet (a neko deployed before specs were)
     set_current

@@ -20,7 +20,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { REMOVE_COMMAND } from "../../lib/neko";
 import { hostSetup, IMDS_GUARD_UIDS } from "../../lib/setup";
-import { scriptCommand, scriptInput } from "../../lib/shell";
+import { restoreScript, scriptCommand, scriptInput } from "../../lib/shell";
 import {
   DOCKERD_TOOLS,
   DockerEnv,
@@ -274,7 +274,11 @@ describe("an image that cannot start the same container twice, through an idle s
         `neko-restore: neko is exited: creating it afresh from its recorded spec (image ${ids.restartCrash}; an old container is never started again)`,
       ]),
     );
-    expect(w.lines.some((l) => /^neko-restore: neko restored: /.test(l))).toBe(true);
+    // Its report follows its own /health probe, which may come a moment after this test's.
+    await until("the watcher's report", () => w.lines.some((l) => /^neko-restore: (neko restored: |the new neko )/.test(l)), 10_000);
+    expect(w.lines.filter((l) => /^neko-restore: (neko restored: |the new neko )/.test(l))).toEqual([
+      expect.stringMatching(/^neko-restore: neko restored: a new container of \S+ answers \/health on http:\/\/\S+ after \d+s$/),
+    ]);
     // A rollout while the watcher runs: they share the lock; an update goes through.
     const r = await rollout(ids.good);
     expect(show(r)).toMatch(/^exit 0 /);
@@ -349,7 +353,7 @@ describe("host-bootstrap.sh installs the restore (stub systemctl, a /run/systemd
     expect(show(r)).toMatch(/^exit 0 /);
     expect(r.stderr).toContain("host-bootstrap: installing neko's restore at boot and after Docker restarts\n");
     const script = path.join(dir, "infra", "neko-restore.sh");
-    expect(fs.readFileSync(script, "utf8").trimEnd()).toBe(fs.readFileSync(path.join(SCRIPTS, "neko-restore.sh"), "utf8").trimEnd());
+    expect(fs.readFileSync(script, "utf8").trimEnd()).toBe(restoreScript().trimEnd());
     expect(fs.statSync(script).mode & 0o777).toBe(0o755);
     const unit = path.join(dir, "units", "neko-restore.service");
     expect(fs.readFileSync(unit, "utf8")).toBe(

@@ -189,9 +189,12 @@ function nekoEnv(over: Record<string, string> = {}, extraEnvLines: string[] = []
     NEKO_API_TOKEN: API_TOKEN,
     REGISTRY_USER: reg.REGISTRY_USER,
     REGISTRY_PASSWORD: reg.REGISTRY_PASSWORD,
+    // What the program computes from the values previews show (lib/spec.ts): recorded as it is.
+    NEKO_SHOWN_DIGEST: SHOWN_DIGEST,
     ...over,
   };
 }
+const SHOWN_DIGEST = "5e7f2b0c".repeat(8);
 
 const WRONG_REGISTRY_PASSWORD = "wrong-Pa55-93ad0e7b61";
 const SECRETS = () => [ADMIN_PASSWORD, USER_PASSWORD, API_TOKEN, reg.REGISTRY_PASSWORD, WRONG_REGISTRY_PASSWORD];
@@ -429,7 +432,7 @@ describe("neko-rollout.sh", () => {
     const deployed = fs.readFileSync(path.join(specDir(), "deployed"), "utf8");
     expect(deployed).toMatch(
       new RegExp(
-        `^time \\d+\noutcome started\nref ${reEscape(refs.v1)}\nimage ${ids.v1}\nspec ${spec}\nshown [0-9a-f]{64}\nscreenshot \\S+\n$`,
+        `^time \\d+\noutcome started\nref ${reEscape(refs.v1)}\nimage ${ids.v1}\nspec ${spec}\nshown ${SHOWN_DIGEST}\nscreenshot \\S+\n$`,
       ),
     );
     for (const s of SECRETS()) expect(deployed).not.toContain(s);

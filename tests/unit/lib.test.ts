@@ -177,7 +177,10 @@ describe("user-data and the setup steps", () => {
     });
     expect(gpu.args).toEqual(["ec2-user", "1", "1.dkr.ecr.eu-central-1.amazonaws.com", "vol-0abc", "20"]);
     expect(gpu.env.IDLE_STOP_SCRIPT).toBe(fs.readFileSync(path.join(__dirname, "../../scripts/host-idle-stop.sh"), "utf8"));
-    const restore = fs.readFileSync(path.join(__dirname, "../../scripts/neko-restore.sh"), "utf8");
+    // The restore with its library in front: systemd runs it from one file.
+    const restore = ["neko-lib.sh", "neko-restore.sh"]
+      .map((f) => fs.readFileSync(path.join(__dirname, "../../scripts", f), "utf8"))
+      .join("");
     expect(gpu.env.NEKO_RESTORE_SCRIPT).toBe(restore);
     expect(gpu.env.NEKO_READY_SCRIPT).toBeUndefined(); // only with a wake link
     const ready = hostSetup({ sshUser: "ec2-user", gpu: false, idleMinutes: 30, readyTag: true });

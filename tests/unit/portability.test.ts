@@ -18,6 +18,7 @@ export const OPERATOR_SCRIPTS = [
   "scripts/docker-load.sh",
   "scripts/neko-rollout.sh",
   "scripts/neko-check-lib.sh",
+  "scripts/neko-lib.sh",
   "tools/up.sh",
   "tools/builder-toggle.sh",
   "tools/ssh.sh",
