@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { envFile, nekoEnv, nekoSecretEnv, NekoRuntime, REMOVE_COMMAND, rolloutEnv } from "../lib/neko";
+import { envFile, nekoEnv, nekoSecretEnv, NekoRuntime, removeCommand, rolloutEnv } from "../lib/neko";
 import { runningTag } from "../lib/registry";
 import { HostSettings, NekoSettings } from "../lib/settings";
 import { ShownSpec, shownDigest } from "../lib/spec";
@@ -62,13 +62,18 @@ export class NekoHost extends pulumi.ComponentResource {
     this.adminPassword = generated(this, `${name}-admin-password`, neko.adminPassword, 24);
     const apiToken = generated(this, `${name}-api-token`, neko.apiToken, 40);
 
-    const front = s.tlsFront.enabled ? tlsFront(`${name}-tls`, this, host, { tls: s.tlsFront, nekoPort: neko.httpPort }) : undefined;
+    // ssh and local hosts outlive the stack: `destroy` takes what runs there off them.
+    const outlives = s.kind !== "ec2";
+    const front = s.tlsFront.enabled
+      ? tlsFront(`${name}-tls`, this, host, { tls: s.tlsFront, nekoPort: neko.httpPort, removeOnDelete: outlives })
+      : undefined;
     const relay = neko.turn.enabled
       ? turnRelay(`${name}-turn`, this, host, {
           turn: neko.turn,
           tls: s.tlsFront.enabled ? s.tlsFront : undefined,
           password: generated(this, `${name}-turn-password`, neko.turnPassword, 32),
           dependsOn: front ? [front.step] : [],
+          removeOnDelete: outlives,
         })
       : undefined;
 
@@ -144,8 +149,8 @@ export class NekoHost extends pulumi.ComponentResource {
         budgetSeconds: 1800,
         // A new (or wiped and set up again) host starts empty: deploy again. (This machine: in place.)
         triggers: s.kind === "local" ? undefined : [host.generation],
-        // ssh and local hosts outlive the stack: take neko off them (the profile stays).
-        onDelete: s.kind === "ec2" ? undefined : REMOVE_COMMAND,
+        // ...neko and its recorded specs (the profile stays).
+        onDelete: outlives ? removeCommand(pulumi.getStack()) : undefined,
       },
       { parent: this, dependsOn: relay ? [relay.step] : front ? [front.step] : [] },
     );

@@ -5,7 +5,7 @@
  * short-lived IP certificates); Caddy renews it itself. A wiring function, not a component.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { caddyfile, TLS_IMAGE, TLS_USER } from "../lib/caddy";
+import { caddyfile, TLS_IMAGE, TLS_USER, tlsRemoveCommand } from "../lib/caddy";
 import { TlsSettings } from "../lib/settings";
 import { HostMachine } from "./hostMachine";
 import { runStep } from "./runScript";
@@ -14,6 +14,8 @@ export interface TlsFrontArgs {
   tls: Extract<TlsSettings, { enabled: true }>;
   /** neko's HTTP port on 127.0.0.1. */
   nekoPort: number;
+  /** An ssh or local host outlives the stack: `destroy` takes the front and its certificates off it. */
+  removeOnDelete: boolean;
 }
 
 export interface TlsFront {
@@ -48,6 +50,7 @@ export function tlsFront(name: string, parent: pulumi.Resource, host: HostMachin
       purpose: pulumi.interpolate`the HTTPS front for ${subject}`,
       budgetSeconds: 600,
       triggers: [host.generation],
+      onDelete: a.removeOnDelete ? tlsRemoveCommand() : undefined,
     },
     { parent },
   );

@@ -7,7 +7,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { IceServer } from "../lib/neko";
 import { TlsSettings, TurnSettings } from "../lib/settings";
-import { iceServers, TURN_IMAGE, TURN_USER, turnRelayEnv } from "../lib/turn";
+import { iceServers, TURN_IMAGE, TURN_USER, turnRelayEnv, turnRemoveCommand } from "../lib/turn";
 import { HostMachine } from "./hostMachine";
 import { runStep, Step } from "./runScript";
 
@@ -17,6 +17,8 @@ export interface TurnRelayArgs {
   tls?: Extract<TlsSettings, { enabled: true }>;
   password: pulumi.Output<string>;
   dependsOn: pulumi.Resource[];
+  /** An ssh or local host outlives the stack: `destroy` takes the relay and its files off it. */
+  removeOnDelete: boolean;
 }
 
 export function turnRelay(
@@ -58,6 +60,7 @@ export function turnRelay(
       purpose: "the TURN relay",
       budgetSeconds: 300,
       triggers: [host.generation],
+      onDelete: a.removeOnDelete ? turnRemoveCommand() : undefined,
     },
     { parent, dependsOn: a.dependsOn },
   );

@@ -8,10 +8,25 @@ import { hostPorts, publishArgs } from "./ports";
 import { NekoSettings } from "./settings";
 
 export const CONTAINER_NAME = "neko";
-/** What `pulumi destroy` runs on ssh and local hosts: neko and any leftover of a rollout go; the profile stays. */
-export const REMOVE_COMMAND = `docker rm -f ${CONTAINER_NAME} ${CONTAINER_NAME}-candidate ${CONTAINER_NAME}-previous >/dev/null 2>&1 || true`;
 /** Where a host keeps what the idle check and the TLS front need (the API token, neko's URL). */
 export const HOST_STATE_DIR = "/var/lib/neko-infra/host";
+/**
+ * What `pulumi destroy` runs on ssh and local hosts, which outlive the stack: neko and any
+ * leftover of a rollout go, and so do the specs the rollouts recorded (their environment files
+ * hold neko's passwords), in the directory neko-rollout.sh chose for them (its choose_spec_dir:
+ * NEKO_STATE_DIR, else HOST_STATE_DIR where writable, else the user's state directory), and the
+ * candidate's screenshots of the desktop. The profile stays.
+ */
+export function removeCommand(stack: string): string {
+  if (!/^[A-Za-z0-9_.-]+$/.test(stack)) throw new Error(`removeCommand: not a stack name: ${stack}`);
+  return [
+    `docker rm -f ${CONTAINER_NAME} ${CONTAINER_NAME}-candidate ${CONTAINER_NAME}-previous >/dev/null 2>&1 || true`,
+    `d=\${NEKO_STATE_DIR:-}`,
+    `[ -n "$d" ] || { d=${HOST_STATE_DIR}; [ -d "$d" ] && [ -w "$d" ] || d="\${XDG_STATE_HOME:-$HOME/.local/state}/neko-infra"; }`,
+    // (The API token and neko's URL are kept only where NEKO_STATE_DIR is set: EC2 hosts.)
+    `rm -rf "$d/${CONTAINER_NAME}-specs" "$d/neko-rollout-${CONTAINER_NAME}.lock" ~/.cache/neko-infra/screenshots/${stack}`,
+  ].join("; ");
+}
 /** The profile directory on EC2 and ssh hosts (on EC2 an EBS volume is mounted there). */
 export const HOST_PROFILE_DIR = "/var/lib/neko-infra/profile";
 /** Seconds each health wait of a rollout may take: neko's own check budget (8 tries, 10 s apart, 30 s start). */

@@ -9,6 +9,7 @@
  * start and on SIGUSR2 only.
  */
 import { certificatePaths } from "./caddy";
+import { HOST_STATE_DIR } from "./neko";
 import { IceServer } from "./neko";
 import { TurnSettings } from "./settings";
 
@@ -125,4 +126,18 @@ export function iceServers(o: {
   const urls = [`turn:${host}:${o.turn.port}?transport=udp`, `turn:${host}:${o.turn.port}?transport=tcp`];
   if (o.tlsName) urls.push(`turns:${hostPart(o.tlsName)}:${o.turn.tlsPort}?transport=tcp`);
   return [{ urls, username: o.username, credential: o.credential }];
+}
+
+/**
+ * What `pulumi destroy` runs on ssh hosts, which outlive the stack: the relay's container and its
+ * directory (the configuration with the relay's password, root's: a root container of the relay's
+ * image removes it); a directory that stays fails the destroy, naming it.
+ */
+export function turnRemoveCommand(): string {
+  const dir = `${HOST_STATE_DIR}/turn`;
+  return (
+    `docker rm -f neko-turn >/dev/null 2>&1 || true; [ ! -e ${dir} ] || ` +
+    `docker run --rm --network none --user 0:0 --entrypoint rm -v ${HOST_STATE_DIR}:/state ${TURN_IMAGE} -rf /state/turn >/dev/null 2>&1 || ` +
+    `{ echo "cannot remove ${dir} (the relay's configuration and password): remove it as root" >&2; exit 1; }`
+  );
 }

@@ -70,7 +70,7 @@ restore_once() {
   dir=$(spec_dir)
   specs=$dir/$name-specs
   if [[ ! -f $specs/current ]]; then
-    log "no spec recorded in $specs (never deployed here): nothing to restore"
+    log "no spec recorded in $specs (never deployed here, or taken off by pulumi destroy): nothing to restore"
     return 0
   fi
   take_lock "$dir/neko-rollout-$name.lock" || return 1

@@ -320,6 +320,8 @@ clear_locks() {
 # ---------------------------------------------------------------- specs (see the header)
 
 # SPEC_DIR: NEKO_STATE_DIR, else the host's state directory when writable, else the user's.
+# Where the specs go (lib/neko.ts removeCommand looks in the same places when `destroy` takes
+# neko off an ssh or local host).
 choose_spec_dir() {
   if [[ -n $state_dir ]]; then
     spec_dir=$state_dir

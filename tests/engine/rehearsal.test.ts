@@ -336,14 +336,36 @@ test("e. the host wiped back to empty, as a replacement instance: everything dep
   expect(changed(p.up("after the redeploy"))).toEqual({});
 });
 
-test("f. destroy, from a checkout without node_modules, takes neko off the host and leaves an empty stack", () => {
+test("f. destroy, from a checkout without node_modules, takes neko, the front and the relay off the host, with their secrets, and leaves an empty stack", () => {
   // A fresh clone on another machine: the project's files, no `npm ci`.
   const bare = path.join(p.work, "bare-checkout");
   fs.cpSync(p.dir, bare, { recursive: true, filter: (src) => path.basename(src) !== "node_modules" });
   expect(fs.existsSync(path.join(bare, "node_modules"))).toBe(false);
   must(p.pulumi(["destroy", "--yes", "--skip-preview"], undefined, undefined, {}, bare), "destroy from a bare checkout");
   expect(p.resourceCount()).toBe(0);
-  expect(hostDocker(["ps", "-a", "--filter", "name=^neko$", "-q"])).toBe("");
+  // The host outlives the stack: nothing of it keeps running there, and no file with a secret
+  // stays (neko's recorded specs, the relay's configuration, the front's keys); the profile (a
+  // docker volume here) does.
+  expect(hostDocker(["ps", "-a", "--format", "{{.Names}}"])).toBe("");
+  const left = execFileSync("nsenter", [
+    "--target",
+    dockerdPid(),
+    "--mount",
+    "--",
+    "find",
+    "/var/lib/neko-infra",
+    "-mindepth",
+    "1",
+    "-maxdepth",
+    "2",
+  ])
+    .toString()
+    .trim()
+    .split("\n")
+    .sort();
+  expect(left.filter((f) => /neko-specs|\/tls|\/turn|api-token/.test(f))).toEqual([]);
+  expect(left).toContain("/var/lib/neko-infra/host");
+  expect(hostDocker(["volume", "ls", "--format", "{{.Name}}"]).split("\n")).toContain("neko-infra-profile");
   stopAll();
   expect(processesUnder(p.work)).toEqual([]);
 });

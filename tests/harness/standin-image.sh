@@ -7,7 +7,7 @@
 #                                   static; as the official image: /usr/bin/caddy, XDG_CONFIG_HOME=/config,
 #                                   XDG_DATA_HOME=/data, WORKDIR /srv, runs as root, /usr/bin/caddy
 #                                   with the file capability cap_net_bind_service=+ep (the official
-#                                   Dockerfile's setcap), busybox's chown and wget as on Alpine,
+#                                   Dockerfile's setcap), busybox's chown, rm and wget as on Alpine,
 #                                   CMD caddy run --config /etc/caddy/Caddyfile --adapter caddyfile
 #   standin-image.sh coturn NAME    Debian's coturn 4.6.1 turnserver with the shared libraries ldd
 #                                   names (and the loader), /bin/sh and a few applets from
@@ -64,7 +64,7 @@ caddy)
   cp "$caddy" "$root/usr/bin/caddy"
   # As the official image: a non-root Caddy may bind 80 and 443.
   setcap cap_net_bind_service=+ep "$root/usr/bin/caddy"
-  applets sh chown wget
+  applets sh chown rm wget
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\n' >"$root/etc/group"
   changes=(

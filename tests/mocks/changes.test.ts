@@ -5,7 +5,8 @@
  * rollout. Plus the other machine kinds' shapes. The engine suite proves the same with real runs
  * where the resources can be registered here (tests/engine).
  */
-import { REMOVE_COMMAND } from "../../lib/neko";
+import { tlsRemoveCommand } from "../../lib/caddy";
+import { removeCommand } from "../../lib/neko";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -197,7 +198,8 @@ describe("other kinds", () => {
       expect([r.name, line]).not.toEqual([r.name, expect.stringMatching(/s3cret-pw|PRIVATE KEY|admin-pass|api-token/)]);
     }
     for (const name of ["image-ship", "registry-push", "host-neko"]) expect(run.secretInputs[name]).toContain("stdin");
-    expect(run.byName("host-neko").inputs.delete).toBe("docker rm -f neko neko-candidate neko-previous >/dev/null 2>&1 || true");
+    expect(run.byName("host-neko").inputs.delete).toBe(removeCommand("test"));
+    expect(run.byName("host-neko").inputs.delete).toMatch(/^docker rm -f neko neko-candidate neko-previous >\/dev\/null 2>&1 \|\| true; /);
     expect(run.outputs.imageRef).toMatch(/^10\.231\.7\.1:5000\/neko@sha256:[0-9a-f]{64}$/);
     expect(run.outputs.url).toBe("http://localhost:8080/");
     expect(run.secretOutputs.sort()).toEqual(["adminPassword", "builderSsh", "userPassword"]);
@@ -274,7 +276,10 @@ describe("other kinds", () => {
       SSH_HOST_KEY_SETTING: "host.hostKey",
     });
     expect(run.byName("host-neko").inputs.triggers).toEqual(["host-setup-id"]);
-    expect(run.byName("host-neko").inputs.delete).toBe(REMOVE_COMMAND);
+    // The host outlives the stack: destroy takes neko, its specs and the front off it.
+    expect(run.byName("host-neko").inputs.delete).toBe(removeCommand("test"));
+    expect(run.byName("host-tls").inputs.delete).toBe(tlsRemoveCommand());
+    expect(run.byName("host-tls").deleteBeforeReplace).toBe(true);
     expect(run.byName("host-neko").deleteBeforeReplace).toBe(true); // its delete must not undo its replacement
     expect(run.byName("host-neko").inputs.stdin).toContain("NEKO_WEBRTC_NAT1TO1=8.8.4.4");
     expect(run.byName("host-tls").inputs.create).toBe("timeout -k 15s 600s bash -s -- public.ecr.aws/docker/library/caddy:2.11 8.8.4.4");

@@ -18,7 +18,7 @@
 import { ChildProcess, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { REMOVE_COMMAND } from "../../lib/neko";
+import { removeCommand } from "../../lib/neko";
 import { hostSetup, IMDS_GUARD_UIDS } from "../../lib/setup";
 import { restoreScript, scriptCommand, scriptInput } from "../../lib/shell";
 import {
@@ -306,11 +306,13 @@ describe("an image that cannot start the same container twice, through an idle s
   });
 
   test("a neko that `pulumi destroy` removed does not come back at the next boot", async () => {
-    ok(await run("/bin/sh", ["-c", REMOVE_COMMAND], { env: hostEnv() }), "remove command");
+    ok(await run("/bin/sh", ["-c", removeCommand("restart-test")], { env: { ...hostEnv(), NEKO_STATE_DIR: stateDir } }), "remove command");
     await powerCycle();
     const r = await restoreOnce();
     expect(show(r)).toMatch(/^exit 0 /);
-    expect(r.stderr).toBe("neko-restore: no neko container (removed, or never started here): nothing to restore\n");
+    expect(r.stderr).toBe(
+      `neko-restore: no spec recorded in ${stateDir}/neko-specs (never deployed here, or taken off by pulumi destroy): nothing to restore\n`,
+    );
     expect(ok(await docker(["ps", "-aq"]), "docker ps")).toBe("");
   });
 });

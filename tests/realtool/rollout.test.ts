@@ -23,7 +23,7 @@
 import * as fs from "fs";
 import * as net from "net";
 import * as path from "path";
-import { REMOVE_COMMAND } from "../../lib/neko";
+import { removeCommand } from "../../lib/neko";
 import { cpuPipeline, nvencPipeline } from "../../lib/pipelines";
 import { scriptCommand } from "../../lib/shell";
 import {
@@ -923,15 +923,22 @@ describe("neko-rollout.sh", () => {
   test("pulumi destroy's remove command takes neko and leftovers, keeps the profile; a failed first deploy leaves nothing running", async () => {
     need("updated");
     ok(await docker(["create", "--name", "neko-candidate", ids.v1]), "docker create");
-    const r = await run("/bin/sh", ["-c", REMOVE_COMMAND], { env: hostEnv() });
+    // The specs the rollouts recorded hold neko's passwords: they go too (the state directory
+    // as the rollout chose it, NEKO_STATE_DIR here).
+    expect(fs.existsSync(specDir())).toBe(true);
+    const remove = () => run("/bin/sh", ["-c", removeCommand("rollout-test")], { env: { ...hostEnv(), NEKO_STATE_DIR: stateDir } });
+    const r = await remove();
     expect(show(r)).toMatch(/^exit 0 /);
     expect(await containerNames()).toEqual([]);
+    expect(fs.existsSync(specDir())).toBe(false);
     expect(fs.readFileSync(path.join(profile, "keep.txt"), "utf8")).toBe("bookmarks\n");
-    expect((await run("/bin/sh", ["-c", REMOVE_COMMAND], { env: hostEnv() })).code).toBe(0);
+    expect((await remove()).code).toBe(0);
     // A neko that was taken off the host never comes back from its recorded spec.
     const gone = await restore();
     expect(show(gone)).toMatch(/^exit 0 /);
-    expect(gone.stderr).toBe("neko-restore: no neko container (removed, or never started here): nothing to restore\n");
+    expect(gone.stderr).toBe(
+      `neko-restore: no spec recorded in ${specDir()} (never deployed here, or taken off by pulumi destroy): nothing to restore\n`,
+    );
     expect(await containerNames()).toEqual([]);
 
     // The profile was used, so this image passes as a candidate and fails for real: nothing to roll back to.

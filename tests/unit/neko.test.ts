@@ -1,6 +1,8 @@
+import { execFileSync } from "child_process";
 import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
-import { envFile, nekoEnv, nekoSecretEnv, nvencPipeline, rolloutEnv } from "../../lib/neko";
+import { envFile, HOST_STATE_DIR, nekoEnv, nekoSecretEnv, nvencPipeline, removeCommand, rolloutEnv } from "../../lib/neko";
 import { hostIngress, sshIngress } from "../../lib/network";
 import { cpuPipeline } from "../../lib/pipelines";
 import { hostPorts, publishArgs } from "../../lib/ports";
@@ -249,5 +251,50 @@ describe("rollout", () => {
   test("neko-restore.sh (a local host runs it by hand, on a Mac too): no bash 4 construct, no unguarded GNU-only tool", () => {
     const text = fs.readFileSync(path.join(__dirname, "../../scripts/neko-restore.sh"), "utf8");
     expect(portabilityFindings(text)).toEqual([]);
+  });
+});
+
+describe("what destroy runs on an ssh or local host (removeCommand), run by a real sh", () => {
+  const roots: string[] = [];
+  afterAll(() => roots.forEach((r) => fs.rmSync(r, { recursive: true, force: true })));
+  /** A machine in a directory: a state directory, a user's home, a docker that records its calls. */
+  function machine(hostStateWritable: boolean) {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "neko-remove-"));
+    roots.push(root);
+    const host = path.join(root, "var-lib-neko-infra-host");
+    if (hostStateWritable) fs.mkdirSync(path.join(host, "neko-specs"), { recursive: true });
+    const xdg = path.join(root, "state");
+    fs.mkdirSync(path.join(xdg, "neko-infra", "neko-specs"), { recursive: true });
+    const home = path.join(root, "home");
+    for (const stack of ["dev", "prod"]) fs.mkdirSync(path.join(home, ".cache/neko-infra/screenshots", stack), { recursive: true });
+    fs.mkdirSync(path.join(root, "bin"));
+    fs.writeFileSync(path.join(root, "bin", "docker"), `#!/bin/sh\necho "docker $*" >>"${root}/calls"\n`, { mode: 0o755 });
+    const cmd = removeCommand("dev").replace(HOST_STATE_DIR, host);
+    const run = (env: Record<string, string> = {}) =>
+      execFileSync("/bin/sh", ["-c", cmd], { env: { PATH: `${root}/bin:/usr/bin:/bin`, HOME: home, XDG_STATE_HOME: xdg, ...env } });
+    return { root, host, xdg, home, run };
+  }
+
+  test("the specs go from the host's state directory where the rollout could write it; another stack's screenshots stay", () => {
+    const m = machine(true);
+    m.run();
+    expect(fs.readFileSync(path.join(m.root, "calls"), "utf8")).toBe("docker rm -f neko neko-candidate neko-previous\n");
+    expect(fs.existsSync(path.join(m.host, "neko-specs"))).toBe(false);
+    expect(fs.existsSync(path.join(m.xdg, "neko-infra", "neko-specs"))).toBe(true); // not where this rollout wrote
+    expect(fs.readdirSync(path.join(m.home, ".cache/neko-infra/screenshots"))).toEqual(["prod"]);
+  });
+
+  test("without it, from the user's state directory; with NEKO_STATE_DIR, from there", () => {
+    const m = machine(false);
+    m.run();
+    expect(fs.existsSync(path.join(m.xdg, "neko-infra", "neko-specs"))).toBe(false);
+    const given = path.join(m.root, "given");
+    fs.mkdirSync(path.join(given, "neko-specs"), { recursive: true });
+    m.run({ NEKO_STATE_DIR: given });
+    expect(fs.existsSync(path.join(given, "neko-specs"))).toBe(false);
+  });
+
+  test("a stack name is all it takes, and only a plain one", () => {
+    expect(() => removeCommand("dev; rm -rf /")).toThrow(/not a stack name/);
   });
 });
