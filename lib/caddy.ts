@@ -9,7 +9,7 @@
  * - `profile shortlived` for IP subjects: Let's Encrypt issues IP certificates only with it.
  */
 import { isIpAddress } from "./addresses";
-import { HOST_STATE_DIR } from "./neko";
+import { stateRemoveCommand } from "./neko";
 
 /**
  * Caddy 2.11 (ECR Public's mirror of the Docker official image, so EC2 hosts need no Docker Hub):
@@ -126,15 +126,9 @@ export function certificatePaths(acmeServer: string, subject: string): { cert: s
 }
 
 /**
- * What `pulumi destroy` runs on ssh hosts, which outlive the stack: the front's container, and its
- * directory (certificates, their keys, the ACME account). TLS_USER owns the data, so a root
- * container of the front's image removes it; a directory that stays fails the destroy, naming it.
+ * What `pulumi destroy` runs on ssh and local hosts, which outlive the stack: the front's container
+ * and its directory (certificates, their keys, the ACME account; TLS_USER's).
  */
 export function tlsRemoveCommand(): string {
-  const dir = `${HOST_STATE_DIR}/tls`;
-  return (
-    `docker rm -f neko-tls >/dev/null 2>&1 || true; [ ! -e ${dir} ] || ` +
-    `docker run --rm --network none --user 0:0 --entrypoint rm -v ${HOST_STATE_DIR}:/state ${TLS_IMAGE} -rf /state/tls >/dev/null 2>&1 || ` +
-    `{ echo "cannot remove ${dir} (certificates and their keys): remove it as root" >&2; exit 1; }`
-  );
+  return stateRemoveCommand({ container: "neko-tls", subdir: "tls", image: TLS_IMAGE, holds: "certificates and their keys" });
 }

@@ -27,6 +27,20 @@ export function removeCommand(stack: string): string {
     `rm -rf "$d/${CONTAINER_NAME}-specs" "$d/neko-rollout-${CONTAINER_NAME}.lock" ~/.cache/neko-infra/screenshots/${stack}`,
   ].join("; ");
 }
+/**
+ * What `pulumi destroy` runs on ssh and local hosts for a step that keeps a container of IMAGE and
+ * a directory under HOST_STATE_DIR (the TLS front, the TURN relay): the container goes, then the
+ * directory, through a root container of the same image (what it holds is not the login user's);
+ * a directory that stays fails the destroy, naming it and what it holds.
+ */
+export function stateRemoveCommand(o: { container: string; subdir: string; image: string; holds: string }): string {
+  const dir = `${HOST_STATE_DIR}/${o.subdir}`;
+  return (
+    `docker rm -f ${o.container} >/dev/null 2>&1 || true; [ ! -e ${dir} ] || ` +
+    `docker run --rm --network none --user 0:0 --entrypoint rm -v ${HOST_STATE_DIR}:/state ${o.image} -rf /state/${o.subdir} >/dev/null 2>&1 || ` +
+    `{ echo "cannot remove ${dir} (${o.holds}): remove it as root" >&2; exit 1; }`
+  );
+}
 /** The profile directory on EC2 and ssh hosts (on EC2 an EBS volume is mounted there). */
 export const HOST_PROFILE_DIR = "/var/lib/neko-infra/profile";
 /** Seconds each health wait of a rollout may take: neko's own check budget (8 tries, 10 s apart, 30 s start). */

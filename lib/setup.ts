@@ -41,7 +41,7 @@ export interface HostSetupArgs {
   ecrRegistry?: string;
   /** The EBS volume holding the browser profile: mounted at HOST_PROFILE_DIR. */
   profileVolumeId?: string;
-  /** The EBS volume holding the TLS front's certificates: mounted at HOST_TLS_DIR. */
+  /** The EBS volume holding the TLS front's certificates: mounted at HOST_STATE_DIR/tls. */
   tlsVolumeId?: string;
   idleMinutes: number;
   /** Install scripts/host-ready.sh (EC2 hosts with a wake link): the instance tags itself ready. */

@@ -9,8 +9,7 @@
  * start and on SIGUSR2 only.
  */
 import { certificatePaths } from "./caddy";
-import { HOST_STATE_DIR } from "./neko";
-import { IceServer } from "./neko";
+import { IceServer, stateRemoveCommand } from "./neko";
 import { TurnSettings } from "./settings";
 
 /** coturn 4.6 on Alpine, from GitHub's registry (coturn publishes there, not on ECR Public). */
@@ -129,15 +128,9 @@ export function iceServers(o: {
 }
 
 /**
- * What `pulumi destroy` runs on ssh hosts, which outlive the stack: the relay's container and its
- * directory (the configuration with the relay's password, root's: a root container of the relay's
- * image removes it); a directory that stays fails the destroy, naming it.
+ * What `pulumi destroy` runs on ssh and local hosts, which outlive the stack: the relay's container
+ * and its directory (the configuration with the relay's password; root's).
  */
 export function turnRemoveCommand(): string {
-  const dir = `${HOST_STATE_DIR}/turn`;
-  return (
-    `docker rm -f neko-turn >/dev/null 2>&1 || true; [ ! -e ${dir} ] || ` +
-    `docker run --rm --network none --user 0:0 --entrypoint rm -v ${HOST_STATE_DIR}:/state ${TURN_IMAGE} -rf /state/turn >/dev/null 2>&1 || ` +
-    `{ echo "cannot remove ${dir} (the relay's configuration and password): remove it as root" >&2; exit 1; }`
-  );
+  return stateRemoveCommand({ container: "neko-turn", subdir: "turn", image: TURN_IMAGE, holds: "the relay's configuration and password" });
 }
